@@ -1,0 +1,163 @@
+package backend
+
+import (
+	"math"
+
+	"github.com/frogopt/frog/blas"
+	"github.com/frogopt/frog/cg"
+	"github.com/frogopt/frog/conv"
+	"github.com/frogopt/frog/fisher"
+	"github.com/frogopt/frog/internal/pow2"
+)
+
+// Job is one layer's row-wise preconditioning, already validated by the
+// caller: shapes fit the geometry and every slice has its length.
+type Job struct {
+	// Geometry is the layer's convolution, normalized (a linear layer is a
+	// 1x1 convolution of 1x1 inputs).
+	Geometry conv.Geometry
+	// JointBias appends a constant 1 to every patch: rows are [w_j, b_j].
+	JointBias bool
+
+	// Samples is r, the number of samples in Acts and OutGrads.
+	Samples int
+	// Acts holds the subsampled inputs, Samples x Cin x H x W.
+	Acts []float32
+	// OutGrads holds the subsampled output gradients, Samples x Cout x OutH x OutW.
+	OutGrads []float32
+	// Grad holds the effective gradient, Rows() x RowLen().
+	Grad []float32
+
+	// LossScale is s in lam = s*y^2: B*B/r for a mean-reduced loss, 1/r for a sum.
+	LossScale float64
+	// Damping is tau.
+	Damping float64
+	// Iters is the number of CG iterations; Tolerance optionally stops rows early.
+	Iters     int
+	Tolerance float64
+	// DenomEps is eps in t_j + eps, the CG denominators and c_j.
+	DenomEps float64
+
+	// Dir receives c_j z_j, Rows() x RowLen().
+	Dir []float32
+	// Trace, Residual, Scale and Breakdown receive per-row t_j, the final CG
+	// residual norm, c_j, and whether CG broke down; Rows() values each.
+	Trace, Residual, Scale []float64
+	Breakdown              []bool
+}
+
+// Rows is R, the number of weight rows (output channels).
+func (j *Job) Rows() int { return j.Geometry.OutChannels }
+
+// RowLen is the length of a row: Cin/groups*kh*kw, plus one with a joint bias.
+func (j *Job) RowLen() int {
+	if j.JointBias {
+		return j.Geometry.PatchLen() + 1
+	}
+	return j.Geometry.PatchLen()
+}
+
+// Engine carries out Jobs. An Engine value is used by one goroutine at a
+// time; the optimizer keeps one per layer.
+type Engine interface {
+	// Name identifies the engine ("cpu", "opencl").
+	Name() string
+	// Precondition runs the job, writing its outputs. An error leaves the
+	// outputs unspecified; the caller then changes no state.
+	Precondition(job *Job) error
+}
+
+// CPU runs jobs on the host through package blas. Its workspace grows to
+// the largest job it has seen and is reused, so steady-state calls do not
+// allocate. The zero value is ready to use.
+type CPU struct {
+	// Kernels runs the dense products; nil means blas.Current().
+	Kernels blas.Kernels
+
+	patches []float32
+	weights []float32
+	norms   []float64
+	op      fisher.Operator
+	solver  cg.Solver
+}
+
+// Name returns "cpu".
+func (*CPU) Name() string { return "cpu" }
+
+// Precondition runs the job one channel group at a time.
+func (c *CPU) Precondition(job *Job) error {
+	g := job.Geometry
+	L := g.Locations()
+	n := job.Samples * L
+	d := job.RowLen()
+	rg := g.GroupOutChannels()
+	c.patches = grow(c.patches, n*d)
+	c.weights = grow(c.weights, rg*n)
+	if cap(c.norms) < n {
+		c.norms = make([]float64, n)
+	}
+	norms := c.norms[:n]
+	c.solver.Iters, c.solver.Tolerance, c.solver.Eps = job.Iters, job.Tolerance, job.DenomEps
+	c.solver.Kernels = c.Kernels
+	for grp := 0; grp < g.Groups; grp++ {
+		x := c.patches[:n*d]
+		for s := 0; s < job.Samples; s++ {
+			g.Im2col(x[s*L*d:], d, job.Acts[s*g.ImageLen():], grp)
+		}
+		if job.JointBias {
+			for i := 0; i < n; i++ {
+				x[i*d+d-1] = 1
+			}
+		}
+		conv.SquaredNorms(norms, x, n, d, d)
+		ps := pow2.Normalizer(x)
+		fisher.ScaleInPlace(x, ps)
+		r0 := grp * rg
+		rw := fisher.RowWeights{
+			OutGrads:     job.OutGrads,
+			SampleStride: g.OutputLen(),
+			RowOffset:    r0,
+			Rows:         rg,
+			Samples:      job.Samples,
+			Locations:    L,
+		}
+		rw.Fill(c.weights, job.Trace[r0:r0+rg], norms, job.LossScale, d, job.DenomEps, ps)
+		// Assign field by field: the operator keeps its product workspace.
+		c.op.Rows, c.op.Len, c.op.Points = rg, d, n
+		c.op.Patches, c.op.Weights = x, c.weights[:rg*n]
+		c.op.Damping, c.op.Kernels = float32(job.Damping), c.Kernels
+		grad := job.Grad[r0*d : (r0+rg)*d]
+		dir := job.Dir[r0*d : (r0+rg)*d]
+		res := c.solver.Solve(&c.op, grad, dir, rg, d)
+		copy(job.Residual[r0:r0+rg], res.Residual)
+		copy(job.Breakdown[r0:r0+rg], res.Breakdown)
+		NormalizeRows(c.Kernels, dir, grad, job.Scale[r0:r0+rg], d, job.DenomEps)
+	}
+	return nil
+}
+
+// NormalizeRows scales every row z_j of dir by c_j = 1/sqrt(z_j.e_j + eps),
+// writing c_j to scale. The dot is accumulated in float64, where products
+// of float32 values can neither overflow nor underflow; a negative
+// z_j.e_j + eps (possible only after a CG breakdown in finite precision) is
+// taken by magnitude so that c_j stays finite. eps must be positive.
+func NormalizeRows(k blas.Kernels, dir, grad []float32, scale []float64, d int, eps float64) {
+	if k == nil {
+		k = blas.Current()
+	}
+	for j := range scale {
+		zj, ej := dir[j*d:(j+1)*d], grad[j*d:(j+1)*d]
+		cj := 1 / math.Sqrt(math.Abs(k.Dot(zj, ej)+eps))
+		scale[j] = cj
+		for i, v := range zj {
+			zj[i] = float32(float64(v) * cj)
+		}
+	}
+}
+
+func grow(s []float32, n int) []float32 {
+	if cap(s) < n {
+		return make([]float32, n)
+	}
+	return s[:n]
+}

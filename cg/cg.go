@@ -1,0 +1,161 @@
+package cg
+
+import (
+	"math"
+
+	"github.com/frogopt/frog/blas"
+	"github.com/frogopt/frog/internal/pow2"
+)
+
+// Operator applies every row's matrix to its row of a block: q_j = A_j p_j
+// for all rows j at once. p and q hold Rows x Len values, row-major.
+type Operator interface {
+	Apply(q, p []float32)
+}
+
+// Solver holds the settings and the reusable workspace of batched CG for
+// blocks of Rows rows of length Len. The zero value of the settings runs
+// no iteration; a Solver is not safe for concurrent use.
+type Solver struct {
+	// Iters is the number of iterations.
+	Iters int
+	// Tolerance, when positive, freezes a row once |res_j| <= Tolerance*|b_j|.
+	Tolerance float64
+	// Eps is added to the denominators p.q and rho of alpha and beta.
+	Eps float64
+	// Kernels runs the vector kernels; nil means blas.Current().
+	Kernels blas.Kernels
+
+	res, p, q  []float32
+	rho, scale []float64
+	done       []bool
+}
+
+// Result reports per-row facts of a solve. Its slices are owned by the
+// solver and overwritten by the next solve.
+type Result struct {
+	// Residual is |b_j - A_j z_j| as tracked by the recurrence, in the
+	// scale of b.
+	Residual []float64
+	// Breakdown marks rows whose iteration stopped because p.q + eps was
+	// not positive or not finite. Such a row keeps the last finite iterate,
+	// or b_j itself when the breakdown came at the first iteration.
+	Breakdown []bool
+	// Breakdowns counts the marked rows.
+	Breakdowns int
+	// Iterations is the number of iterations run.
+	Iterations int
+}
+
+func grow32(s []float32, n int) []float32 {
+	if cap(s) < n {
+		return make([]float32, n)
+	}
+	return s[:n]
+}
+
+func grow64(s []float64, n int) []float64 {
+	if cap(s) < n {
+		return make([]float64, n)
+	}
+	return s[:n]
+}
+
+// Solve runs batched CG on rows x n blocks: z_j ~= A_j^-1 b_j for every row,
+// written to z. It returns per-row residuals and breakdowns.
+func (s *Solver) Solve(op Operator, b, z []float32, rows, n int) Result {
+	total := rows * n
+	k := s.Kernels
+	if k == nil {
+		k = blas.Current()
+	}
+	s.res = grow32(s.res, total)
+	s.p = grow32(s.p, total)
+	s.q = grow32(s.q, total)
+	s.rho = grow64(s.rho, 4*rows)
+	s.scale = grow64(s.scale, rows)
+	if cap(s.done) < 2*rows {
+		s.done = make([]bool, 2*rows)
+	}
+	done, broke := s.done[:rows], s.done[rows:2*rows]
+	rho, eps, rho0, resid := s.rho[:rows], s.rho[rows:2*rows], s.rho[2*rows:3*rows], s.rho[3*rows:4*rows]
+	res, p, q := s.res, s.p, s.q
+
+	z = z[:total]
+	clear(z)
+	for j := 0; j < rows; j++ {
+		bj := b[j*n : (j+1)*n]
+		sc := pow2.Normalizer(bj)
+		s.scale[j] = sc
+		eps[j] = s.Eps * sc * sc
+		rj := res[j*n : (j+1)*n]
+		f := float32(sc)
+		for i, v := range bj {
+			rj[i] = v * f
+		}
+		rho[j] = k.Dot(rj, rj)
+		rho0[j] = rho[j]
+		done[j] = false
+		broke[j] = false
+	}
+	copy(p, res)
+
+	result := Result{Breakdown: broke}
+	for it := 0; it < s.Iters; it++ {
+		active := 0
+		for j := 0; j < rows; j++ {
+			if !done[j] {
+				active++
+			}
+		}
+		if active == 0 {
+			break
+		}
+		result.Iterations++
+		op.Apply(q, p)
+		for j := 0; j < rows; j++ {
+			if done[j] {
+				continue
+			}
+			pj, qj := p[j*n:(j+1)*n], q[j*n:(j+1)*n]
+			rj, zj := res[j*n:(j+1)*n], z[j*n:(j+1)*n]
+			den := k.Dot(pj, qj) + eps[j]
+			if !(den > 0) || math.IsInf(den, 0) {
+				done[j], broke[j] = true, true
+				if it == 0 {
+					copy(zj, rj) // steepest descent: z = b (scaled)
+				}
+				continue
+			}
+			alpha := rho[j] / den
+			k.Axpy(float32(alpha), pj, zj)
+			k.Axpy(float32(-alpha), qj, rj)
+			rhoNew := k.Dot(rj, rj)
+			beta := rhoNew / (rho[j] + eps[j])
+			b32 := float32(beta)
+			for i, v := range rj {
+				pj[i] = v + b32*pj[i]
+			}
+			rho[j] = rhoNew
+			if s.Tolerance > 0 && rhoNew <= s.Tolerance*s.Tolerance*rho0[j] {
+				done[j] = true
+			}
+		}
+	}
+	for j := 0; j < rows; j++ {
+		sc := s.scale[j]
+		if broke[j] {
+			result.Breakdowns++
+		}
+		resid[j] = math.Sqrt(rho[j]) / sc
+		if sc != 1 {
+			f := float32(1 / sc)
+			zj := z[j*n : (j+1)*n]
+			for i := range zj {
+				zj[i] *= f
+			}
+		}
+	}
+	result.Residual = resid
+	return result
+}

@@ -1,0 +1,13 @@
+// Package cg solves many independent symmetric positive definite systems
+// A_j z_j = b_j at once by conjugate gradients, one system per row of a
+// row-major block, with every row keeping its own step sizes. The matrices
+// are reached only through an Operator that applies all of them to a block
+// of directions in one call, so that the expensive products are shared.
+//
+// It runs a fixed number of iterations from z = 0 (the reference
+// behaviour) or stops a row once its residual falls below a relative
+// tolerance. The per-row scalars are float64, and each row is scaled by a
+// power of two before the iteration (and the damping eps with it), which
+// changes no rounding but keeps the float32 vectors and their products away
+// from overflow and underflow.
+package cg

@@ -1,0 +1,141 @@
+package conv
+
+import (
+	"errors"
+	"fmt"
+)
+
+// Geometry describes a 2-D convolution: the input it reads and the kernel
+// that slides over it. Zero strides and dilations mean 1, zero groups 1.
+type Geometry struct {
+	InChannels, OutChannels int
+	InH, InW                int
+	KernelH, KernelW        int
+	StrideH, StrideW        int
+	PadH, PadW              int
+	DilationH, DilationW    int
+	Groups                  int
+}
+
+// Normalized returns g with zero strides, dilations and groups replaced by 1.
+func (g Geometry) Normalized() Geometry {
+	one := func(v *int) {
+		if *v == 0 {
+			*v = 1
+		}
+	}
+	one(&g.StrideH)
+	one(&g.StrideW)
+	one(&g.DilationH)
+	one(&g.DilationW)
+	one(&g.Groups)
+	return g
+}
+
+// Validate reports the first inconsistency in a normalized geometry.
+func (g Geometry) Validate() error {
+	switch {
+	case g.InChannels <= 0 || g.OutChannels <= 0:
+		return fmt.Errorf("channels must be positive (in %d, out %d)", g.InChannels, g.OutChannels)
+	case g.InH <= 0 || g.InW <= 0:
+		return fmt.Errorf("input size must be positive (%dx%d)", g.InH, g.InW)
+	case g.KernelH <= 0 || g.KernelW <= 0:
+		return fmt.Errorf("kernel size must be positive (%dx%d)", g.KernelH, g.KernelW)
+	case g.StrideH <= 0 || g.StrideW <= 0:
+		return fmt.Errorf("stride must be positive (%dx%d)", g.StrideH, g.StrideW)
+	case g.DilationH <= 0 || g.DilationW <= 0:
+		return fmt.Errorf("dilation must be positive (%dx%d)", g.DilationH, g.DilationW)
+	case g.PadH < 0 || g.PadW < 0:
+		return fmt.Errorf("padding must not be negative (%dx%d)", g.PadH, g.PadW)
+	case g.Groups <= 0:
+		return fmt.Errorf("groups must be positive (%d)", g.Groups)
+	case g.InChannels%g.Groups != 0 || g.OutChannels%g.Groups != 0:
+		return fmt.Errorf("groups %d must divide in channels %d and out channels %d", g.Groups, g.InChannels, g.OutChannels)
+	}
+	if g.OutH() <= 0 || g.OutW() <= 0 {
+		return errors.New("kernel (dilated) is larger than the padded input")
+	}
+	return nil
+}
+
+// OutH is the output height.
+func (g Geometry) OutH() int {
+	return (g.InH+2*g.PadH-g.DilationH*(g.KernelH-1)-1)/g.StrideH + 1
+}
+
+// OutW is the output width.
+func (g Geometry) OutW() int {
+	return (g.InW+2*g.PadW-g.DilationW*(g.KernelW-1)-1)/g.StrideW + 1
+}
+
+// Locations is the number of output locations per sample, OutH*OutW.
+func (g Geometry) Locations() int { return g.OutH() * g.OutW() }
+
+// GroupInChannels is the number of input channels a group reads.
+func (g Geometry) GroupInChannels() int { return g.InChannels / g.Groups }
+
+// GroupOutChannels is the number of output channels (weight rows) of a group.
+func (g Geometry) GroupOutChannels() int { return g.OutChannels / g.Groups }
+
+// PatchLen is the length of one patch of a group, Cin/groups*kh*kw: the
+// row length D of the weight.
+func (g Geometry) PatchLen() int { return g.GroupInChannels() * g.KernelH * g.KernelW }
+
+// ImageLen is the number of values in one input sample, Cin*H*W.
+func (g Geometry) ImageLen() int { return g.InChannels * g.InH * g.InW }
+
+// OutputLen is the number of values in one output sample, Cout*OutH*OutW.
+func (g Geometry) OutputLen() int { return g.OutChannels * g.Locations() }
+
+// Im2col unfolds the channels of group of one image (img holds Cin*H*W
+// values) into Locations() patch rows of dst, row l at dst[l*ld:], each of
+// PatchLen() values ordered (c, i, j). When ld > PatchLen() the remaining
+// column(s) of each row are left as they are (the caller may keep a
+// constant 1 there for a bias).
+func (g Geometry) Im2col(dst []float32, ld int, img []float32, group int) {
+	oh, ow := g.OutH(), g.OutW()
+	kh, kw := g.KernelH, g.KernelW
+	cg := g.GroupInChannels()
+	c0 := group * cg
+	hw := g.InH * g.InW
+	for oy := 0; oy < oh; oy++ {
+		for ox := 0; ox < ow; ox++ {
+			row := dst[(oy*ow+ox)*ld:]
+			k := 0
+			for c := 0; c < cg; c++ {
+				plane := img[(c0+c)*hw : (c0+c+1)*hw]
+				for i := 0; i < kh; i++ {
+					y := oy*g.StrideH - g.PadH + i*g.DilationH
+					if y < 0 || y >= g.InH {
+						clear(row[k : k+kw])
+						k += kw
+						continue
+					}
+					line := plane[y*g.InW : (y+1)*g.InW]
+					for j := 0; j < kw; j++ {
+						x := ox*g.StrideW - g.PadW + j*g.DilationW
+						if x < 0 || x >= g.InW {
+							row[k] = 0
+						} else {
+							row[k] = line[x]
+						}
+						k++
+					}
+				}
+			}
+		}
+	}
+}
+
+// SquaredNorms writes |row|^2 of each of the n rows of x (row length d,
+// stride ld) into norms, accumulated in float64 so that the squares of
+// large or tiny entries neither overflow nor vanish.
+func SquaredNorms(norms []float64, x []float32, n, d, ld int) {
+	for i := 0; i < n; i++ {
+		var s float64
+		for _, v := range x[i*ld : i*ld+d] {
+			s += float64(v) * float64(v)
+		}
+		norms[i] = s
+	}
+}

@@ -1,0 +1,10 @@
+// Package fisher builds the row-wise Fisher operator of FROG without ever
+// forming a D x D matrix:
+//
+//	Q = (Lhat .* (P X^T)) X + tau*P
+//
+// for a block P of R directions, with X the N x D patch matrix and Lhat the
+// R x N matrix of trace-normalized scaled squares lam_j/(t_j+eps). It also
+// computes the traces t_j = tr(F_j)/D from patch norms. The products run
+// through package blas; the package knows nothing of conjugate gradients.
+package fisher

@@ -1,0 +1,108 @@
+package fisher
+
+import "github.com/frogopt/frog/blas"
+
+// Operator applies Q = (Weights .* (P X^T)) X + Damping*P to blocks of Rows
+// directions of length Len. Patches holds the Points x Len matrix X
+// (row stride Len). Weights holds the Rows x Points matrix Lhat; when it
+// is nil every entry is Uniform (K-FROG's X^T X / b).
+type Operator struct {
+	Rows, Len, Points int
+	Patches           []float32
+	Weights           []float32
+	Uniform           float32
+	Damping           float32
+	// Kernels runs the products; nil means blas.Current().
+	Kernels blas.Kernels
+
+	prod []float32 // Rows x Points: P X^T, then scaled in place
+}
+
+// Apply writes Q = Fhat P into q. p and q hold Rows x Len values.
+func (o *Operator) Apply(q, p []float32) {
+	r, d, n := o.Rows, o.Len, o.Points
+	if cap(o.prod) < r*n {
+		o.prod = make([]float32, r*n)
+	}
+	prod := o.prod[:r*n]
+	k := o.Kernels
+	if k == nil {
+		k = blas.Current()
+	}
+	// P X^T: (R x D) times (N x D)^T.
+	k.Gemm(false, true, r, n, d, 1, p, d, o.Patches, d, 0, prod, n)
+	if o.Weights != nil {
+		w := o.Weights[:r*n]
+		for i, v := range w {
+			prod[i] *= v
+		}
+	}
+	alpha := float32(1)
+	if o.Weights == nil {
+		alpha = o.Uniform
+	}
+	// Q = tau*P + alpha*(prod X).
+	copy(q[:r*d], p[:r*d])
+	k.Gemm(false, false, r, d, n, alpha, prod, n, o.Patches, d, o.Damping, q, d)
+}
+
+// ScaleInPlace multiplies x by s.
+func ScaleInPlace(x []float32, s float64) {
+	if s == 1 {
+		return
+	}
+	f := float32(s)
+	for i := range x {
+		x[i] *= f
+	}
+}
+
+// RowWeights describes where the output gradients of one group's rows lie
+// in a subsample: the gradient for row j (0 <= j < Rows), sample n and
+// location l is OutGrads[n*SampleStride + (RowOffset+j)*Locations + l].
+type RowWeights struct {
+	OutGrads     []float32
+	SampleStride int
+	RowOffset    int
+	Rows         int
+	Samples      int
+	Locations    int
+}
+
+// Fill computes, for every row j, the scaled squares lam(j,n,l) =
+// lossScale*y(n,j,l)^2, the trace t_j = (1/d) sum lam(j,n,l)*norms(n,l)
+// (norms are the squared patch norms in the original scale, d the row
+// length) and writes trace[j] = t_j and
+//
+//	weights[j*N + n*L + l] = lam(j,n,l)/(t_j + eps) * patchScale^-2
+//
+// where N = Samples*Locations and patchScale is the factor the patches
+// were multiplied by, so that the operator built on the scaled patches is
+// the operator of the original ones. Everything before the final float32
+// store is float64: squares of float32 values neither overflow nor vanish.
+func (rw RowWeights) Fill(weights []float32, trace []float64, norms []float64, lossScale float64, d int, eps, patchScale float64) {
+	L, S := rw.Locations, rw.Samples
+	n := S * L
+	inv := 1 / (patchScale * patchScale)
+	for j := 0; j < rw.Rows; j++ {
+		w := weights[j*n : (j+1)*n]
+		var t float64
+		for s := 0; s < S; s++ {
+			y := rw.OutGrads[s*rw.SampleStride+(rw.RowOffset+j)*L:][:L]
+			nrm := norms[s*L : (s+1)*L]
+			for l, v := range y {
+				t += float64(v) * float64(v) * nrm[l]
+			}
+		}
+		t *= lossScale / float64(d)
+		trace[j] = t
+		c := lossScale / (t + eps) * inv
+		for s := 0; s < S; s++ {
+			y := rw.OutGrads[s*rw.SampleStride+(rw.RowOffset+j)*L:][:L]
+			ws := w[s*L : (s+1)*L]
+			for l, v := range y {
+				ws[l] = float32(float64(v) * float64(v) * c)
+			}
+		}
+	}
+}
