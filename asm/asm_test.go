@@ -1,0 +1,198 @@
+package asm
+
+import (
+	"math"
+	"math/rand/v2"
+	"testing"
+)
+
+// guard is the value written around every buffer: any write outside the
+// routine's range shows up as a changed NaN (compared by bits).
+var guard = float32(math.NaN())
+
+const guardLen = 7
+
+// guarded returns a buffer of n random values inside guard regions, and
+// the view the routine sees.
+func guarded(rng *rand.Rand, n int) (all, view []float32) {
+	all = make([]float32, n+2*guardLen)
+	for i := range all {
+		all[i] = guard
+	}
+	view = all[guardLen : guardLen+n]
+	for i := range view {
+		view[i] = rng.Float32()*2 - 1
+	}
+	return all, view
+}
+
+func checkGuards(t *testing.T, name string, all []float32, n int) {
+	t.Helper()
+	for i := 0; i < guardLen; i++ {
+		if math.Float32bits(all[i]) != math.Float32bits(guard) {
+			t.Errorf("%s: front guard %d overwritten: %v", name, i, all[i])
+		}
+		j := guardLen + n + i
+		if math.Float32bits(all[j]) != math.Float32bits(guard) {
+			t.Errorf("%s: back guard %d overwritten: %v", name, i, all[j])
+		}
+	}
+}
+
+func close32(got, want, scale float64, k int) bool {
+	tol := 1e-6 * float64(k+1) * scale
+	return math.Abs(got-want) <= tol
+}
+
+func TestKernel6x16(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	for _, k := range []int{0, 1, 2, 3, 4, 5, 7, 16, 33, 100} {
+		for _, trans := range []bool{false, true} {
+			for _, pad := range []int{0, 1, 5} {
+				for _, alpha := range []float32{1, -0.5} {
+					// A is 6 x k, stored with extra pad columns, in place or transposed.
+					var rsa, csa, alen int
+					if trans {
+						rsa, csa = 1, 6+pad
+						alen = (k-1)*csa + 6
+					} else {
+						rsa, csa = k+pad, 1
+						alen = 5*rsa + k
+					}
+					if k == 0 {
+						alen = 1
+					}
+					ldb := 16 + pad
+					blen := max((k-1)*ldb+16, 1)
+					ldc := 16 + 2*pad
+					clen := 5*ldc + 16
+					aAll, a := guarded(rng, alen)
+					bAll, b := guarded(rng, blen)
+					cAll, c := guarded(rng, clen)
+					want := append([]float32(nil), c...)
+					kernel6x16Ref(k, alpha, a, rsa, csa, b, ldb, want, ldc)
+					Kernel6x16(k, alpha, a, rsa, csa, b, ldb, c, ldc)
+					name := "Kernel6x16"
+					checkGuards(t, name, aAll, alen)
+					checkGuards(t, name, bAll, blen)
+					checkGuards(t, name, cAll, clen)
+					for i := range c {
+						inTile := i%ldc < 16
+						if !inTile {
+							if math.Float32bits(c[i]) != math.Float32bits(want[i]) {
+								t.Fatalf("k=%d trans=%v pad=%d: c[%d] outside the tile changed", k, trans, pad, i)
+							}
+							continue
+						}
+						if !close32(float64(c[i]), float64(want[i]), 1, k) {
+							t.Fatalf("k=%d trans=%v pad=%d alpha=%v: c[%d] = %v, want %v", k, trans, pad, alpha, i, c[i], want[i])
+						}
+					}
+				}
+			}
+		}
+	}
+}
+
+// vectorCases yields every length up to 70 (all remainders of the 32-,
+// 16-, 8- and 4-wide loops) and a few long ones, at offsets 0..3.
+func vectorCases(yield func(n, off int) bool) {
+	lengths := []int{}
+	for n := 0; n <= 70; n++ {
+		lengths = append(lengths, n)
+	}
+	lengths = append(lengths, 127, 128, 129, 1000, 4099)
+	for _, n := range lengths {
+		for off := 0; off < 4; off++ {
+			if !yield(n, off) {
+				return
+			}
+		}
+	}
+}
+
+func TestDot(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	for n, off := range vectorCases {
+		xAll, x := guarded(rng, n+off)
+		yAll, y := guarded(rng, n+off)
+		x, y = x[off:], y[off:]
+		got := Dot(x, y)
+		want := dotRef(x, y)
+		checkGuards(t, "Dot x", xAll, n+off)
+		checkGuards(t, "Dot y", yAll, n+off)
+		// Both sum exact float64 products; only the order of the additions differs.
+		if math.Abs(got-want) > 1e-13*float64(n+1) {
+			t.Errorf("Dot n=%d off=%d: %v, want %v", n, off, got, want)
+		}
+	}
+}
+
+func TestDotFloat64Range(t *testing.T) {
+	// Products beyond float32's range must not overflow.
+	x := []float32{3e38, 3e38, 1e-30, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17}
+	got := Dot(x, x)
+	want := dotRef(x, x)
+	if math.IsInf(got, 0) || math.Abs(got-want) > 1e-12*want {
+		t.Errorf("Dot = %v, want %v", got, want)
+	}
+}
+
+func TestAxpyXpby(t *testing.T) {
+	rng := rand.New(rand.NewPCG(5, 6))
+	for n, off := range vectorCases {
+		for _, s := range []float32{0, 1, -0.75} {
+			xAll, x := guarded(rng, n+off)
+			yAll, y := guarded(rng, n+off)
+			x, y = x[off:], y[off:]
+			orig := append([]float32(nil), y...)
+
+			want := append([]float32(nil), orig...)
+			axpyRef(s, x, want)
+			Axpy(s, x, y)
+			checkGuards(t, "Axpy x", xAll, n+off)
+			checkGuards(t, "Axpy y", yAll, n+off)
+			for i := range y {
+				if !close32(float64(y[i]), float64(want[i]), 2, 1) {
+					t.Fatalf("Axpy n=%d off=%d alpha=%v: y[%d] = %v, want %v", n, off, s, i, y[i], want[i])
+				}
+			}
+
+			copy(y, orig)
+			want = append(want[:0], orig...)
+			xpbyRef(x, s, want)
+			Xpby(x, s, y)
+			checkGuards(t, "Xpby x", xAll, n+off)
+			checkGuards(t, "Xpby y", yAll, n+off)
+			for i := range y {
+				if !close32(float64(y[i]), float64(want[i]), 2, 1) {
+					t.Fatalf("Xpby n=%d off=%d beta=%v: y[%d] = %v, want %v", n, off, s, i, y[i], want[i])
+				}
+			}
+		}
+	}
+}
+
+func TestFMALoop(t *testing.T) {
+	FMALoop(0)
+	FMALoop(1000)
+}
+
+func BenchmarkFMALoop(b *testing.B) {
+	const rounds = 1 << 16
+	for b.Loop() {
+		FMALoop(rounds)
+	}
+	b.ReportMetric(float64(rounds)*192*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
+}
+
+func BenchmarkKernel6x16(b *testing.B) {
+	const k = 256
+	a := make([]float32, 6*k)
+	bm := make([]float32, 16*k)
+	c := make([]float32, 6*16)
+	for b.Loop() {
+		Kernel6x16(k, 1, a, 1, 6, bm, 16, c, 16)
+	}
+	b.ReportMetric(float64(k)*192*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
+}

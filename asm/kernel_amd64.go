@@ -1,0 +1,39 @@
+//go:build !noasm
+
+package asm
+
+// Enabled is true when the routines of this package are the assembly ones.
+const Enabled = true
+
+// Kernel6x16 computes, for i < 6 and j < 16,
+//
+//	c[i*ldc+j] += alpha * sum_{p<k} a[i*rsa+p*csa] * b[p*ldb+j]
+//
+// with the 6x16 sums held in registers across the whole k loop. rsa and csa
+// are the element strides of A's rows and columns, so that A may be read in
+// place either as stored (rsa = lda, csa = 1) or transposed (rsa = 1,
+// csa = lda); B is read as rows of 16 consecutive values, ldb apart.
+//
+//go:noescape
+func Kernel6x16(k int, alpha float32, a []float32, rsa, csa int, b []float32, ldb int, c []float32, ldc int)
+
+// Dot returns sum_i float64(x[i])*float64(y[i]) over len(x) elements.
+//
+//go:noescape
+func Dot(x, y []float32) float64
+
+// Axpy computes y[i] += alpha*x[i] over len(x) elements.
+//
+//go:noescape
+func Axpy(alpha float32, x, y []float32)
+
+// Xpby computes y[i] = x[i] + beta*y[i] over len(x) elements.
+//
+//go:noescape
+func Xpby(x []float32, beta float32, y []float32)
+
+// FMALoop runs n rounds of twelve independent 8-wide float32 FMAs (192
+// flops a round) on registers only, to measure the arithmetic peak.
+//
+//go:noescape
+func FMALoop(n int)

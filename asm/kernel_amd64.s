@@ -1,0 +1,323 @@
+//go:build !noasm
+
+#include "textflag.h"
+
+// The 6x16 tile of C lives in Y0..Y11 (row i in Y(2i), Y(2i+1)); Y12 and
+// Y13 hold the current row of B, Y14 and Y15 the broadcast values of A.
+#define ROW_FMA(src, lo, hi, bc) \
+	VBROADCASTSS src, bc; \
+	VFMADD231PS  Y12, bc, lo; \
+	VFMADD231PS  Y13, bc, hi
+
+#define STORE_ROW(lo, hi) \
+	VMOVUPS     (DI), Y12; \
+	VMOVUPS     32(DI), Y13; \
+	VFMADD231PS lo, Y14, Y12; \
+	VFMADD231PS hi, Y14, Y13; \
+	VMOVUPS     Y12, (DI); \
+	VMOVUPS     Y13, 32(DI); \
+	ADDQ        DX, DI
+
+// func Kernel6x16(k int, alpha float32, a []float32, rsa, csa int, b []float32, ldb int, c []float32, ldc int)
+TEXT ·Kernel6x16(SB), NOSPLIT, $0-120
+	MOVQ k+0(FP), CX
+	MOVQ a_base+16(FP), AX
+	MOVQ rsa+40(FP), R8
+	SHLQ $2, R8            // row stride of A in bytes
+	MOVQ csa+48(FP), R11
+	SHLQ $2, R11           // column stride of A in bytes
+	LEAQ (R8)(R8*2), R9    // 3 rows
+	LEAQ (AX)(R8*4), R10   // row 4
+	MOVQ b_base+56(FP), BX
+	MOVQ ldb+80(FP), R12
+	SHLQ $2, R12
+
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+	VXORPS Y4, Y4, Y4
+	VXORPS Y5, Y5, Y5
+	VXORPS Y6, Y6, Y6
+	VXORPS Y7, Y7, Y7
+	VXORPS Y8, Y8, Y8
+	VXORPS Y9, Y9, Y9
+	VXORPS Y10, Y10, Y10
+	VXORPS Y11, Y11, Y11
+
+	TESTQ CX, CX
+	JLE   store
+
+	// Two steps of p per round while at least two remain.
+	CMPQ CX, $2
+	JL   tail
+
+pair:
+	VMOVUPS (BX), Y12
+	VMOVUPS 32(BX), Y13
+	ROW_FMA((AX), Y0, Y1, Y14)
+	ROW_FMA((AX)(R8*1), Y2, Y3, Y15)
+	ROW_FMA((AX)(R8*2), Y4, Y5, Y14)
+	ROW_FMA((AX)(R9*1), Y6, Y7, Y15)
+	ROW_FMA((R10), Y8, Y9, Y14)
+	ROW_FMA((R10)(R8*1), Y10, Y11, Y15)
+	ADDQ R11, AX
+	ADDQ R11, R10
+	ADDQ R12, BX
+	VMOVUPS (BX), Y12
+	VMOVUPS 32(BX), Y13
+	ROW_FMA((AX), Y0, Y1, Y14)
+	ROW_FMA((AX)(R8*1), Y2, Y3, Y15)
+	ROW_FMA((AX)(R8*2), Y4, Y5, Y14)
+	ROW_FMA((AX)(R9*1), Y6, Y7, Y15)
+	ROW_FMA((R10), Y8, Y9, Y14)
+	ROW_FMA((R10)(R8*1), Y10, Y11, Y15)
+	ADDQ R11, AX
+	ADDQ R11, R10
+	ADDQ R12, BX
+	SUBQ $2, CX
+	CMPQ CX, $2
+	JGE  pair
+
+tail:
+	TESTQ CX, CX
+	JLE   store
+	VMOVUPS (BX), Y12
+	VMOVUPS 32(BX), Y13
+	ROW_FMA((AX), Y0, Y1, Y14)
+	ROW_FMA((AX)(R8*1), Y2, Y3, Y15)
+	ROW_FMA((AX)(R8*2), Y4, Y5, Y14)
+	ROW_FMA((AX)(R9*1), Y6, Y7, Y15)
+	ROW_FMA((R10), Y8, Y9, Y14)
+	ROW_FMA((R10)(R8*1), Y10, Y11, Y15)
+
+store:
+	VBROADCASTSS alpha+8(FP), Y14
+	MOVQ         c_base+88(FP), DI
+	MOVQ         ldc+112(FP), DX
+	SHLQ         $2, DX
+	STORE_ROW(Y0, Y1)
+	STORE_ROW(Y2, Y3)
+	STORE_ROW(Y4, Y5)
+	STORE_ROW(Y6, Y7)
+	STORE_ROW(Y8, Y9)
+	STORE_ROW(Y10, Y11)
+	VZEROUPPER
+	RET
+
+// func Dot(x, y []float32) float64
+TEXT ·Dot(SB), NOSPLIT, $0-56
+	MOVQ x_base+0(FP), SI
+	MOVQ x_len+8(FP), CX
+	MOVQ y_base+24(FP), DI
+	VXORPD Y0, Y0, Y0
+	VXORPD Y1, Y1, Y1
+	VXORPD Y2, Y2, Y2
+	VXORPD Y3, Y3, Y3
+	CMPQ CX, $16
+	JL   dotquad
+
+dotloop:
+	// float32 to float64 widening is exact, and so is the product of two
+	// widened values: only the additions round.
+	VCVTPS2PD   (SI), Y4
+	VCVTPS2PD   (DI), Y8
+	VCVTPS2PD   16(SI), Y5
+	VCVTPS2PD   16(DI), Y9
+	VCVTPS2PD   32(SI), Y6
+	VCVTPS2PD   32(DI), Y10
+	VCVTPS2PD   48(SI), Y7
+	VCVTPS2PD   48(DI), Y11
+	VFMADD231PD Y4, Y8, Y0
+	VFMADD231PD Y5, Y9, Y1
+	VFMADD231PD Y6, Y10, Y2
+	VFMADD231PD Y7, Y11, Y3
+	ADDQ        $64, SI
+	ADDQ        $64, DI
+	SUBQ        $16, CX
+	CMPQ        CX, $16
+	JGE         dotloop
+
+dotquad:
+	CMPQ CX, $4
+	JL   dotreduce
+	VCVTPS2PD   (SI), Y4
+	VCVTPS2PD   (DI), Y8
+	VFMADD231PD Y4, Y8, Y0
+	ADDQ        $16, SI
+	ADDQ        $16, DI
+	SUBQ        $4, CX
+	JMP         dotquad
+
+dotreduce:
+	VADDPD       Y1, Y0, Y0
+	VADDPD       Y3, Y2, Y2
+	VADDPD       Y2, Y0, Y0
+	VEXTRACTF128 $1, Y0, X1
+	VADDPD       X1, X0, X0
+	VPERMILPD    $1, X0, X1
+	VADDSD       X1, X0, X0
+	TESTQ        CX, CX
+	JE           dotdone
+
+dottail:
+	VCVTSS2SD   (SI), X4, X4
+	VCVTSS2SD   (DI), X8, X8
+	VFMADD231SD X4, X8, X0
+	ADDQ        $4, SI
+	ADDQ        $4, DI
+	DECQ        CX
+	JNZ         dottail
+
+dotdone:
+	VMOVSD X0, ret+48(FP)
+	VZEROUPPER
+	RET
+
+// func Axpy(alpha float32, x, y []float32)
+TEXT ·Axpy(SB), NOSPLIT, $0-56
+	VBROADCASTSS alpha+0(FP), Y15
+	MOVQ         x_base+8(FP), SI
+	MOVQ         x_len+16(FP), CX
+	MOVQ         y_base+32(FP), DI
+	CMPQ         CX, $32
+	JL           axpyoct
+
+axpyloop:
+	VMOVUPS     (DI), Y0
+	VMOVUPS     32(DI), Y1
+	VMOVUPS     64(DI), Y2
+	VMOVUPS     96(DI), Y3
+	VFMADD231PS (SI), Y15, Y0
+	VFMADD231PS 32(SI), Y15, Y1
+	VFMADD231PS 64(SI), Y15, Y2
+	VFMADD231PS 96(SI), Y15, Y3
+	VMOVUPS     Y0, (DI)
+	VMOVUPS     Y1, 32(DI)
+	VMOVUPS     Y2, 64(DI)
+	VMOVUPS     Y3, 96(DI)
+	ADDQ        $128, SI
+	ADDQ        $128, DI
+	SUBQ        $32, CX
+	CMPQ        CX, $32
+	JGE         axpyloop
+
+axpyoct:
+	CMPQ        CX, $8
+	JL          axpytail
+	VMOVUPS     (DI), Y0
+	VFMADD231PS (SI), Y15, Y0
+	VMOVUPS     Y0, (DI)
+	ADDQ        $32, SI
+	ADDQ        $32, DI
+	SUBQ        $8, CX
+	JMP         axpyoct
+
+axpytail:
+	TESTQ       CX, CX
+	JE          axpydone
+	VMOVSS      (DI), X0
+	VFMADD231SS (SI), X15, X0
+	VMOVSS      X0, (DI)
+	ADDQ        $4, SI
+	ADDQ        $4, DI
+	DECQ        CX
+	JMP         axpytail
+
+axpydone:
+	VZEROUPPER
+	RET
+
+// func Xpby(x []float32, beta float32, y []float32)
+TEXT ·Xpby(SB), NOSPLIT, $0-56
+	MOVQ         x_base+0(FP), SI
+	MOVQ         x_len+8(FP), CX
+	VBROADCASTSS beta+24(FP), Y15
+	MOVQ         y_base+32(FP), DI
+	CMPQ         CX, $32
+	JL           xpbyoct
+
+xpbyloop:
+	VMOVUPS     (DI), Y0
+	VMOVUPS     32(DI), Y1
+	VMOVUPS     64(DI), Y2
+	VMOVUPS     96(DI), Y3
+	VFMADD213PS (SI), Y15, Y0 // y = beta*y + x
+	VFMADD213PS 32(SI), Y15, Y1
+	VFMADD213PS 64(SI), Y15, Y2
+	VFMADD213PS 96(SI), Y15, Y3
+	VMOVUPS     Y0, (DI)
+	VMOVUPS     Y1, 32(DI)
+	VMOVUPS     Y2, 64(DI)
+	VMOVUPS     Y3, 96(DI)
+	ADDQ        $128, SI
+	ADDQ        $128, DI
+	SUBQ        $32, CX
+	CMPQ        CX, $32
+	JGE         xpbyloop
+
+xpbyoct:
+	CMPQ        CX, $8
+	JL          xpbytail
+	VMOVUPS     (DI), Y0
+	VFMADD213PS (SI), Y15, Y0
+	VMOVUPS     Y0, (DI)
+	ADDQ        $32, SI
+	ADDQ        $32, DI
+	SUBQ        $8, CX
+	JMP         xpbyoct
+
+xpbytail:
+	TESTQ       CX, CX
+	JE          xpbydone
+	VMOVSS      (DI), X0
+	VFMADD213SS (SI), X15, X0
+	VMOVSS      X0, (DI)
+	ADDQ        $4, SI
+	ADDQ        $4, DI
+	DECQ        CX
+	JMP         xpbytail
+
+xpbydone:
+	VZEROUPPER
+	RET
+
+// func FMALoop(n int)
+TEXT ·FMALoop(SB), NOSPLIT, $0-8
+	MOVQ   n+0(FP), CX
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+	VXORPS Y4, Y4, Y4
+	VXORPS Y5, Y5, Y5
+	VXORPS Y6, Y6, Y6
+	VXORPS Y7, Y7, Y7
+	VXORPS Y8, Y8, Y8
+	VXORPS Y9, Y9, Y9
+	VXORPS Y10, Y10, Y10
+	VXORPS Y11, Y11, Y11
+	VXORPS Y12, Y12, Y12
+	VXORPS Y13, Y13, Y13
+	TESTQ  CX, CX
+	JLE    fmadone
+
+fmaloop:
+	VFMADD231PS Y12, Y13, Y0
+	VFMADD231PS Y12, Y13, Y1
+	VFMADD231PS Y12, Y13, Y2
+	VFMADD231PS Y12, Y13, Y3
+	VFMADD231PS Y12, Y13, Y4
+	VFMADD231PS Y12, Y13, Y5
+	VFMADD231PS Y12, Y13, Y6
+	VFMADD231PS Y12, Y13, Y7
+	VFMADD231PS Y12, Y13, Y8
+	VFMADD231PS Y12, Y13, Y9
+	VFMADD231PS Y12, Y13, Y10
+	VFMADD231PS Y12, Y13, Y11
+	DECQ        CX
+	JNZ         fmaloop
+
+fmadone:
+	VZEROUPPER
+	RET

@@ -1,0 +1,61 @@
+//go:build !amd64 || noasm
+
+package asm
+
+// Enabled is true when the routines of this package are the assembly ones.
+const Enabled = false
+
+// Kernel6x16 is the loop
+//
+//	for i := 0; i < 6; i++ {
+//		for j := 0; j < 16; j++ {
+//			var s float32
+//			for p := 0; p < k; p++ {
+//				s += a[i*rsa+p*csa] * b[p*ldb+j]
+//			}
+//			c[i*ldc+j] += alpha * s
+//		}
+//	}
+func Kernel6x16(k int, alpha float32, a []float32, rsa, csa int, b []float32, ldb int, c []float32, ldc int) {
+	kernel6x16Ref(k, alpha, a, rsa, csa, b, ldb, c, ldc)
+}
+
+// Dot is the loop
+//
+//	for i := range x {
+//		s += float64(x[i]) * float64(y[i])
+//	}
+func Dot(x, y []float32) float64 {
+	return dotRef(x, y)
+}
+
+// Axpy is the loop
+//
+//	for i := range x {
+//		y[i] += alpha * x[i]
+//	}
+func Axpy(alpha float32, x, y []float32) {
+	axpyRef(alpha, x, y)
+}
+
+// Xpby is the loop
+//
+//	for i := range x {
+//		y[i] = x[i] + beta*y[i]
+//	}
+func Xpby(x []float32, beta float32, y []float32) {
+	xpbyRef(x, beta, y)
+}
+
+// FMALoop is the loop
+//
+//	for ; n > 0; n-- {
+//		for r := range acc { // 96 lanes: twelve 8-wide registers
+//			acc[r] += x * y
+//		}
+//	}
+//
+// which in pure Go measures the scalar, not the vector, peak.
+func FMALoop(n int) {
+	fmaLoopRef(n)
+}

@@ -1,0 +1,62 @@
+package asm
+
+// The reference loops below are built everywhere: they are the pure-Go
+// twins' bodies under !amd64 || noasm, and what the tests compare the
+// assembly against.
+
+func kernel6x16Ref(k int, alpha float32, a []float32, rsa, csa int, b []float32, ldb int, c []float32, ldc int) {
+	var acc [6 * 16]float32
+	for p := 0; p < k; p++ {
+		brow := b[p*ldb : p*ldb+16]
+		for i := 0; i < 6; i++ {
+			av := a[i*rsa+p*csa]
+			row := acc[i*16 : i*16+16]
+			for j, bv := range brow {
+				row[j] += av * bv
+			}
+		}
+	}
+	for i := 0; i < 6; i++ {
+		crow := c[i*ldc : i*ldc+16]
+		for j := range crow {
+			crow[j] += alpha * acc[i*16+j]
+		}
+	}
+}
+
+func dotRef(x, y []float32) float64 {
+	y = y[:len(x)]
+	var s float64
+	for i, v := range x {
+		s += float64(v) * float64(y[i])
+	}
+	return s
+}
+
+func axpyRef(alpha float32, x, y []float32) {
+	y = y[:len(x)]
+	for i, v := range x {
+		y[i] += alpha * v
+	}
+}
+
+func xpbyRef(x []float32, beta float32, y []float32) {
+	y = y[:len(x)]
+	for i, v := range x {
+		y[i] = v + beta*y[i]
+	}
+}
+
+// sink keeps FMALoop's arithmetic from being optimized away.
+var sink float32
+
+func fmaLoopRef(n int) {
+	var acc [96]float32
+	x, y := float32(0), float32(0)
+	for ; n > 0; n-- {
+		for r := range acc {
+			acc[r] += x * y
+		}
+	}
+	sink = acc[0]
+}

@@ -1,0 +1,104 @@
+package frog
+
+import (
+	"fmt"
+	"os"
+	"sort"
+	"strings"
+
+	"github.com/frogopt/frog/backend"
+	"github.com/frogopt/frog/blas"
+)
+
+// Backend names accepted by Config.Backend and the FROG_BACKEND environment
+// variable.
+const (
+	// BackendAuto picks the first available backend: a GPU through OpenCL
+	// when the library is built with the opencl tag and a device is found,
+	// else the CPU.
+	BackendAuto = "auto"
+	// BackendCPU runs on the CPU with the fastest kernels the machine has
+	// (AVX2+FMA assembly where available).
+	BackendCPU = "cpu"
+	// BackendPureGo runs on the CPU with the portable pure-Go kernels.
+	BackendPureGo = "purego"
+	// BackendOpenCL runs on an OpenCL device (build tag opencl).
+	BackendOpenCL = "opencl"
+)
+
+// BackendEnv is the environment variable that selects a backend when
+// Config.Backend is empty.
+const BackendEnv = "FROG_BACKEND"
+
+// engineFactory makes the engine of one layer.
+type engineFactory func() (backend.Engine, error)
+
+var (
+	engines = map[string]engineFactory{
+		BackendCPU:    func() (backend.Engine, error) { return &backend.CPU{}, nil },
+		BackendPureGo: func() (backend.Engine, error) { return &backend.CPU{Kernels: blas.Portable()}, nil },
+	}
+	// autoOrder lists the backends BackendAuto tries, best first; a build
+	// with a GPU backend puts it in front.
+	autoOrder = []string{BackendCPU}
+)
+
+// registerEngine adds a backend; first puts it in front of the automatic choice.
+func registerEngine(name string, f engineFactory, first bool) {
+	engines[name] = f
+	if first {
+		autoOrder = append([]string{name}, autoOrder...)
+	}
+}
+
+// Backends lists the backend names this build accepts.
+func Backends() []string {
+	names := []string{BackendAuto}
+	for name := range engines {
+		names = append(names, name)
+	}
+	sort.Strings(names[1:])
+	return names
+}
+
+// resolveBackend turns an option (or, when empty, the environment) into a
+// backend name, or an error for an unknown one.
+func resolveBackend(option string) (string, error) {
+	name := strings.ToLower(strings.TrimSpace(option))
+	if name == "" {
+		name = strings.ToLower(strings.TrimSpace(os.Getenv(BackendEnv)))
+	}
+	if name == "" {
+		name = BackendAuto
+	}
+	if name == BackendAuto {
+		return name, nil
+	}
+	if _, ok := engines[name]; !ok {
+		if name == BackendOpenCL {
+			return "", fmt.Errorf("frog: backend %q needs a build with -tags opencl (have %v)", name, Backends())
+		}
+		return "", fmt.Errorf("frog: unknown backend %q (have %v)", name, Backends())
+	}
+	return name, nil
+}
+
+// newEngine makes a layer's engine for the resolved name. When that backend
+// cannot start (no device, a kernel that does not build), it falls back to
+// the CPU and says why in reason.
+func newEngine(name string) (eng backend.Engine, reason string) {
+	order := []string{name}
+	if name == BackendAuto {
+		order = autoOrder
+	}
+	var reasons []string
+	for _, n := range order {
+		e, err := engines[n]()
+		if err == nil {
+			return e, strings.Join(reasons, "; ")
+		}
+		reasons = append(reasons, fmt.Sprintf("%s unavailable: %v", n, err))
+	}
+	e, _ := engines[BackendCPU]()
+	return e, strings.Join(reasons, "; ") + "; using cpu"
+}

@@ -1,0 +1,454 @@
+package frog
+
+import (
+	"fmt"
+	"math"
+	"sync"
+
+	"github.com/frogopt/frog/backend"
+)
+
+// Config holds FROG's hyperparameters. DefaultConfig returns the reference
+// defaults (FROG.md); the reference names are given in brackets.
+type Config struct {
+	// LR is the learning rate [lr].
+	LR float64
+	// LROtherRatio scales the learning rate of parameters that are not
+	// preconditioned [lr_other_ratio].
+	LROtherRatio float64
+	// Momentum is mu [momentum]; Nesterov selects Nesterov momentum [nesterov].
+	Momentum float64
+	Nesterov bool
+	// WeightDecay is decoupled for preconditioned weights and coupled L2
+	// for the others [weight_decay].
+	WeightDecay float64
+	// SampleSize is r, the samples drawn per layer and step for the Fisher
+	// [sample_size]; 0 (the reference's None) or at least the batch size
+	// means the whole batch.
+	SampleSize int
+	// Iters is k, the number of CG iterations [num_iters].
+	Iters int
+	// Damping is tau [tau]. With DampingSteps > 0 it is the start of a
+	// geometric schedule to DampingFinal over DampingSteps steps of each
+	// layer: tau(t) = Damping*(DampingFinal/Damping)^min(t/DampingSteps, 1).
+	Damping      float64
+	DampingFinal float64
+	DampingSteps int
+	// Reduction is how the loss was reduced over the batch [batch_averaged].
+	Reduction Reduction
+	// DenomEps is eps of the trace, CG and row-scale denominators [denom_eps].
+	DenomEps float64
+	// Tolerance, when positive, stops a row's CG early once its relative
+	// residual is below it (the reference always runs Iters iterations).
+	Tolerance float64
+	// Seed seeds every layer's subsampling generator (each layer has its
+	// own stream, so layers may step concurrently and deterministically).
+	Seed uint64
+	// SkipNonFinite makes a step whose inputs hold NaN or Inf skip the
+	// layer (counted in LayerStats.Skipped) instead of returning an error.
+	SkipNonFinite bool
+	// Backend selects the compute backend ("auto", "cpu", "purego",
+	// "opencl"); empty means the FROG_BACKEND environment variable, else auto.
+	Backend string
+}
+
+// DefaultConfig returns the reference defaults: lr 1e-3, lr_other_ratio
+// 0.25, momentum 0, no Nesterov, no weight decay, sample_size 24, 4 CG
+// iterations, tau 1e-6, a mean-reduced loss and denom_eps 1e-10.
+func DefaultConfig() Config {
+	return Config{
+		LR:           1e-3,
+		LROtherRatio: 0.25,
+		SampleSize:   24,
+		Iters:        4,
+		Damping:      1e-6,
+		Reduction:    Mean,
+		DenomEps:     1e-10,
+	}
+}
+
+// Validate reports the first invalid hyperparameter.
+func (c Config) Validate() error {
+	for _, h := range []struct {
+		name      string
+		v         float64
+		allowZero bool
+	}{
+		{"lr", c.LR, true}, {"lr_other_ratio", c.LROtherRatio, true},
+		{"momentum", c.Momentum, true}, {"weight_decay", c.WeightDecay, true},
+		{"tau", c.Damping, true}, {"denom_eps", c.DenomEps, false},
+		{"CG tolerance", c.Tolerance, true},
+	} {
+		if err := checkHyper(h.name, h.v, h.allowZero); err != nil {
+			return err
+		}
+	}
+	switch {
+	case c.Iters <= 0:
+		return fmt.Errorf("frog: num_iters must be positive, got %d", c.Iters)
+	case c.SampleSize < 0:
+		return fmt.Errorf("frog: sample_size must not be negative, got %d", c.SampleSize)
+	case c.Nesterov && c.Momentum == 0:
+		return fmt.Errorf("frog: Nesterov momentum needs a positive momentum")
+	case c.Reduction != Mean && c.Reduction != Sum:
+		return fmt.Errorf("frog: unknown reduction %d", int(c.Reduction))
+	case c.DampingSteps < 0:
+		return fmt.Errorf("frog: tau schedule steps must not be negative, got %d", c.DampingSteps)
+	}
+	if c.DampingSteps > 0 {
+		if err := checkHyper("final tau", c.DampingFinal, false); err != nil {
+			return err
+		}
+		if err := checkHyper("tau (schedule start)", c.Damping, false); err != nil {
+			return err
+		}
+	}
+	if _, err := resolveBackend(c.Backend); err != nil {
+		return err
+	}
+	return nil
+}
+
+// dampingAt is the tau of a layer's step t (counted from 0).
+func (c Config) dampingAt(t int64) float64 {
+	if c.DampingSteps <= 0 {
+		return c.Damping
+	}
+	f := math.Min(float64(t)/float64(c.DampingSteps), 1)
+	return c.Damping * math.Pow(c.DampingFinal/c.Damping, f)
+}
+
+// Optimizer is FROG: it keeps each registered layer's state and updates
+// the caller's weights in place. Steps of different layers may run
+// concurrently; steps of one layer are serialized.
+type Optimizer struct {
+	mu      sync.RWMutex
+	cfg     Config
+	backend string
+	layers  map[string]*frogLayer
+	params  map[string]*param
+	order   []string // registration order of layers and params, for checkpoints
+}
+
+type frogLayer struct {
+	layerBase
+	engine   backend.Engine
+	fallback string // why the engine is not the one asked for
+	dir      []float32
+	diag     RowDiagnostics
+	// joint-bias scratch: the effective weight and bias gradients before
+	// they are interleaved into rows [w_j, b_j]
+	effW, effB []float32
+}
+
+// param is a parameter that is not preconditioned (BatchNorm, a skipped
+// classifier): momentum SGD at lr*LROtherRatio.
+type param struct {
+	mu    sync.Mutex
+	theta []float32
+	mom   []float32
+	steps int64
+}
+
+// New returns a FROG optimizer with the given configuration.
+func New(cfg Config) (*Optimizer, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	name, _ := resolveBackend(cfg.Backend)
+	return &Optimizer{cfg: cfg, backend: name, layers: map[string]*frogLayer{}, params: map[string]*param{}}, nil
+}
+
+// Config returns the optimizer's current configuration.
+func (o *Optimizer) Config() Config {
+	o.mu.RLock()
+	defer o.mu.RUnlock()
+	return o.cfg
+}
+
+// SetLR changes the learning rate for the following steps (schedules).
+func (o *Optimizer) SetLR(lr float64) error {
+	if err := checkHyper("lr", lr, true); err != nil {
+		return err
+	}
+	o.mu.Lock()
+	o.cfg.LR = lr
+	o.mu.Unlock()
+	return nil
+}
+
+// AddLayer registers a preconditioned layer. weight (WeightLen() values)
+// and bias (Rows() values, nil without a bias) are the caller's slices;
+// Step updates them in place.
+func (o *Optimizer) AddLayer(l Layer, weight, bias []float32) error {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if err := o.checkNewName(l.Name); err != nil {
+		return err
+	}
+	fl := &frogLayer{}
+	if err := fl.init(l, weight, bias, o.cfg.Seed, len(o.order)); err != nil {
+		return err
+	}
+	fl.engine, fl.fallback = newEngine(o.backend)
+	fl.mom = make([]float32, l.WeightLen())
+	fl.newMom = make([]float32, l.WeightLen())
+	if bias != nil {
+		fl.momB = make([]float32, l.Rows())
+		fl.newMomB = make([]float32, l.Rows())
+	}
+	n := l.Rows() * l.SolveLen()
+	if l.Bias == JointBias {
+		fl.effW = make([]float32, l.WeightLen())
+		fl.effB = make([]float32, l.Rows())
+	}
+	fl.eff = make([]float32, n)
+	fl.dir = make([]float32, n)
+	fl.diag = newRowDiagnostics(l.Rows())
+	o.layers[l.Name] = fl
+	o.order = append(o.order, l.Name)
+	return nil
+}
+
+// AddParam registers a parameter that is not preconditioned (a BatchNorm
+// scale, a final classifier): it takes momentum SGD at lr*LROtherRatio
+// with coupled L2 weight decay (FROG.md item 8).
+func (o *Optimizer) AddParam(name string, theta []float32) error {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if name == "" {
+		return fmt.Errorf("frog: a parameter needs a name")
+	}
+	if err := o.checkNewName(name); err != nil {
+		return err
+	}
+	o.params[name] = &param{theta: theta, mom: make([]float32, len(theta))}
+	o.order = append(o.order, name)
+	return nil
+}
+
+func (o *Optimizer) checkNewName(name string) error {
+	if _, ok := o.layers[name]; ok {
+		return fmt.Errorf("frog: %q is already registered", name)
+	}
+	if _, ok := o.params[name]; ok {
+		return fmt.Errorf("frog: %q is already registered", name)
+	}
+	return nil
+}
+
+// StepParam updates a parameter registered with AddParam from its gradient.
+func (o *Optimizer) StepParam(name string, grad []float32) error {
+	o.mu.RLock()
+	p, ok := o.params[name]
+	cfg := o.cfg
+	o.mu.RUnlock()
+	if !ok {
+		return &LayerError{Layer: name, Err: fmt.Errorf("no parameter of this name was registered")}
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if err := checkLen("gradient", grad, len(p.theta)); err != nil {
+		return &LayerError{Layer: name, Err: err}
+	}
+	if i := firstNonFinite(grad); i >= 0 {
+		if cfg.SkipNonFinite {
+			return nil
+		}
+		return &LayerError{Layer: name, Err: fmt.Errorf("gradient[%d] = %v: %w", i, grad[i], ErrNonFinite)}
+	}
+	sgdStep(p.theta, grad, p.mom, cfg.LR*cfg.LROtherRatio, cfg.Momentum, cfg.WeightDecay, cfg.Nesterov)
+	p.steps++
+	return nil
+}
+
+// Step takes one FROG step for a layer registered with AddLayer: momentum,
+// the row-wise preconditioned update with decoupled weight decay, and, in
+// PlainBias mode, momentum SGD for the bias. On error the weights, the bias
+// and all optimizer state are left as they were.
+func (o *Optimizer) Step(name string, in Batch) error {
+	o.mu.RLock()
+	fl, ok := o.layers[name]
+	cfg := o.cfg
+	o.mu.RUnlock()
+	if !ok {
+		return &LayerError{Layer: name, Err: fmt.Errorf("no layer of this name was registered")}
+	}
+	fl.mu.Lock()
+	defer fl.mu.Unlock()
+	l := fl.layer
+	if err := fl.checkBatch(&in); err != nil {
+		return l.errorf("%v", err)
+	}
+	if in.YSamples != nil {
+		return l.errorf("FROG takes no separate output-gradient subsample (YSamples is for K-FROG)")
+	}
+	if err := checkBatchFinite(&in); err != nil {
+		if cfg.SkipNonFinite {
+			fl.skipped++
+			return nil
+		}
+		return l.errorf("%v", err)
+	}
+
+	rngSaved := fl.pcg
+	idx := in.Samples
+	if idx == nil {
+		idx = fl.draw(cfg.SampleSize, in.BatchSize)
+	}
+	r := len(idx)
+	fl.acts = gather(fl.acts, in.Acts, idx, l.ActLen())
+	fl.outGrads = gather(fl.outGrads, in.OutGrads, idx, l.OutGradLen())
+
+	fl.effective(cfg, &in)
+
+	job := backend.Job{
+		Geometry:  l.Geometry(),
+		JointBias: l.Bias == JointBias,
+		Samples:   r,
+		Acts:      fl.acts,
+		OutGrads:  fl.outGrads,
+		Grad:      fl.eff,
+		LossScale: lossScale(cfg.Reduction, in.BatchSize, r),
+		Damping:   cfg.dampingAt(fl.steps),
+		Iters:     cfg.Iters,
+		Tolerance: cfg.Tolerance,
+		DenomEps:  cfg.DenomEps,
+		Dir:       fl.dir,
+		Trace:     fl.diag.Trace, Residual: fl.diag.Residual, Scale: fl.diag.Scale, Breakdown: fl.diag.Breakdown,
+	}
+	if err := fl.run(&job); err != nil {
+		fl.pcg = rngSaved
+		return l.errorf("%v", err)
+	}
+	if i := firstNonFinite(fl.dir); i >= 0 {
+		fl.pcg = rngSaved
+		return l.errorf("the preconditioned direction is not finite at %d; nothing was changed", i)
+	}
+	fl.commit(cfg, in)
+	fl.lastSamples = append(fl.lastSamples[:0], idx...)
+	return nil
+}
+
+// effective computes the new momentum (into scratch, committed later) and
+// the effective gradient rows the preconditioner solves for: Rows() x
+// SolveLen(), with the bias as the last coordinate in JointBias mode.
+func (fl *frogLayer) effective(cfg Config, in *Batch) {
+	l := fl.layer
+	if l.Bias != JointBias {
+		momentum(fl.eff, fl.newMom, fl.mom, in.Grad, cfg.Momentum, cfg.Nesterov)
+		return
+	}
+	momentum(fl.effW, fl.newMom, fl.mom, in.Grad, cfg.Momentum, cfg.Nesterov)
+	momentum(fl.effB, fl.newMomB, fl.momB, in.BiasGrad, cfg.Momentum, cfg.Nesterov)
+	d, sd := l.RowLen(), l.SolveLen()
+	for j := 0; j < l.Rows(); j++ {
+		copy(fl.eff[j*sd:j*sd+d], fl.effW[j*d:(j+1)*d])
+		fl.eff[j*sd+d] = fl.effB[j]
+	}
+}
+
+// run preconditions on the layer's engine; when a non-CPU engine fails it
+// is closed and the layer falls back to the CPU for good, with the reason
+// kept for LayerStats. The CPU result is computed from the same inputs, so
+// a fallback never changes the answer beyond rounding.
+func (fl *frogLayer) run(job *backend.Job) error {
+	err := fl.engine.Precondition(job)
+	if err == nil {
+		return nil
+	}
+	if _, isCPU := fl.engine.(*backend.CPU); isCPU {
+		return err
+	}
+	fl.fallback = fmt.Sprintf("%s failed (%v); using cpu", fl.engine.Name(), err)
+	closeEngine(fl.engine)
+	fl.engine = &backend.CPU{}
+	return fl.engine.Precondition(job)
+}
+
+// commit applies a successful step: momentum, decoupled weight decay and
+// the row update, and the plain-bias SGD step.
+func (fl *frogLayer) commit(cfg Config, in Batch) {
+	l := fl.layer
+	if cfg.Momentum != 0 {
+		copy(fl.mom, fl.newMom)
+		if l.Bias == JointBias {
+			copy(fl.momB, fl.newMomB)
+		}
+	}
+	decay := 1 - cfg.LR*cfg.WeightDecay
+	d, sd := l.RowLen(), l.SolveLen()
+	for j := 0; j < l.Rows(); j++ {
+		w, dir := fl.weight[j*d:(j+1)*d], fl.dir[j*sd:(j+1)*sd]
+		for i := range w {
+			w[i] = float32(decay*float64(w[i]) - cfg.LR*float64(dir[i]))
+		}
+		if l.Bias == JointBias {
+			fl.bias[j] = float32(decay*float64(fl.bias[j]) - cfg.LR*float64(dir[d]))
+		}
+	}
+	if l.Bias == PlainBias {
+		sgdStep(fl.bias, in.BiasGrad, fl.momB, cfg.LR*cfg.LROtherRatio, cfg.Momentum, cfg.WeightDecay, cfg.Nesterov)
+	}
+	fl.steps++
+}
+
+// closeEngine releases an engine's resources when it holds any.
+func closeEngine(e backend.Engine) {
+	if c, ok := e.(interface{ Close() error }); ok {
+		_ = c.Close()
+	}
+}
+
+// LayerStats describes a layer's last step.
+type LayerStats struct {
+	// Steps counts the steps taken; Skipped those skipped for non-finite input.
+	Steps, Skipped int64
+	// Backend is the engine that runs the layer; Fallback, when not empty,
+	// says why it is not the backend that was asked for.
+	Backend, Fallback string
+	// Samples are the indices of the last step's Fisher subsample.
+	Samples []int
+	// Rows holds the last step's per-row diagnostics.
+	Rows RowDiagnostics
+}
+
+// Stats returns a copy of a preconditioned layer's statistics.
+func (o *Optimizer) Stats(name string) (LayerStats, error) {
+	o.mu.RLock()
+	fl, ok := o.layers[name]
+	o.mu.RUnlock()
+	if !ok {
+		return LayerStats{}, &LayerError{Layer: name, Err: fmt.Errorf("no layer of this name was registered")}
+	}
+	fl.mu.Lock()
+	defer fl.mu.Unlock()
+	return fl.stats(), nil
+}
+
+func (fl *frogLayer) stats() LayerStats {
+	d := newRowDiagnostics(fl.layer.Rows())
+	copy(d.Trace, fl.diag.Trace)
+	copy(d.Residual, fl.diag.Residual)
+	copy(d.Scale, fl.diag.Scale)
+	copy(d.Breakdown, fl.diag.Breakdown)
+	return LayerStats{
+		Steps: fl.steps, Skipped: fl.skipped,
+		Backend: fl.engine.Name(), Fallback: fl.fallback,
+		Samples: append([]int(nil), fl.lastSamples...),
+		Rows:    d,
+	}
+}
+
+// Close releases the resources the layers' engines hold (device memory of
+// a GPU backend). The optimizer must not be used afterwards.
+func (o *Optimizer) Close() error {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	for _, fl := range o.layers {
+		fl.mu.Lock()
+		closeEngine(fl.engine)
+		fl.mu.Unlock()
+	}
+	return nil
+}

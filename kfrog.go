@@ -1,0 +1,377 @@
+package frog
+
+import (
+	"fmt"
+	"math"
+	"sync"
+
+	"github.com/frogopt/frog/cg"
+	"github.com/frogopt/frog/fisher"
+	"github.com/frogopt/frog/internal/pow2"
+)
+
+// KConfig holds K-FROG's hyperparameters; DefaultKConfig returns the
+// reference defaults (FROG.md, K-FROG section).
+type KConfig struct {
+	// LR is the learning rate [lr].
+	LR float64
+	// Momentum and Nesterov as for FROG [momentum, nesterov].
+	Momentum float64
+	Nesterov bool
+	// YMomentum is beta of the bias-corrected moving average of the output
+	// gradient diagonal [y_momentum]; 0 disables it.
+	YMomentum float64
+	// SampleSize is r_x, the samples for X [sample_size]; 0 or at least the
+	// batch size means the whole batch.
+	SampleSize int
+	// YSampleSize, when positive and below the batch size, draws an
+	// independent subsample for Y [y_sample_size]; otherwise Y is the whole
+	// batch.
+	YSampleSize int
+	// Iters is the number of CG iterations [num_iters].
+	Iters int
+	// Reduction is how the loss was reduced over the batch [batch_averaged].
+	Reduction Reduction
+	// Eps damps the CG system and the square root [eps].
+	Eps float64
+	// Seed seeds the layers' subsampling generators.
+	Seed uint64
+	// SkipNonFinite skips a layer's step on NaN or Inf input instead of
+	// returning an error.
+	SkipNonFinite bool
+}
+
+// kfrogCGEps is the fixed denominator guard of K-FROG's CG (FROG.md,
+// K-FROG step 4), independent of the eps hyperparameter.
+const kfrogCGEps = 1e-10
+
+// DefaultKConfig returns the reference defaults: lr 1e-3, momentum 0, no
+// Nesterov, y_momentum 0, sample_size 256, 4 CG iterations, a mean-reduced
+// loss, no y_sample_size and eps 1e-6.
+func DefaultKConfig() KConfig {
+	return KConfig{LR: 1e-3, SampleSize: 256, Iters: 4, Reduction: Mean, Eps: 1e-6}
+}
+
+// Validate reports the first invalid hyperparameter.
+func (c KConfig) Validate() error {
+	for _, h := range []struct {
+		name      string
+		v         float64
+		allowZero bool
+	}{{"lr", c.LR, true}, {"momentum", c.Momentum, true}, {"y_momentum", c.YMomentum, true}, {"eps", c.Eps, false}} {
+		if err := checkHyper(h.name, h.v, h.allowZero); err != nil {
+			return err
+		}
+	}
+	switch {
+	case c.YMomentum >= 1:
+		return fmt.Errorf("frog: y_momentum must be below 1, got %v", c.YMomentum)
+	case c.Iters <= 0:
+		return fmt.Errorf("frog: num_iters must be positive, got %d", c.Iters)
+	case c.SampleSize < 0 || c.YSampleSize < 0:
+		return fmt.Errorf("frog: sample sizes must not be negative, got %d and %d", c.SampleSize, c.YSampleSize)
+	case c.Nesterov && c.Momentum == 0:
+		return fmt.Errorf("frog: Nesterov momentum needs a positive momentum")
+	case c.Reduction != Mean && c.Reduction != Sum:
+		return fmt.Errorf("frog: unknown reduction %d", int(c.Reduction))
+	}
+	return nil
+}
+
+// KFROG is the legacy Kronecker variant of FROG, on the CPU. Steps of
+// different layers may run concurrently.
+type KFROG struct {
+	mu     sync.RWMutex
+	cfg    KConfig
+	layers map[string]*kLayer
+	order  []string
+}
+
+type kLayer struct {
+	layerBase
+	ybuf, ybufNew []float64 // EMA of the output-gradient diagonal
+	ydiag         []float64
+	ySamples      []int
+	yPerm         []int
+	patches       []float32
+	actDiag       []float64 // groups x SolveLen(): diag(X^T X)/b
+	solution      []float32 // P2, Rows() x SolveLen()
+	rhs           []float32 // P1
+	residual      []float64
+	effBias       []float32 // effective bias gradient
+	op            fisher.Operator
+	solver        cg.Solver
+}
+
+// NewKFROG returns a K-FROG optimizer.
+func NewKFROG(cfg KConfig) (*KFROG, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	return &KFROG{cfg: cfg, layers: map[string]*kLayer{}}, nil
+}
+
+// SetLR changes the learning rate for the following steps.
+func (o *KFROG) SetLR(lr float64) error {
+	if err := checkHyper("lr", lr, true); err != nil {
+		return err
+	}
+	o.mu.Lock()
+	o.cfg.LR = lr
+	o.mu.Unlock()
+	return nil
+}
+
+// AddLayer registers a preconditioned layer; see Optimizer.AddLayer. A
+// PlainBias bias takes the plain step theta -= lr*e.
+func (o *KFROG) AddLayer(l Layer, weight, bias []float32) error {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if _, ok := o.layers[l.Name]; ok {
+		return fmt.Errorf("frog: %q is already registered", l.Name)
+	}
+	kl := &kLayer{}
+	if err := kl.init(l, weight, bias, o.cfg.Seed, len(o.order)); err != nil {
+		return err
+	}
+	r, sd := l.Rows(), l.SolveLen()
+	kl.mom = make([]float32, l.WeightLen())
+	kl.newMom = make([]float32, l.WeightLen())
+	if bias != nil {
+		kl.momB = make([]float32, r)
+		kl.newMomB = make([]float32, r)
+	}
+	kl.eff = make([]float32, l.WeightLen())
+	kl.ybuf = make([]float64, r)
+	kl.ybufNew = make([]float64, r)
+	kl.ydiag = make([]float64, r)
+	kl.actDiag = make([]float64, l.Geometry().Groups*sd)
+	kl.solution = make([]float32, r*sd)
+	kl.rhs = make([]float32, r*sd)
+	kl.residual = make([]float64, r)
+	o.layers[l.Name] = kl
+	o.order = append(o.order, l.Name)
+	return nil
+}
+
+// KStats describes a K-FROG layer's last step.
+type KStats struct {
+	Steps, Skipped int64
+	// ActDiag is diag(X^T X)/b per group, Groups x SolveLen().
+	ActDiag []float64
+	// Solution is the CG solution P2 before the scaling by sqrt(ActDiag).
+	Solution []float32
+	// Residual is the final CG residual norm of each row.
+	Residual []float64
+}
+
+// Stats returns a copy of a layer's statistics.
+func (o *KFROG) Stats(name string) (KStats, error) {
+	o.mu.RLock()
+	kl, ok := o.layers[name]
+	o.mu.RUnlock()
+	if !ok {
+		return KStats{}, &LayerError{Layer: name, Err: fmt.Errorf("no layer of this name was registered")}
+	}
+	kl.mu.Lock()
+	defer kl.mu.Unlock()
+	return KStats{
+		Steps: kl.steps, Skipped: kl.skipped,
+		ActDiag:  append([]float64(nil), kl.actDiag...),
+		Solution: append([]float32(nil), kl.solution...),
+		Residual: append([]float64(nil), kl.residual...),
+	}, nil
+}
+
+// Step takes one K-FROG step for a layer. On error nothing is changed.
+func (o *KFROG) Step(name string, in Batch) error {
+	o.mu.RLock()
+	kl, ok := o.layers[name]
+	cfg := o.cfg
+	o.mu.RUnlock()
+	if !ok {
+		return &LayerError{Layer: name, Err: fmt.Errorf("no layer of this name was registered")}
+	}
+	kl.mu.Lock()
+	defer kl.mu.Unlock()
+	l := kl.layer
+	if err := kl.checkBatch(&in); err != nil {
+		return l.errorf("%v", err)
+	}
+	if err := checkBatchFinite(&in); err != nil {
+		if cfg.SkipNonFinite {
+			kl.skipped++
+			return nil
+		}
+		return l.errorf("%v", err)
+	}
+	idx := in.Samples
+	if idx == nil {
+		idx = kl.draw(cfg.SampleSize, in.BatchSize)
+	}
+	yIdx := in.YSamples
+	if yIdx == nil && cfg.YSampleSize > 0 && cfg.YSampleSize < in.BatchSize {
+		yIdx = kl.drawY(cfg.YSampleSize, in.BatchSize)
+	}
+	kl.precondition(cfg, &in, idx, yIdx)
+	kl.commitK(cfg, &in)
+	return nil
+}
+
+// drawY draws K-FROG's independent Y subsample after the X draw.
+func (kl *kLayer) drawY(r, batch int) []int {
+	if cap(kl.yPerm) < batch {
+		kl.yPerm = make([]int, batch)
+		kl.ySamples = make([]int, batch)
+	}
+	perm := kl.yPerm[:batch]
+	for i := range perm {
+		perm[i] = i
+	}
+	for i := 0; i < r; i++ {
+		j := i + kl.rng.IntN(batch-i)
+		perm[i], perm[j] = perm[j], perm[i]
+	}
+	return append(kl.ySamples[:0], perm[:r]...)
+}
+
+// precondition computes P2 into kl.solution and the direction P2 .* xs
+// into kl.rhs, leaving the committed state alone.
+func (kl *kLayer) precondition(cfg KConfig, in *Batch, idx, yIdx []int) {
+	l := kl.layer
+	g := l.Geometry()
+	rows, d, sd := l.Rows(), l.RowLen(), l.SolveLen()
+	b := float64(len(idx))
+
+	// Effective gradient rows (bias last in JointBias mode).
+	momentum(kl.eff, kl.newMom, kl.mom, in.Grad, cfg.Momentum, cfg.Nesterov)
+	var effB []float32
+	if l.Bias != NoBias {
+		kl.effBias = grow(kl.effBias, rows)
+		effB = kl.effBias
+		momentum(effB, kl.newMomB, kl.momB, in.BiasGrad, cfg.Momentum, cfg.Nesterov)
+	}
+
+	// Output-gradient diagonal over the Y samples.
+	L := g.Locations()
+	outLen := g.OutputLen()
+	for j := range kl.ydiag {
+		kl.ydiag[j] = 0
+	}
+	addY := func(n int) {
+		for j := 0; j < rows; j++ {
+			var s float64
+			for _, v := range in.OutGrads[n*outLen+j*L : n*outLen+(j+1)*L] {
+				s += float64(v) * float64(v)
+			}
+			kl.ydiag[j] += s
+		}
+	}
+	if yIdx == nil {
+		for n := 0; n < in.BatchSize; n++ {
+			addY(n)
+		}
+	} else {
+		for _, n := range yIdx {
+			addY(n)
+		}
+	}
+	t := float64(kl.steps + 1)
+	for j, v := range kl.ydiag {
+		if cfg.Reduction == Sum {
+			v /= b
+		} else {
+			v *= b
+		}
+		yeff := v
+		if cfg.YMomentum > 0 {
+			kl.ybufNew[j] = cfg.YMomentum*kl.ybuf[j] + (1-cfg.YMomentum)*v
+			yeff = kl.ybufNew[j] / (1 - math.Pow(cfg.YMomentum, t))
+		}
+		inv := 1 / math.Sqrt(yeff+cfg.Eps)
+		row := kl.rhs[j*sd : (j+1)*sd]
+		for i, e := range kl.eff[j*d : (j+1)*d] {
+			row[i] = float32(float64(e) * inv)
+		}
+		if l.Bias == JointBias {
+			row[d] = float32(float64(effB[j]) * inv)
+		}
+	}
+
+	// Per group: X, its diagonal, and the CG solve of (X^T X/b + eps I) P2 = P1.
+	n := len(idx) * L
+	kl.patches = grow(kl.patches, n*sd)
+	x := kl.patches
+	rg := g.GroupOutChannels()
+	kl.solver.Iters, kl.solver.Eps = cfg.Iters, kfrogCGEps
+	for grp := 0; grp < g.Groups; grp++ {
+		for s, sample := range idx {
+			g.Im2col(x[s*L*sd:], sd, in.Acts[sample*g.ImageLen():], grp)
+		}
+		if l.Bias == JointBias {
+			for i := 0; i < n; i++ {
+				x[i*sd+d] = 1
+			}
+		}
+		diag := kl.actDiag[grp*sd : (grp+1)*sd]
+		columnSquares(diag, x, n, sd)
+		for i := range diag {
+			diag[i] /= b
+		}
+		ps := pow2.Normalizer(x)
+		fisher.ScaleInPlace(x, ps)
+		kl.op.Rows, kl.op.Len, kl.op.Points = rg, sd, n
+		kl.op.Patches, kl.op.Weights = x, nil
+		kl.op.Uniform = float32(1 / (b * ps * ps))
+		kl.op.Damping = float32(cfg.Eps)
+		r0 := grp * rg
+		res := kl.solver.Solve(&kl.op, kl.rhs[r0*sd:(r0+rg)*sd], kl.solution[r0*sd:(r0+rg)*sd], rg, sd)
+		copy(kl.residual[r0:r0+rg], res.Residual)
+		// direction = P2 .* sqrt(diag), written over P1 (no longer needed).
+		for j := r0; j < r0+rg; j++ {
+			p2, dir := kl.solution[j*sd:(j+1)*sd], kl.rhs[j*sd:(j+1)*sd]
+			for i, v := range p2 {
+				dir[i] = float32(float64(v) * math.Sqrt(diag[i]))
+			}
+		}
+	}
+}
+
+// commitK applies the step computed by precondition.
+func (kl *kLayer) commitK(cfg KConfig, in *Batch) {
+	l := kl.layer
+	d, sd := l.RowLen(), l.SolveLen()
+	if cfg.Momentum != 0 {
+		copy(kl.mom, kl.newMom)
+		if l.Bias != NoBias {
+			copy(kl.momB, kl.newMomB)
+		}
+	}
+	if cfg.YMomentum > 0 {
+		copy(kl.ybuf, kl.ybufNew)
+	}
+	for j := 0; j < l.Rows(); j++ {
+		w, dir := kl.weight[j*d:(j+1)*d], kl.rhs[j*sd:(j+1)*sd]
+		for i := range w {
+			w[i] = float32(float64(w[i]) - cfg.LR*float64(dir[i]))
+		}
+		switch l.Bias {
+		case JointBias:
+			kl.bias[j] = float32(float64(kl.bias[j]) - cfg.LR*float64(dir[d]))
+		case PlainBias:
+			kl.bias[j] = float32(float64(kl.bias[j]) - cfg.LR*float64(kl.effBias[j]))
+		}
+	}
+	kl.steps++
+}
+
+// columnSquares writes sum_i x[i][c]^2 for every column c of the n x d
+// matrix x, accumulated in float64.
+func columnSquares(dst []float64, x []float32, n, d int) {
+	clear(dst)
+	for i := 0; i < n; i++ {
+		for c, v := range x[i*d : (i+1)*d] {
+			dst[c] += float64(v) * float64(v)
+		}
+	}
+}

@@ -1,0 +1,236 @@
+package frog
+
+import (
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"sync"
+)
+
+// Batch is what a layer's step needs from one training batch.
+type Batch struct {
+	// Grad is the weight gradient of the full batch, WeightLen() values.
+	Grad []float32
+	// BiasGrad is the bias gradient, Rows() values; only for layers with a bias.
+	BiasGrad []float32
+	// Acts holds the layer inputs of the full batch, BatchSize x ActLen().
+	Acts []float32
+	// OutGrads holds the output gradients of the loss as reduced,
+	// BatchSize x OutGradLen().
+	OutGrads []float32
+	// BatchSize is B.
+	BatchSize int
+	// Samples optionally gives the subsample for the Fisher: distinct
+	// indices in [0, BatchSize). When nil the optimizer draws it with the
+	// layer's own random generator.
+	Samples []int
+	// YSamples optionally gives K-FROG's independent subsample of the
+	// output gradients. FROG rejects it.
+	YSamples []int
+}
+
+// layerBase is the state every optimizer keeps for a preconditioned layer.
+type layerBase struct {
+	mu     sync.Mutex
+	layer  Layer
+	weight []float32 // the caller's weights, updated in place
+	bias   []float32 // the caller's bias, or nil
+	mom    []float32 // momentum of the weight, or nil before the first step
+	momB   []float32 // momentum of the bias
+	steps  int64
+	pcg    rand.PCG
+	rng    *rand.Rand
+	perm   []int
+	// gathered subsample
+	acts, outGrads []float32
+	samples        []int
+	lastSamples    []int
+	// scratch for state that is committed only on success
+	newMom, newMomB, eff []float32
+	skipped              int64
+}
+
+// init validates the registration and sets the layer up; the generator
+// stream is chosen by the seed and the registration index.
+func (b *layerBase) init(l Layer, weight, bias []float32, seed uint64, index int) error {
+	if err := l.Validate(); err != nil {
+		return err
+	}
+	if l.Name == "" {
+		return l.errorf("a layer needs a name")
+	}
+	if err := checkLen("weight", weight, l.WeightLen()); err != nil {
+		return l.errorf("%v", err)
+	}
+	if l.Bias == NoBias && bias != nil {
+		return l.errorf("bias given for a layer declared without one")
+	}
+	if l.Bias != NoBias {
+		if err := checkLen("bias", bias, l.Rows()); err != nil {
+			return l.errorf("%v", err)
+		}
+	}
+	b.layer, b.weight, b.bias = l, weight, bias
+	b.pcg = *rand.NewPCG(seed, uint64(index)+0x9e3779b97f4a7c15)
+	b.rng = rand.New(&b.pcg)
+	return nil
+}
+
+// checkBatch validates a batch against the layer.
+func (b *layerBase) checkBatch(in *Batch) error {
+	l := b.layer
+	if in.BatchSize <= 0 {
+		return fmt.Errorf("batch size must be positive, got %d", in.BatchSize)
+	}
+	if err := checkLen("gradient", in.Grad, l.WeightLen()); err != nil {
+		return err
+	}
+	if l.Bias != NoBias {
+		if err := checkLen("bias gradient", in.BiasGrad, l.Rows()); err != nil {
+			return err
+		}
+	} else if in.BiasGrad != nil {
+		return fmt.Errorf("bias gradient given for a layer without a bias")
+	}
+	if err := checkLen("activations", in.Acts, in.BatchSize*l.ActLen()); err != nil {
+		return err
+	}
+	if err := checkLen("output gradients", in.OutGrads, in.BatchSize*l.OutGradLen()); err != nil {
+		return err
+	}
+	if err := checkIndices("sample", in.Samples, in.BatchSize); err != nil {
+		return err
+	}
+	return checkIndices("y sample", in.YSamples, in.BatchSize)
+}
+
+func checkIndices(what string, idx []int, batch int) error {
+	if idx == nil {
+		return nil
+	}
+	if len(idx) == 0 {
+		return fmt.Errorf("%s indices: empty", what)
+	}
+	if len(idx) > batch {
+		return fmt.Errorf("%s indices: %d of them for a batch of %d", what, len(idx), batch)
+	}
+	for i, v := range idx {
+		if v < 0 || v >= batch {
+			return fmt.Errorf("%s indices: [%d] = %d is outside the batch [0, %d)", what, i, v, batch)
+		}
+		for _, w := range idx[:i] {
+			if w == v {
+				return fmt.Errorf("%s indices: %d is repeated", what, v)
+			}
+		}
+	}
+	return nil
+}
+
+// checkBatchFinite reports the first NaN or Inf in the batch.
+func checkBatchFinite(in *Batch) error {
+	return checkFinite(map[string][]float32{
+		"gradient": in.Grad, "bias gradient": in.BiasGrad,
+		"activations": in.Acts, "output gradients": in.OutGrads,
+	})
+}
+
+// draw picks r distinct indices of [0, batch) with the layer's generator
+// into b.samples (all of them, in order, when r <= 0 or r >= batch).
+func (b *layerBase) draw(r, batch int) []int {
+	if cap(b.samples) < batch {
+		b.samples = make([]int, batch)
+		b.perm = make([]int, batch)
+	}
+	if r <= 0 || r >= batch {
+		s := b.samples[:batch]
+		for i := range s {
+			s[i] = i
+		}
+		return s
+	}
+	perm := b.perm[:batch]
+	for i := range perm {
+		perm[i] = i
+	}
+	for i := 0; i < r; i++ {
+		j := i + b.rng.IntN(batch-i)
+		perm[i], perm[j] = perm[j], perm[i]
+	}
+	s := b.samples[:r]
+	copy(s, perm[:r])
+	return s
+}
+
+// gather copies the rows idx of src (each of size width) into dst.
+func gather(dst, src []float32, idx []int, width int) []float32 {
+	dst = grow(dst, len(idx)*width)
+	for i, n := range idx {
+		copy(dst[i*width:(i+1)*width], src[n*width:(n+1)*width])
+	}
+	return dst
+}
+
+func grow(s []float32, n int) []float32 {
+	if cap(s) < n {
+		return make([]float32, n)
+	}
+	return s[:n]
+}
+
+// momentum computes the new momentum newMom = mu*mom + g (mom nil: zero)
+// and the effective gradient into eff (FROG.md step 4); eff and newMom
+// may be written while mom stays as it was. With mu == 0, eff = g.
+func momentum(eff, newMom, mom, g []float32, mu float64, nesterov bool) {
+	if mu == 0 {
+		copy(eff, g)
+		return
+	}
+	for i, gi := range g {
+		m := float64(gi)
+		if mom != nil {
+			m += mu * float64(mom[i])
+		}
+		newMom[i] = float32(m)
+		if nesterov {
+			eff[i] = float32(float64(gi) + mu*m)
+		} else {
+			eff[i] = float32(m)
+		}
+	}
+}
+
+// sgdStep is the momentum-SGD update of parameters that are not
+// preconditioned (FROG.md item 8): coupled L2 inside the momentum without
+// Nesterov, added to the direction with it. mom is updated in place (it is
+// allocated by the caller).
+func sgdStep(theta, grad, mom []float32, lr, mu, wd float64, nesterov bool) {
+	for i, gi := range grad {
+		g := float64(gi)
+		th := float64(theta[i])
+		var d float64
+		switch {
+		case mu == 0:
+			d = g + wd*th
+		case nesterov:
+			m := mu*float64(mom[i]) + g
+			mom[i] = float32(m)
+			d = g + mu*m + wd*th
+		default:
+			m := mu*float64(mom[i]) + g + wd*th
+			mom[i] = float32(m)
+			d = m
+		}
+		theta[i] = float32(th - lr*d)
+	}
+}
+
+func checkHyper(name string, v float64, allowZero bool) error {
+	if math.IsNaN(v) || math.IsInf(v, 0) || v < 0 || (!allowZero && v == 0) {
+		if allowZero {
+			return fmt.Errorf("frog: %s must be finite and non-negative, got %v", name, v)
+		}
+		return fmt.Errorf("frog: %s must be finite and positive, got %v", name, v)
+	}
+	return nil
+}
