@@ -102,3 +102,28 @@ func newEngine(name string) (eng backend.Engine, reason string) {
 	e, _ := engines[BackendCPU]()
 	return e, strings.Join(reasons, "; ") + "; using cpu"
 }
+
+// runEngine runs job on *eng. When a non-CPU engine fails, it is closed and
+// replaced by the CPU engine for good, the reason is kept in *fallback, and
+// the job is run again from the same inputs, so a fallback never changes
+// the answer beyond rounding.
+func runEngine(eng *backend.Engine, fallback *string, job *backend.Job) error {
+	err := (*eng).Precondition(job)
+	if err == nil {
+		return nil
+	}
+	if _, isCPU := (*eng).(*backend.CPU); isCPU {
+		return err
+	}
+	*fallback = fmt.Sprintf("%s failed (%v); using cpu", (*eng).Name(), err)
+	closeEngine(*eng)
+	*eng = &backend.CPU{}
+	return (*eng).Precondition(job)
+}
+
+// closeEngine releases an engine's resources when it holds any.
+func closeEngine(e backend.Engine) {
+	if c, ok := e.(interface{ Close() error }); ok {
+		_ = c.Close()
+	}
+}

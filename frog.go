@@ -317,7 +317,7 @@ func (o *Optimizer) Step(name string, in Batch) error {
 		Dir:       fl.dir,
 		Trace:     fl.diag.Trace, Residual: fl.diag.Residual, Scale: fl.diag.Scale, Breakdown: fl.diag.Breakdown,
 	}
-	if err := fl.run(&job); err != nil {
+	if err := runEngine(&fl.engine, &fl.fallback, &job); err != nil {
 		fl.pcg = rngSaved
 		return l.errorf("%v", err)
 	}
@@ -348,24 +348,6 @@ func (fl *frogLayer) effective(cfg Config, in *Batch) {
 	}
 }
 
-// run preconditions on the layer's engine; when a non-CPU engine fails it
-// is closed and the layer falls back to the CPU for good, with the reason
-// kept for LayerStats. The CPU result is computed from the same inputs, so
-// a fallback never changes the answer beyond rounding.
-func (fl *frogLayer) run(job *backend.Job) error {
-	err := fl.engine.Precondition(job)
-	if err == nil {
-		return nil
-	}
-	if _, isCPU := fl.engine.(*backend.CPU); isCPU {
-		return err
-	}
-	fl.fallback = fmt.Sprintf("%s failed (%v); using cpu", fl.engine.Name(), err)
-	closeEngine(fl.engine)
-	fl.engine = &backend.CPU{}
-	return fl.engine.Precondition(job)
-}
-
 // commit applies a successful step: momentum, decoupled weight decay and
 // the row update, and the plain-bias SGD step.
 func (fl *frogLayer) commit(cfg Config, in Batch) {
@@ -391,13 +373,6 @@ func (fl *frogLayer) commit(cfg Config, in Batch) {
 		sgdStep(fl.bias, in.BiasGrad, fl.momB, cfg.LR*cfg.LROtherRatio, cfg.Momentum, cfg.WeightDecay, cfg.Nesterov)
 	}
 	fl.steps++
-}
-
-// closeEngine releases an engine's resources when it holds any.
-func closeEngine(e backend.Engine) {
-	if c, ok := e.(interface{ Close() error }); ok {
-		_ = c.Close()
-	}
 }
 
 // LayerStats describes a layer's last step.

@@ -94,17 +94,74 @@ func newRowDiagnostics(rows int) RowDiagnostics {
 // dir (Rows() x SolveLen() values). It never forms a D x D matrix. The
 // update FROG applies is W_j -= lr * dir_j.
 //
-// It runs on the CPU engine of the current blas kernels; the Optimizer
-// picks other backends.
+// It runs on a fresh CPU Preconditioner; code that calls it repeatedly
+// should keep a Preconditioner, which reuses its workspace.
 func PreconditionRows(in RowsInput, dir []float32) (RowDiagnostics, error) {
-	l := in.Layer
-	if err := l.Validate(); err != nil {
+	var p Preconditioner
+	if err := p.init(BackendCPU); err != nil {
 		return RowDiagnostics{}, err
 	}
-	if err := checkRowsInput(in, dir); err != nil {
-		return RowDiagnostics{}, l.errorf("%v", err)
+	diag := newRowDiagnostics(max(in.Layer.OutChannels, 0))
+	if err := p.Precondition(in, dir, &diag); err != nil {
+		return RowDiagnostics{}, err
 	}
-	diag := newRowDiagnostics(l.Rows())
+	return diag, nil
+}
+
+// Preconditioner runs PreconditionRows on a chosen backend and keeps its
+// workspace (and, for a GPU, its device buffers) between calls, so that
+// steady-state calls do not allocate. It is not safe for concurrent use;
+// use one per goroutine.
+type Preconditioner struct {
+	engine   backend.Engine
+	fallback string
+}
+
+// NewPreconditioner returns a Preconditioner on the named backend (see
+// Backends; "" means the FROG_BACKEND environment variable, else auto).
+// A backend that cannot start falls back to the CPU; Fallback says why.
+func NewPreconditioner(backendName string) (*Preconditioner, error) {
+	p := &Preconditioner{}
+	if err := p.init(backendName); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+func (p *Preconditioner) init(backendName string) error {
+	name, err := resolveBackend(backendName)
+	if err != nil {
+		return err
+	}
+	p.engine, p.fallback = newEngine(name)
+	return nil
+}
+
+// Backend names the engine in use.
+func (p *Preconditioner) Backend() string { return p.engine.Name() }
+
+// Fallback says why the engine is not the backend asked for ("" when it is).
+func (p *Preconditioner) Fallback() string { return p.fallback }
+
+// Close releases the engine's resources.
+func (p *Preconditioner) Close() error {
+	closeEngine(p.engine)
+	return nil
+}
+
+// Precondition is PreconditionRows writing its diagnostics into diag,
+// whose slices are reused when they have Rows() elements.
+func (p *Preconditioner) Precondition(in RowsInput, dir []float32, diag *RowDiagnostics) error {
+	l := in.Layer
+	if err := l.Validate(); err != nil {
+		return err
+	}
+	if err := checkRowsInput(in, dir); err != nil {
+		return l.errorf("%v", err)
+	}
+	if len(diag.Trace) != l.Rows() || len(diag.Residual) != l.Rows() || len(diag.Scale) != l.Rows() || len(diag.Breakdown) != l.Rows() {
+		*diag = newRowDiagnostics(l.Rows())
+	}
 	job := backend.Job{
 		Geometry:  l.Geometry(),
 		JointBias: l.Bias == JointBias,
@@ -120,14 +177,13 @@ func PreconditionRows(in RowsInput, dir []float32) (RowDiagnostics, error) {
 		Dir:       dir,
 		Trace:     diag.Trace, Residual: diag.Residual, Scale: diag.Scale, Breakdown: diag.Breakdown,
 	}
-	var cpu backend.CPU
-	if err := cpu.Precondition(&job); err != nil {
-		return RowDiagnostics{}, l.errorf("%v", err)
+	if err := runEngine(&p.engine, &p.fallback, &job); err != nil {
+		return l.errorf("%v", err)
 	}
-	if !allFinite(dir) {
-		return RowDiagnostics{}, l.errorf("the preconditioned direction is not finite")
+	if i := firstNonFinite(dir); i >= 0 {
+		return l.errorf("the preconditioned direction is not finite at %d", i)
 	}
-	return diag, nil
+	return nil
 }
 
 // lossScale is s in lam = s*y^2 (FROG.md step 1).

@@ -1,0 +1,100 @@
+package blas
+
+import (
+	"golang.org/x/sys/cpu"
+
+	"github.com/frogopt/frog/asm"
+)
+
+// avx2 runs products and vector kernels in the AVX2+FMA assembly of
+// package asm. It is registered, and preferred, only when the assembly is
+// compiled in (not under the noasm tag) and the CPU has AVX2 and FMA.
+type avx2 struct{}
+
+// hasAVX2 reports whether the avx2 kernels can run here.
+var hasAVX2 = asm.Enabled && cpu.X86.HasAVX2 && cpu.X86.HasFMA
+
+func init() {
+	if hasAVX2 {
+		register(avx2{}, true)
+	}
+}
+
+func (avx2) Name() string { return "avx2" }
+
+// serialFlops is the size below which a product runs on one goroutine:
+// handing work to a helper costs a few microseconds.
+const serialFlops = 1 << 21
+
+// Gemm computes C = alpha*op(A)*op(B) + beta*C (row-major). Every transpose
+// combination runs on the micro-kernel; op(A) is read in place, op(B) in
+// place when it is not transposed and packed when it is.
+func (avx2) Gemm(transA, transB bool, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int) {
+	if m == 0 || n == 0 {
+		return
+	}
+	t := gemmTask{
+		transA: transA, transB: transB,
+		m: m, n: n, k: k,
+		alpha: alpha, beta: beta,
+		a: a, lda: lda, b: b, ldb: ldb, c: c, ldc: ldc,
+	}
+	rowTiles, colTiles := (m+mr-1)/mr, (n+nr-1)/nr
+	t.byRows = rowTiles >= colTiles
+	tiles := colTiles
+	if t.byRows {
+		tiles = rowTiles
+	}
+	if 2*m*n*k < serialFlops || tiles < 2 {
+		var ws *workspace
+		select {
+		case ws = <-spareWorkspaces():
+		default:
+			ws = new(workspace)
+		}
+		t.run(0, 1, ws)
+		putWorkspace(ws)
+		return
+	}
+	pt := getTask()
+	*pt = t
+	parallel(pt, tiles)
+	*pt = gemmTask{}
+	putTask(pt)
+}
+
+// Dot returns the float64-accumulated dot product of x and y[:len(x)].
+func (avx2) Dot(x, y []float32) float64 {
+	y = y[:len(x)]
+	return asm.Dot(x, y)
+}
+
+// Axpy computes y += alpha*x over len(x) elements.
+func (avx2) Axpy(alpha float32, x, y []float32) {
+	y = y[:len(x)]
+	asm.Axpy(alpha, x, y)
+}
+
+// Xpby computes y = x + beta*y over len(x) elements.
+func (avx2) Xpby(x []float32, beta float32, y []float32) {
+	y = y[:len(x)]
+	asm.Xpby(x, beta, y)
+}
+
+var freeTasks = make(chan *gemmTask, maxHelpers)
+
+func getTask() *gemmTask {
+	select {
+	case t := <-freeTasks:
+		return t
+	default:
+		return new(gemmTask)
+	}
+}
+
+func putTask(t *gemmTask) {
+	select {
+	case freeTasks <- t:
+	default:
+	}
+}

@@ -1,0 +1,182 @@
+package blas
+
+import "github.com/frogopt/frog/asm"
+
+// Blocking of the assembly GEMM. The micro-kernel keeps a tile of mr x nr
+// values of C in registers over kc steps of the inner dimension; a block
+// of kc x nc values of B (256 KiB at most) stays in the 1 MiB L2 cache
+// while every mr-row tile of A, read in place and kept in L1, runs across
+// it.
+const (
+	mr      = 6
+	nr      = 16
+	kcBlock = 256
+	ncBlock = 256
+)
+
+// workspace is one goroutine's packing memory; it never shrinks.
+type workspace struct {
+	bpack []float32             // kc x nc block of B in nr-wide panels
+	apack [mr * kcBlock]float32 // a partial tile of A, zero padded
+	ctile [mr * nr]float32      // a partial tile of C
+}
+
+// gemmTask is one product C = alpha*op(A)*op(B) + beta*C split by rows
+// (in units of mr) or columns (in units of nr) of C.
+type gemmTask struct {
+	transA, transB bool
+	m, n, k        int
+	alpha, beta    float32
+	a              []float32
+	lda            int
+	b              []float32
+	ldb            int
+	c              []float32
+	ldc            int
+	byRows         bool
+}
+
+func (t *gemmTask) run(part, parts int, ws *workspace) {
+	i0, i1, j0, j1 := 0, t.m, 0, t.n
+	if t.byRows {
+		i0, i1 = split(t.m, mr, part, parts)
+	} else {
+		j0, j1 = split(t.n, nr, part, parts)
+	}
+	if i0 >= i1 || j0 >= j1 {
+		return
+	}
+	if t.beta != 1 {
+		for i := i0; i < i1; i++ {
+			row := t.c[i*t.ldc+j0 : i*t.ldc+j1]
+			if t.beta == 0 {
+				clear(row)
+				continue
+			}
+			for j := range row {
+				row[j] *= t.beta
+			}
+		}
+	}
+	if t.k == 0 || t.alpha == 0 {
+		return
+	}
+	gemmRange(ws, t, i0, i1, j0, j1)
+}
+
+// split returns the range of part `part` of `parts` when n is cut into
+// pieces that are multiples of unit.
+func split(n, unit, part, parts int) (lo, hi int) {
+	units := (n + unit - 1) / unit
+	lo = units * part / parts * unit
+	hi = min(units*(part+1)/parts*unit, n)
+	return min(lo, n), hi
+}
+
+// gemmRange accumulates alpha*op(A)*op(B) into rows i0..i1 and columns
+// j0..j1 of C.
+func gemmRange(ws *workspace, t *gemmTask, i0, i1, j0, j1 int) {
+	a, b, c := t.a, t.b, t.c
+	lda, ldb, ldc := t.lda, t.ldb, t.ldc
+	// Element (i, p) of op(A) is a[i*rsa + p*csa].
+	rsa, csa := lda, 1
+	if t.transA {
+		rsa, csa = 1, lda
+	}
+	for jc := j0; jc < j1; jc += ncBlock {
+		nc := min(ncBlock, j1-jc)
+		for pc := 0; pc < t.k; pc += kcBlock {
+			kc := min(kcBlock, t.k-pc)
+			// B is read in place when its rows are contiguous, and packed
+			// into nr-wide panels otherwise, or for the last partial panel.
+			full := nc / nr * nr
+			packed := t.transB
+			var bp []float32
+			if packed {
+				bp = packB(ws, b, ldb, true, pc, kc, jc, nc)
+			} else if full < nc {
+				bp = packB(ws, b, ldb, false, pc, kc, jc+full, nc-full)
+			}
+			for ic := i0; ic < i1; ic += mr {
+				mrr := min(mr, i1-ic)
+				at, ars, acs := a[ic*rsa+pc*csa:], rsa, csa
+				if mrr < mr {
+					at, ars, acs = packA(ws, a, rsa, csa, ic, mrr, pc, kc), 1, mr
+				}
+				for jr := 0; jr < nc; jr += nr {
+					nrr := min(nr, nc-jr)
+					var bt []float32
+					btld := nr
+					switch {
+					case packed:
+						bt = bp[jr*kc:]
+					case jr < full:
+						bt, btld = b[pc*ldb+jc+jr:], ldb
+					default:
+						bt = bp
+					}
+					if mrr == mr && nrr == nr {
+						asm.Kernel6x16(kc, t.alpha, at, ars, acs, bt, btld, c[ic*ldc+jc+jr:], ldc)
+						continue
+					}
+					tile := ws.ctile[:]
+					clear(tile)
+					asm.Kernel6x16(kc, t.alpha, at, ars, acs, bt, btld, tile, nr)
+					for i := 0; i < mrr; i++ {
+						crow := c[(ic+i)*ldc+jc+jr:][:nrr]
+						for j, v := range tile[i*nr : i*nr+nrr] {
+							crow[j] += v
+						}
+					}
+				}
+			}
+		}
+	}
+}
+
+// packB copies rows pc..pc+kc and columns j0..j0+n of op(B) into panels of
+// nr columns, kc x nr values each, the last zero padded.
+func packB(ws *workspace, b []float32, ldb int, trans bool, pc, kc, j0, n int) []float32 {
+	panels := (n + nr - 1) / nr
+	size := panels * kc * nr
+	if cap(ws.bpack) < kcBlock*ncBlock {
+		ws.bpack = make([]float32, kcBlock*ncBlock)
+	}
+	dst := ws.bpack[:size]
+	for q := 0; q < panels; q++ {
+		panel := dst[q*kc*nr : (q+1)*kc*nr]
+		jn := min(nr, n-q*nr)
+		if jn < nr {
+			clear(panel)
+		}
+		col := j0 + q*nr
+		if trans {
+			// op(B)(p, j) = b[j*ldb + p]: each stored row becomes a column.
+			for jj := 0; jj < jn; jj++ {
+				src := b[(col+jj)*ldb+pc:][:kc]
+				for p, v := range src {
+					panel[p*nr+jj] = v
+				}
+			}
+			continue
+		}
+		for p := 0; p < kc; p++ {
+			copy(panel[p*nr:p*nr+jn], b[(pc+p)*ldb+col:][:jn])
+		}
+	}
+	return dst
+}
+
+// packA copies the mrr < mr rows ic.. of op(A), columns pc..pc+kc, as a
+// transposed tile padded with zero rows (element (i, p) at p*mr + i).
+func packA(ws *workspace, a []float32, rsa, csa, ic, mrr, pc, kc int) []float32 {
+	dst := ws.apack[:kc*mr]
+	clear(dst)
+	for i := 0; i < mrr; i++ {
+		base := (ic+i)*rsa + pc*csa
+		for p := 0; p < kc; p++ {
+			dst[p*mr+i] = a[base+p*csa]
+		}
+	}
+	return dst
+}

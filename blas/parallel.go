@@ -1,0 +1,93 @@
+package blas
+
+import (
+	"runtime"
+	"sync"
+)
+
+// A task is work split into parts that run concurrently; run does part
+// `part` of `parts` with a workspace that no other part uses meanwhile.
+type task interface {
+	run(part, parts int, ws *workspace)
+}
+
+// helper is a long-lived goroutine that runs parts of tasks, so that
+// splitting a product starts no goroutine and allocates nothing.
+type helper struct {
+	ws   workspace
+	jobs chan job
+	done chan struct{}
+}
+
+type job struct {
+	t           task
+	part, parts int
+}
+
+func (h *helper) loop() {
+	for j := range h.jobs {
+		j.t.run(j.part, j.parts, &h.ws)
+		h.done <- struct{}{}
+	}
+}
+
+var (
+	helpersOnce sync.Once
+	// idle holds the helpers no task is using. A caller takes what it can
+	// without waiting, so that concurrent callers share GOMAXPROCS cores
+	// instead of oversubscribing them.
+	idle chan *helper
+	// spare holds the workspaces of the calling goroutines.
+	spare chan *workspace
+)
+
+// maxHelpers bounds the helper pool; GOMAXPROCS may change at run time.
+const maxHelpers = 64
+
+func startHelpers() {
+	idle = make(chan *helper, maxHelpers)
+	spare = make(chan *workspace, maxHelpers)
+	for i := 0; i < maxHelpers; i++ {
+		h := &helper{jobs: make(chan job, 1), done: make(chan struct{}, 1)}
+		go h.loop()
+		idle <- h
+	}
+}
+
+// parallel runs t in at most maxParts parts, on the calling goroutine and
+// on up to GOMAXPROCS-1 idle helpers. It returns when every part is done.
+func parallel(t task, maxParts int) {
+	helpersOnce.Do(startHelpers)
+	want := min(runtime.GOMAXPROCS(0), maxParts)
+	var taken [maxHelpers]*helper
+	n := 0
+	for n+1 < want {
+		select {
+		case h := <-idle:
+			taken[n] = h
+			n++
+			continue
+		default:
+		}
+		break
+	}
+	parts := n + 1
+	for i := 0; i < n; i++ {
+		taken[i].jobs <- job{t, i + 1, parts}
+	}
+	var ws *workspace
+	select {
+	case ws = <-spare:
+	default:
+		ws = new(workspace)
+	}
+	t.run(0, parts, ws)
+	select {
+	case spare <- ws:
+	default:
+	}
+	for i := 0; i < n; i++ {
+		<-taken[i].done
+		idle <- taken[i]
+	}
+}
