@@ -144,10 +144,10 @@ type frogLayer struct {
 // param is a parameter that is not preconditioned (BatchNorm, a skipped
 // classifier): momentum SGD at lr*LROtherRatio.
 type param struct {
-	mu    sync.Mutex
-	theta []float32
-	mom   []float32
-	steps int64
+	mu             sync.Mutex
+	theta          []float32
+	mom            []float32
+	steps, skipped int64
 }
 
 // New returns a FROG optimizer with the given configuration.
@@ -183,7 +183,7 @@ func (o *Optimizer) SetLR(lr float64) error {
 func (o *Optimizer) AddLayer(l Layer, weight, bias []float32) error {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	if err := o.checkNewName(l.Name); err != nil {
+	if err := checkNewName(l.Name, o.layers, o.params); err != nil {
 		return err
 	}
 	fl := &frogLayer{}
@@ -216,24 +216,11 @@ func (o *Optimizer) AddLayer(l Layer, weight, bias []float32) error {
 func (o *Optimizer) AddParam(name string, theta []float32) error {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	if name == "" {
-		return fmt.Errorf("frog: a parameter needs a name")
-	}
-	if err := o.checkNewName(name); err != nil {
+	if err := checkNewName(name, o.layers, o.params); err != nil {
 		return err
 	}
 	o.params[name] = &param{theta: theta, mom: make([]float32, len(theta))}
 	o.order = append(o.order, name)
-	return nil
-}
-
-func (o *Optimizer) checkNewName(name string) error {
-	if _, ok := o.layers[name]; ok {
-		return fmt.Errorf("frog: %q is already registered", name)
-	}
-	if _, ok := o.params[name]; ok {
-		return fmt.Errorf("frog: %q is already registered", name)
-	}
 	return nil
 }
 
@@ -246,20 +233,7 @@ func (o *Optimizer) StepParam(name string, grad []float32) error {
 	if !ok {
 		return &LayerError{Layer: name, Err: fmt.Errorf("no parameter of this name was registered")}
 	}
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if err := checkLen("gradient", grad, len(p.theta)); err != nil {
-		return &LayerError{Layer: name, Err: err}
-	}
-	if i := firstNonFinite(grad); i >= 0 {
-		if cfg.SkipNonFinite {
-			return nil
-		}
-		return &LayerError{Layer: name, Err: fmt.Errorf("gradient[%d] = %v: %w", i, grad[i], ErrNonFinite)}
-	}
-	sgdStep(p.theta, grad, p.mom, cfg.LR*cfg.LROtherRatio, cfg.Momentum, cfg.WeightDecay, cfg.Nesterov)
-	p.steps++
-	return nil
+	return p.step(grad, cfg.LR*cfg.LROtherRatio, cfg.Momentum, cfg.WeightDecay, cfg.Nesterov, cfg.SkipNonFinite, name)
 }
 
 // Step takes one FROG step for a layer registered with AddLayer: momentum,

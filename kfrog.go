@@ -84,6 +84,7 @@ type KFROG struct {
 	mu     sync.RWMutex
 	cfg    KConfig
 	layers map[string]*kLayer
+	params map[string]*param
 	order  []string
 }
 
@@ -108,7 +109,7 @@ func NewKFROG(cfg KConfig) (*KFROG, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	return &KFROG{cfg: cfg, layers: map[string]*kLayer{}}, nil
+	return &KFROG{cfg: cfg, layers: map[string]*kLayer{}, params: map[string]*param{}}, nil
 }
 
 // SetLR changes the learning rate for the following steps.
@@ -127,8 +128,8 @@ func (o *KFROG) SetLR(lr float64) error {
 func (o *KFROG) AddLayer(l Layer, weight, bias []float32) error {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	if _, ok := o.layers[l.Name]; ok {
-		return fmt.Errorf("frog: %q is already registered", l.Name)
+	if err := checkNewName(l.Name, o.layers, o.params); err != nil {
+		return err
 	}
 	kl := &kLayer{}
 	if err := kl.init(l, weight, bias, o.cfg.Seed, len(o.order)); err != nil {
@@ -374,4 +375,29 @@ func columnSquares(dst []float64, x []float32, n, d int) {
 			dst[c] += float64(v) * float64(v)
 		}
 	}
+}
+
+// AddParam registers a parameter that is not preconditioned: it takes the
+// plain step theta -= lr*e with K-FROG's momentum.
+func (o *KFROG) AddParam(name string, theta []float32) error {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if err := checkNewName(name, o.layers, o.params); err != nil {
+		return err
+	}
+	o.params[name] = &param{theta: theta, mom: make([]float32, len(theta))}
+	o.order = append(o.order, name)
+	return nil
+}
+
+// StepParam updates a parameter registered with AddParam from its gradient.
+func (o *KFROG) StepParam(name string, grad []float32) error {
+	o.mu.RLock()
+	p, ok := o.params[name]
+	cfg := o.cfg
+	o.mu.RUnlock()
+	if !ok {
+		return &LayerError{Layer: name, Err: fmt.Errorf("no parameter of this name was registered")}
+	}
+	return p.step(grad, cfg.LR, cfg.Momentum, 0, cfg.Nesterov, cfg.SkipNonFinite, name)
 }

@@ -234,3 +234,36 @@ func checkHyper(name string, v float64, allowZero bool) error {
 	}
 	return nil
 }
+
+// checkNewName rejects an empty name or one already registered as a layer
+// or a parameter.
+func checkNewName[L any](name string, layers map[string]L, params map[string]*param) error {
+	if name == "" {
+		return fmt.Errorf("frog: a layer or parameter needs a name")
+	}
+	_, isLayer := layers[name]
+	_, isParam := params[name]
+	if isLayer || isParam {
+		return fmt.Errorf("frog: %q is already registered", name)
+	}
+	return nil
+}
+
+// step is the momentum-SGD step of a plain parameter; on error nothing changes.
+func (p *param) step(grad []float32, lr, mu, wd float64, nesterov, skipNonFinite bool, name string) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if err := checkLen("gradient", grad, len(p.theta)); err != nil {
+		return &LayerError{Layer: name, Err: err}
+	}
+	if i := firstNonFinite(grad); i >= 0 {
+		if skipNonFinite {
+			p.skipped++
+			return nil
+		}
+		return &LayerError{Layer: name, Err: fmt.Errorf("gradient[%d] = %v: %w", i, grad[i], ErrNonFinite)}
+	}
+	sgdStep(p.theta, grad, p.mom, lr, mu, wd, nesterov)
+	p.steps++
+	return nil
+}

@@ -46,12 +46,7 @@ func (avx2) Gemm(transA, transB bool, m, n, k int, alpha float32, a []float32, l
 		tiles = rowTiles
 	}
 	if 2*m*n*k < serialFlops || tiles < 2 {
-		var ws *workspace
-		select {
-		case ws = <-spareWorkspaces():
-		default:
-			ws = new(workspace)
-		}
+		ws := getWorkspace()
 		t.run(0, 1, ws)
 		putWorkspace(ws)
 		return

@@ -37,16 +37,32 @@ var (
 	// without waiting, so that concurrent callers share GOMAXPROCS cores
 	// instead of oversubscribing them.
 	idle chan *helper
-	// spare holds the workspaces of the calling goroutines.
-	spare chan *workspace
 )
+
+// spare holds the workspaces of the calling goroutines.
+var spare = make(chan *workspace, maxHelpers)
+
+func getWorkspace() *workspace {
+	select {
+	case ws := <-spare:
+		return ws
+	default:
+		return new(workspace)
+	}
+}
+
+func putWorkspace(ws *workspace) {
+	select {
+	case spare <- ws:
+	default:
+	}
+}
 
 // maxHelpers bounds the helper pool; GOMAXPROCS may change at run time.
 const maxHelpers = 64
 
 func startHelpers() {
 	idle = make(chan *helper, maxHelpers)
-	spare = make(chan *workspace, maxHelpers)
 	for i := 0; i < maxHelpers; i++ {
 		h := &helper{jobs: make(chan job, 1), done: make(chan struct{}, 1)}
 		go h.loop()
@@ -75,17 +91,9 @@ func parallel(t task, maxParts int) {
 	for i := 0; i < n; i++ {
 		taken[i].jobs <- job{t, i + 1, parts}
 	}
-	var ws *workspace
-	select {
-	case ws = <-spare:
-	default:
-		ws = new(workspace)
-	}
+	ws := getWorkspace()
 	t.run(0, parts, ws)
-	select {
-	case spare <- ws:
-	default:
-	}
+	putWorkspace(ws)
 	for i := 0; i < n; i++ {
 		<-taken[i].done
 		idle <- taken[i]

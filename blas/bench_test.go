@@ -1,0 +1,56 @@
+package blas
+
+import (
+	"fmt"
+	"testing"
+)
+
+// The two products of the Fisher operator on ResNet-18 shapes (R rows,
+// N patches at r = 16, D patch length): T = P X^T (R x N, inner D) and
+// Q = T X (R x D, inner N).
+var productShapes = []struct {
+	layer   string
+	r, n, d int
+}{
+	{"stem", 64, 16384, 27},
+	{"l1.conv", 64, 16384, 576},
+	{"l2.conv", 128, 4096, 1152},
+	{"l3.conv", 256, 1024, 2304},
+	{"l4.conv", 512, 256, 4608},
+}
+
+func BenchmarkProducts(b *testing.B) {
+	impls := []Kernels{pureGo{}}
+	if hasAVX2 {
+		impls = append(impls, avx2{})
+	}
+	for _, s := range productShapes {
+		p := make([]float32, s.r*s.d)
+		x := make([]float32, s.n*s.d)
+		t := make([]float32, s.r*s.n)
+		q := make([]float32, s.r*s.d)
+		for i := range x {
+			x[i] = float32(i%7) - 3
+		}
+		for i := range p {
+			p[i] = float32(i%5) - 2
+		}
+		flops := float64(2 * s.r * s.n * s.d)
+		for _, impl := range impls {
+			b.Run(fmt.Sprintf("PXt/%s/%s", s.layer, impl.Name()), func(b *testing.B) {
+				b.ReportAllocs()
+				for b.Loop() {
+					impl.Gemm(false, true, s.r, s.n, s.d, 1, p, s.d, x, s.d, 0, t, s.n)
+				}
+				b.ReportMetric(flops*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
+			})
+			b.Run(fmt.Sprintf("TX/%s/%s", s.layer, impl.Name()), func(b *testing.B) {
+				b.ReportAllocs()
+				for b.Loop() {
+					impl.Gemm(false, false, s.r, s.d, s.n, 1, t, s.n, x, s.d, 1e-3, q, s.d)
+				}
+				b.ReportMetric(flops*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
+			})
+		}
+	}
+}
