@@ -196,3 +196,42 @@ func BenchmarkKernel6x16(b *testing.B) {
 	}
 	b.ReportMetric(float64(k)*192*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
 }
+
+func TestPanels(t *testing.T) {
+	rng := rand.New(rand.NewPCG(11, 12))
+	for _, k := range []int{0, 1, 7, 8, 9, 15, 16, 17, 40, 263} {
+		for _, pad := range []int{0, 3} {
+			// PackPanel: k rows of 16, ldb apart.
+			ldb := 16 + pad
+			blen := max((k-1)*ldb+16, 0)
+			bAll, b := guarded(rng, blen)
+			dAll, dst := guarded(rng, k*16)
+			want := append([]float32(nil), dst...)
+			packPanelRef(k, b, ldb, want)
+			PackPanel(k, b, ldb, dst)
+			checkGuards(t, "PackPanel b", bAll, blen)
+			checkGuards(t, "PackPanel dst", dAll, k*16)
+			for i := range dst {
+				if math.Float32bits(dst[i]) != math.Float32bits(want[i]) {
+					t.Fatalf("PackPanel k=%d pad=%d: dst[%d] = %v, want %v", k, pad, i, dst[i], want[i])
+				}
+			}
+
+			// TransposePanel: 16 rows of k, ldb apart.
+			ldb = k + pad
+			blen = max(15*ldb+k, 0)
+			bAll, b = guarded(rng, blen)
+			dAll, dst = guarded(rng, k*16)
+			want = append(want[:0], dst...)
+			transposePanelRef(k, b, ldb, want)
+			TransposePanel(k, b, ldb, dst)
+			checkGuards(t, "TransposePanel b", bAll, blen)
+			checkGuards(t, "TransposePanel dst", dAll, k*16)
+			for i := range dst {
+				if math.Float32bits(dst[i]) != math.Float32bits(want[i]) {
+					t.Fatalf("TransposePanel k=%d pad=%d: dst[%d] = %v, want %v", k, pad, i, dst[i], want[i])
+				}
+			}
+		}
+	}
+}

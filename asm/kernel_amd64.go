@@ -37,3 +37,19 @@ func Xpby(x []float32, beta float32, y []float32)
 //
 //go:noescape
 func FMALoop(n int)
+
+// PackPanel copies a k x 16 block of rows ldb apart into a contiguous
+// panel:
+//
+//	dst[p*16+j] = b[p*ldb+j]    for p < k, j < 16
+//
+//go:noescape
+func PackPanel(k int, b []float32, ldb int, dst []float32)
+
+// TransposePanel copies the first k&^7 columns of 16 rows ldb apart into a
+// contiguous panel, transposed, eight by eight in registers:
+//
+//	dst[p*16+j] = b[j*ldb+p]    for p < k&^7, j < 16
+//
+//go:noescape
+func TransposePanel(k int, b []float32, ldb int, dst []float32)

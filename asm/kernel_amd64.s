@@ -321,3 +321,113 @@ fmaloop:
 fmadone:
 	VZEROUPPER
 	RET
+
+// func PackPanel(k int, b []float32, ldb int, dst []float32)
+TEXT ·PackPanel(SB), NOSPLIT, $0-64
+	MOVQ  k+0(FP), CX
+	MOVQ  b_base+8(FP), SI
+	MOVQ  ldb+32(FP), R8
+	SHLQ  $2, R8
+	MOVQ  dst_base+40(FP), DI
+	TESTQ CX, CX
+	JLE   packdone
+
+packloop:
+	VMOVUPS (SI), Y0
+	VMOVUPS 32(SI), Y1
+	VMOVUPS Y0, (DI)
+	VMOVUPS Y1, 32(DI)
+	ADDQ    R8, SI
+	ADDQ    $64, DI
+	DECQ    CX
+	JNZ     packloop
+
+packdone:
+	VZEROUPPER
+	RET
+
+// TRANSPOSE8 transposes the 8x8 block in Y0..Y7 (rows) into Y8..Y15
+// (columns), using Y0..Y7 as scratch.
+#define TRANSPOSE8 \
+	VUNPCKLPS  Y1, Y0, Y8; \
+	VUNPCKHPS  Y1, Y0, Y9; \
+	VUNPCKLPS  Y3, Y2, Y10; \
+	VUNPCKHPS  Y3, Y2, Y11; \
+	VUNPCKLPS  Y5, Y4, Y12; \
+	VUNPCKHPS  Y5, Y4, Y13; \
+	VUNPCKLPS  Y7, Y6, Y14; \
+	VUNPCKHPS  Y7, Y6, Y15; \
+	VSHUFPS    $0x44, Y10, Y8, Y0; \
+	VSHUFPS    $0xEE, Y10, Y8, Y1; \
+	VSHUFPS    $0x44, Y11, Y9, Y2; \
+	VSHUFPS    $0xEE, Y11, Y9, Y3; \
+	VSHUFPS    $0x44, Y14, Y12, Y4; \
+	VSHUFPS    $0xEE, Y14, Y12, Y5; \
+	VSHUFPS    $0x44, Y15, Y13, Y6; \
+	VSHUFPS    $0xEE, Y15, Y13, Y7; \
+	VPERM2F128 $0x20, Y4, Y0, Y8; \
+	VPERM2F128 $0x20, Y5, Y1, Y9; \
+	VPERM2F128 $0x20, Y6, Y2, Y10; \
+	VPERM2F128 $0x20, Y7, Y3, Y11; \
+	VPERM2F128 $0x31, Y4, Y0, Y12; \
+	VPERM2F128 $0x31, Y5, Y1, Y13; \
+	VPERM2F128 $0x31, Y6, Y2, Y14; \
+	VPERM2F128 $0x31, Y7, Y3, Y15
+
+// LOAD8 loads 8 values at offset off of eight rows: r0 = base, r4 = base
+// + 4 rows; R8 is one row, R9 three rows in bytes.
+#define LOAD8(r0, r4) \
+	VMOVUPS (r0), Y0; \
+	VMOVUPS (r0)(R8*1), Y1; \
+	VMOVUPS (r0)(R8*2), Y2; \
+	VMOVUPS (r0)(R9*1), Y3; \
+	VMOVUPS (r4), Y4; \
+	VMOVUPS (r4)(R8*1), Y5; \
+	VMOVUPS (r4)(R8*2), Y6; \
+	VMOVUPS (r4)(R9*1), Y7
+
+// STORE8 writes the eight columns in Y8..Y15 at off within eight
+// consecutive 64-byte panel rows.
+#define STORE8(off) \
+	VMOVUPS Y8, off(DI); \
+	VMOVUPS Y9, off+64(DI); \
+	VMOVUPS Y10, off+128(DI); \
+	VMOVUPS Y11, off+192(DI); \
+	VMOVUPS Y12, off+256(DI); \
+	VMOVUPS Y13, off+320(DI); \
+	VMOVUPS Y14, off+384(DI); \
+	VMOVUPS Y15, off+448(DI)
+
+// func TransposePanel(k int, b []float32, ldb int, dst []float32)
+TEXT ·TransposePanel(SB), NOSPLIT, $0-64
+	MOVQ k+0(FP), CX
+	SHRQ $3, CX
+	MOVQ b_base+8(FP), SI
+	MOVQ ldb+32(FP), R8
+	SHLQ $2, R8
+	LEAQ (R8)(R8*2), R9
+	LEAQ (SI)(R8*4), R10  // row 4
+	LEAQ (R10)(R8*4), R11 // row 8
+	LEAQ (R11)(R8*4), R12 // row 12
+	MOVQ dst_base+40(FP), DI
+	TESTQ CX, CX
+	JLE  transdone
+
+transloop:
+	LOAD8(SI, R10)
+	TRANSPOSE8
+	STORE8(0)
+	LOAD8(R11, R12)
+	TRANSPOSE8
+	STORE8(32)
+	ADDQ $32, SI
+	ADDQ $32, R10
+	ADDQ $32, R11
+	ADDQ $32, R12
+	ADDQ $512, DI
+	DECQ CX
+	JNZ  transloop
+
+transdone:
+	VZEROUPPER
+	RET

@@ -59,3 +59,25 @@ func Xpby(x []float32, beta float32, y []float32) {
 func FMALoop(n int) {
 	fmaLoopRef(n)
 }
+
+// PackPanel is the loop
+//
+//	for p := 0; p < k; p++ {
+//		for j := 0; j < 16; j++ {
+//			dst[p*16+j] = b[p*ldb+j]
+//		}
+//	}
+func PackPanel(k int, b []float32, ldb int, dst []float32) {
+	packPanelRef(k, b, ldb, dst)
+}
+
+// TransposePanel is the loop
+//
+//	for p := 0; p < k&^7; p++ {
+//		for j := 0; j < 16; j++ {
+//			dst[p*16+j] = b[j*ldb+p]
+//		}
+//	}
+func TransposePanel(k int, b []float32, ldb int, dst []float32) {
+	transposePanelRef(k, b, ldb, dst)
+}

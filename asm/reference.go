@@ -60,3 +60,19 @@ func fmaLoopRef(n int) {
 	}
 	sink = acc[0]
 }
+
+func packPanelRef(k int, b []float32, ldb int, dst []float32) {
+	for p := 0; p < k; p++ {
+		copy(dst[p*16:p*16+16], b[p*ldb:p*ldb+16])
+	}
+}
+
+func transposePanelRef(k int, b []float32, ldb int, dst []float32) {
+	k &^= 7
+	for j := 0; j < 16; j++ {
+		row := b[j*ldb : j*ldb+k]
+		for p, v := range row {
+			dst[p*16+j] = v
+		}
+	}
+}

@@ -87,16 +87,10 @@ func gemmRange(ws *workspace, t *gemmTask, i0, i1, j0, j1 int) {
 		nc := min(ncBlock, j1-jc)
 		for pc := 0; pc < t.k; pc += kcBlock {
 			kc := min(kcBlock, t.k-pc)
-			// B is read in place when its rows are contiguous, and packed
-			// into nr-wide panels otherwise, or for the last partial panel.
-			full := nc / nr * nr
-			packed := t.transB
-			var bp []float32
-			if packed {
-				bp = packB(ws, b, ldb, true, pc, kc, jc, nc)
-			} else if full < nc {
-				bp = packB(ws, b, ldb, false, pc, kc, jc+full, nc-full)
-			}
+			// B is packed into nr-wide panels: every mr-row tile of A then
+			// streams it at unit stride, whatever ldb (a large power-of-two
+			// multiple as row stride would alias in the caches).
+			bp := packB(ws, b, ldb, t.transB, pc, kc, jc, nc)
 			for ic := i0; ic < i1; ic += mr {
 				mrr := min(mr, i1-ic)
 				at, ars, acs := a[ic*rsa+pc*csa:], rsa, csa
@@ -105,16 +99,7 @@ func gemmRange(ws *workspace, t *gemmTask, i0, i1, j0, j1 int) {
 				}
 				for jr := 0; jr < nc; jr += nr {
 					nrr := min(nr, nc-jr)
-					var bt []float32
-					btld := nr
-					switch {
-					case packed:
-						bt = bp[jr*kc:]
-					case jr < full:
-						bt, btld = b[pc*ldb+jc+jr:], ldb
-					default:
-						bt = bp
-					}
+					bt, btld := bp[jr*kc:], nr
 					if mrr == mr && nrr == nr {
 						asm.Kernel6x16(kc, t.alpha, at, ars, acs, bt, btld, c[ic*ldc+jc+jr:], ldc)
 						continue
@@ -152,12 +137,21 @@ func packB(ws *workspace, b []float32, ldb int, trans bool, pc, kc, j0, n int) [
 		col := j0 + q*nr
 		if trans {
 			// op(B)(p, j) = b[j*ldb + p]: each stored row becomes a column.
+			done := 0
+			if jn == nr {
+				asm.TransposePanel(kc, b[col*ldb+pc:], ldb, panel)
+				done = kc &^ 7
+			}
 			for jj := 0; jj < jn; jj++ {
-				src := b[(col+jj)*ldb+pc:][:kc]
+				src := b[(col+jj)*ldb+pc:][done:kc]
 				for p, v := range src {
-					panel[p*nr+jj] = v
+					panel[(done+p)*nr+jj] = v
 				}
 			}
+			continue
+		}
+		if jn == nr {
+			asm.PackPanel(kc, b[pc*ldb+col:], ldb, panel)
 			continue
 		}
 		for p := 0; p < kc; p++ {

@@ -1,0 +1,150 @@
+// Command frogbench times PreconditionRows on the distinct convolutions of
+// the CIFAR-10 ResNet-18 (../../../shared/GUIDE.md) and, in the same run,
+// measures the machine's float32 FMA peak with an assembly loop, so that
+// every figure is also given as a fraction of that peak.
+//
+//	frogbench [-r 16] [-iters 4] [-layers stem,l1.conv] [-threads 2] [-backend cpu] [-reps 3] [-json]
+//
+// The total is over the 20 convolutions of the network: each distinct
+// shape counts as often as it occurs.
+package main
+
+import (
+	"encoding/json"
+	"flag"
+	"fmt"
+	"os"
+	"runtime"
+	"slices"
+	"strings"
+	"sync"
+	"text/tabwriter"
+	"time"
+
+	"github.com/frogopt/frog"
+	"github.com/frogopt/frog/asm"
+	"github.com/frogopt/frog/internal/resnet"
+)
+
+type layerResult struct {
+	Layer      string  `json:"layer"`
+	N          int     `json:"n"`
+	D          int     `json:"d"`
+	Rows       int     `json:"rows"`
+	Ms         float64 `json:"ms"`
+	GFlops     float64 `json:"gflops"`
+	Efficiency float64 `json:"efficiency"`
+}
+
+type report struct {
+	Backend    string        `json:"backend"`
+	Threads    int           `json:"threads"`
+	PeakGFlops float64       `json:"peak_gflops"`
+	R          int           `json:"r"`
+	Iters      int           `json:"iters"`
+	Layers     []layerResult `json:"layers"`
+	TotalMs    float64       `json:"total_ms"`
+}
+
+func main() {
+	r := flag.Int("r", 16, "samples per layer for the Fisher (r)")
+	iters := flag.Int("iters", 4, "CG iterations (k)")
+	layers := flag.String("layers", "", "comma-separated layer names (default all)")
+	threads := flag.Int("threads", runtime.GOMAXPROCS(0), "GOMAXPROCS: cores to use")
+	backendName := flag.String("backend", frog.BackendCPU, "backend: "+strings.Join(frog.Backends(), ", "))
+	reps := flag.Int("reps", 3, "timed runs per layer after one warm-up; the fastest counts")
+	asJSON := flag.Bool("json", false, "print one JSON object instead of the table")
+	flag.Parse()
+	if err := run(*r, *iters, *layers, *threads, *backendName, *reps, *asJSON); err != nil {
+		fmt.Fprintln(os.Stderr, "frogbench:", err)
+		os.Exit(1)
+	}
+}
+
+func run(r, iters int, layerList string, threads int, backendName string, reps int, asJSON bool) error {
+	if threads < 1 || r < 1 || iters < 0 || reps < 1 {
+		return fmt.Errorf("-threads, -r and -reps must be positive, -iters non-negative")
+	}
+	runtime.GOMAXPROCS(threads)
+	convs := resnet.Convs
+	if layerList != "" {
+		convs = nil
+		for name := range strings.SplitSeq(layerList, ",") {
+			i := slices.IndexFunc(resnet.Convs, func(c resnet.Conv) bool { return c.Name == strings.TrimSpace(name) })
+			if i < 0 {
+				return fmt.Errorf("unknown layer %q", name)
+			}
+			convs = append(convs, resnet.Convs[i])
+		}
+	}
+	p, err := frog.NewPreconditioner(backendName)
+	if err != nil {
+		return err
+	}
+	defer p.Close()
+	if p.Fallback() != "" {
+		fmt.Fprintf(os.Stderr, "frogbench: running on %s: %s\n", p.Backend(), p.Fallback())
+	}
+	rep := report{Backend: p.Backend(), Threads: threads, R: r, Iters: iters}
+	if backendName != p.Backend() && backendName != frog.BackendAuto {
+		rep.Backend = backendName
+	}
+	rep.PeakGFlops = fmaPeak(threads)
+	for _, c := range convs {
+		in, dir := c.Input(r, iters)
+		diag := frog.RowDiagnostics{}
+		if err := p.Precondition(in, dir, &diag); err != nil {
+			return err
+		}
+		best := time.Duration(1 << 62)
+		for i := 0; i < reps; i++ {
+			start := time.Now()
+			if err := p.Precondition(in, dir, &diag); err != nil {
+				return err
+			}
+			best = min(best, time.Since(start))
+		}
+		ms := best.Seconds() * 1e3
+		gf := c.Flops(r, iters) / best.Seconds() / 1e9
+		rep.Layers = append(rep.Layers, layerResult{
+			Layer: c.Name, N: c.Points(r), D: c.RowLen(), Rows: c.Out,
+			Ms: ms, GFlops: gf, Efficiency: gf / rep.PeakGFlops,
+		})
+		rep.TotalMs += ms * float64(c.Count)
+	}
+	if asJSON {
+		enc := json.NewEncoder(os.Stdout)
+		return enc.Encode(rep)
+	}
+	fmt.Printf("backend %s, %d threads, r = %d, k = %d, FMA peak %.1f GFLOP/s (measured now)\n",
+		rep.Backend, threads, r, iters, rep.PeakGFlops)
+	w := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(w, "layer\tN\tD\tR\tms\tGFLOP/s\t% peak\t")
+	for _, l := range rep.Layers {
+		fmt.Fprintf(w, "%s\t%d\t%d\t%d\t%.2f\t%.1f\t%.1f\t\n", l.Layer, l.N, l.D, l.Rows, l.Ms, l.GFlops, 100*l.Efficiency)
+	}
+	w.Flush()
+	total := "20 convolutions"
+	if layerList != "" {
+		total = "the listed layers, each times its count in the network"
+	}
+	fmt.Printf("total over %s: %.1f ms\n", total, rep.TotalMs)
+	return nil
+}
+
+// fmaPeak runs the assembly FMA loop on threads goroutines at once and
+// returns their combined rate, the best of five rounds.
+func fmaPeak(threads int) float64 {
+	const rounds = 1 << 19 // 100 Mflop a goroutine
+	best := 0.0
+	for i := 0; i < 5; i++ {
+		var wg sync.WaitGroup
+		start := time.Now()
+		for t := 0; t < threads; t++ {
+			wg.Go(func() { asm.FMALoop(rounds) })
+		}
+		wg.Wait()
+		best = max(best, float64(threads)*rounds*192/time.Since(start).Seconds()/1e9)
+	}
+	return best
+}
