@@ -1,0 +1,154 @@
+package cg
+
+import (
+	"math"
+	"math/rand/v2"
+	"testing"
+
+	"gonum.org/v1/gonum/mat"
+)
+
+// perRow applies a different dense SPD matrix to every row.
+type perRow struct {
+	n    int
+	mats []*mat.SymDense
+}
+
+func (o perRow) Apply(q, p []float32) {
+	for j, a := range o.mats {
+		for i := 0; i < o.n; i++ {
+			var s float64
+			for k := 0; k < o.n; k++ {
+				s += a.At(i, k) * float64(p[j*o.n+k])
+			}
+			q[j*o.n+i] = float32(s)
+		}
+	}
+}
+
+// randomSPD returns B^T B + shift*I for a random B, condition number modest.
+func randomSPD(rng *rand.Rand, n int, shift float64) *mat.SymDense {
+	b := mat.NewDense(n, n, nil)
+	for i := 0; i < n; i++ {
+		for j := 0; j < n; j++ {
+			b.Set(i, j, rng.NormFloat64())
+		}
+	}
+	a := mat.NewSymDense(n, nil)
+	a.SymOuterK(1, b.T())
+	for i := 0; i < n; i++ {
+		a.SetSym(i, i, a.At(i, i)+shift)
+	}
+	return a
+}
+
+// With as many iterations as unknowns, CG solves each row's system to
+// float32 accuracy: compare with gonum's float64 Cholesky solve.
+func TestSolveMatchesExactSolve(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	for _, n := range []int{1, 2, 5, 8} {
+		const rows = 4
+		op := perRow{n: n}
+		b := make([]float32, rows*n)
+		for i := range b {
+			b[i] = float32(rng.NormFloat64())
+		}
+		// A row near the float32 limit (A p would overflow unscaled) and a
+		// tiny one: the power-of-two row scaling keeps both in range.
+		b[0] = float32(float64(b[0]) * 1e37)
+		b[len(b)-1] *= 1e-30
+		for j := 0; j < rows; j++ {
+			op.mats = append(op.mats, randomSPD(rng, n, float64(n)))
+		}
+		s := Solver{Iters: 3 * n}
+		z := make([]float32, rows*n)
+		res := s.Solve(op, b, z, rows, n)
+		for j := 0; j < rows; j++ {
+			var chol mat.Cholesky
+			if !chol.Factorize(op.mats[j]) {
+				t.Fatal("not SPD")
+			}
+			rhs := mat.NewVecDense(n, nil)
+			for i := 0; i < n; i++ {
+				rhs.SetVec(i, float64(b[j*n+i]))
+			}
+			var want mat.VecDense
+			if err := chol.SolveVecTo(&want, rhs); err != nil {
+				t.Fatal(err)
+			}
+			var num, den float64
+			for i := 0; i < n; i++ {
+				d := float64(z[j*n+i]) - want.AtVec(i)
+				num += d * d
+				den += want.AtVec(i) * want.AtVec(i)
+			}
+			if e := math.Sqrt(num / den); e > 1e-4 {
+				t.Errorf("n=%d row %d: relative error %.3g", n, j, e)
+			}
+			if res.Breakdown[j] {
+				t.Errorf("n=%d row %d: breakdown on an SPD system", n, j)
+			}
+		}
+	}
+}
+
+// A relative tolerance stops early with the residual below it.
+func TestSolveTolerance(t *testing.T) {
+	rng := rand.New(rand.NewPCG(5, 6))
+	const n, rows = 12, 3
+	op := perRow{n: n}
+	for j := 0; j < rows; j++ {
+		op.mats = append(op.mats, randomSPD(rng, n, 4*n))
+	}
+	b := make([]float32, rows*n)
+	for i := range b {
+		b[i] = float32(rng.NormFloat64())
+	}
+	s := Solver{Iters: 100, Tolerance: 1e-3, Eps: 1e-30}
+	z := make([]float32, rows*n)
+	res := s.Solve(op, b, z, rows, n)
+	if res.Iterations >= 100 {
+		t.Errorf("ran all %d iterations", res.Iterations)
+	}
+	for j := 0; j < rows; j++ {
+		var bn float64
+		for _, v := range b[j*n : (j+1)*n] {
+			bn += float64(v) * float64(v)
+		}
+		if res.Residual[j] > 1e-3*math.Sqrt(bn) {
+			t.Errorf("row %d: residual %g above tolerance", j, res.Residual[j])
+		}
+	}
+}
+
+// An operator that is not positive definite breaks a row down; that row
+// keeps a finite direction and is reported, the others are unaffected.
+type negRow struct{ n int }
+
+func (o negRow) Apply(q, p []float32) {
+	for i := range p {
+		q[i] = p[i]
+		if i < o.n {
+			q[i] = -p[i]
+		}
+	}
+}
+
+func TestSolveBreakdown(t *testing.T) {
+	const n, rows = 4, 2
+	b := []float32{1, 2, 3, 4, 1, 2, 3, 4}
+	z := make([]float32, rows*n)
+	s := Solver{Iters: 4, Eps: 1e-10}
+	res := s.Solve(negRow{n: n}, b, z, rows, n)
+	if !res.Breakdown[0] || res.Breakdown[1] || res.Breakdowns != 1 {
+		t.Fatalf("breakdown flags %v (%d), want only row 0", res.Breakdown, res.Breakdowns)
+	}
+	for i, v := range z {
+		if v != v || math.IsInf(float64(v), 0) {
+			t.Fatalf("z[%d] = %v", i, v)
+		}
+		if math.Abs(float64(v-b[i])) > 1e-6 { // row 0 falls back to b, row 1 solves I z = b
+			t.Fatalf("z[%d] = %v, want %v", i, v, b[i])
+		}
+	}
+}

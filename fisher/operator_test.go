@@ -1,0 +1,105 @@
+package fisher
+
+import (
+	"math"
+	"math/rand/v2"
+	"testing"
+)
+
+// The operator against its definition, row by row with explicit D x D
+// matrices: Q_j = (sum_i w_ji x_i x_i^T) p_j + tau p_j.
+func TestOperatorMatchesExplicitMatrices(t *testing.T) {
+	rng := rand.New(rand.NewPCG(8, 9))
+	for _, c := range []struct{ rows, d, n int }{{1, 1, 1}, {3, 7, 11}, {5, 16, 40}, {4, 33, 9}} {
+		x := make([]float32, c.n*c.d)
+		for i := range x {
+			x[i] = float32(rng.NormFloat64())
+		}
+		w := make([]float32, c.rows*c.n)
+		for i := range w {
+			w[i] = float32(rng.Float64())
+		}
+		p := make([]float32, c.rows*c.d)
+		for i := range p {
+			p[i] = float32(rng.NormFloat64())
+		}
+		const tau = 0.25
+		for _, uniform := range []bool{false, true} {
+			op := Operator{Rows: c.rows, Len: c.d, Points: c.n, Patches: x, Weights: w, Damping: tau}
+			if uniform {
+				op.Weights, op.Uniform = nil, 0.5
+			}
+			q := make([]float32, len(p))
+			op.Apply(q, p)
+			for j := 0; j < c.rows; j++ {
+				for a := 0; a < c.d; a++ {
+					want := tau * float64(p[j*c.d+a])
+					for i := 0; i < c.n; i++ {
+						wt := 0.5
+						if !uniform {
+							wt = float64(w[j*c.n+i])
+						}
+						var xp float64
+						for b := 0; b < c.d; b++ {
+							xp += float64(x[i*c.d+b]) * float64(p[j*c.d+b])
+						}
+						want += wt * float64(x[i*c.d+a]) * xp
+					}
+					if got := float64(q[j*c.d+a]); math.Abs(got-want) > 1e-4*(1+math.Abs(want)) {
+						t.Fatalf("%+v uniform=%v: Q[%d][%d] = %v, want %v", c, uniform, j, a, got, want)
+					}
+				}
+			}
+		}
+	}
+}
+
+// Fill's traces and weights against the formulas of FROG.md steps 1-3,
+// including the power-of-two patch scale and a row of zero gradients.
+func TestRowWeightsFill(t *testing.T) {
+	const rows, samples, locs, d = 3, 2, 4, 5
+	rng := rand.New(rand.NewPCG(1, 1))
+	y := make([]float32, samples*rows*locs)
+	for i := range y {
+		y[i] = float32(rng.NormFloat64())
+	}
+	for s := 0; s < samples; s++ { // row 1 has no signal
+		for l := 0; l < locs; l++ {
+			y[(s*rows+1)*locs+l] = 0
+		}
+	}
+	norms := make([]float64, samples*locs)
+	for i := range norms {
+		norms[i] = 1 + rng.Float64()
+	}
+	const s, eps, ps = 8.0, 1e-10, 0.25
+	rw := RowWeights{OutGrads: y, SampleStride: rows * locs, Rows: rows, Samples: samples, Locations: locs}
+	w := make([]float32, rows*samples*locs)
+	trace := make([]float64, rows)
+	rw.Fill(w, trace, norms, s, d, eps, ps)
+	for j := 0; j < rows; j++ {
+		var tj float64
+		for n := 0; n < samples; n++ {
+			for l := 0; l < locs; l++ {
+				v := float64(y[(n*rows+j)*locs+l])
+				tj += s * v * v * norms[n*locs+l]
+			}
+		}
+		tj /= d
+		if math.Abs(trace[j]-tj) > 1e-12*tj {
+			t.Errorf("trace[%d] = %v, want %v", j, trace[j], tj)
+		}
+		for n := 0; n < samples; n++ {
+			for l := 0; l < locs; l++ {
+				v := float64(y[(n*rows+j)*locs+l])
+				want := s * v * v / (tj + eps) / (ps * ps)
+				if got := float64(w[j*samples*locs+n*locs+l]); math.Abs(got-want) > 1e-6*want {
+					t.Errorf("weight[%d][%d,%d] = %v, want %v", j, n, l, got, want)
+				}
+			}
+		}
+	}
+	if trace[1] != 0 {
+		t.Errorf("a row without output gradients has trace %v, want 0", trace[1])
+	}
+}
