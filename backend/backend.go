@@ -2,12 +2,12 @@ package backend
 
 import (
 	"math"
+	"runtime"
 
 	"github.com/frogopt/frog/blas"
 	"github.com/frogopt/frog/cg"
 	"github.com/frogopt/frog/conv"
 	"github.com/frogopt/frog/fisher"
-	"github.com/frogopt/frog/internal/pow2"
 )
 
 // Job is one layer's row-wise preconditioning, already validated by the
@@ -79,6 +79,8 @@ type CPU struct {
 	norms   []float64
 	op      fisher.Operator
 	solver  cg.Solver
+	unfold  unfold
+	scale   scaleRows
 }
 
 // Name returns "cpu".
@@ -101,17 +103,23 @@ func (c *CPU) Precondition(job *Job) error {
 	c.solver.Kernels = c.Kernels
 	for grp := 0; grp < g.Groups; grp++ {
 		x := c.patches[:n*d]
-		for s := 0; s < job.Samples; s++ {
-			g.Im2col(x[s*L*d:], d, job.Acts[s*g.ImageLen():], grp)
+		k := c.Kernels
+		if k == nil {
+			k = blas.Current()
 		}
-		if job.JointBias {
-			for i := 0; i < n; i++ {
-				x[i*d+d-1] = 1
-			}
+		// One pass over the samples, split across the cores: im2col, the
+		// squared norms and the largest magnitude of the patches.
+		c.unfold = unfold{
+			geom: g, group: grp, samples: job.Samples, rowLen: d, jointBias: job.JointBias,
+			acts: job.Acts, patches: x, norms: norms, kernels: k,
 		}
-		conv.SquaredNorms(norms, x, n, d, d)
-		ps := pow2.Normalizer(x)
-		fisher.ScaleInPlace(x, ps)
+		parts := min(job.Samples, maxParts, runtime.GOMAXPROCS(0))
+		blas.Parallel(&c.unfold, parts)
+		ps := c.unfold.normalizer(parts)
+		if ps != 1 {
+			c.scale = scaleRows{x: x, scale: float32(ps)}
+			blas.Parallel(&c.scale, min(maxParts, runtime.GOMAXPROCS(0), max(1, len(x)>>16)))
+		}
 		r0 := grp * rg
 		rw := fisher.RowWeights{
 			OutGrads:     job.OutGrads,

@@ -21,14 +21,38 @@ type helper struct {
 
 type job struct {
 	t           task
+	u           Task
 	part, parts int
 }
 
 func (h *helper) loop() {
 	for j := range h.jobs {
-		j.t.run(j.part, j.parts, &h.ws)
+		if j.u != nil {
+			j.u.RunPart(j.part, j.parts)
+		} else {
+			j.t.run(j.part, j.parts, &h.ws)
+		}
 		h.done <- struct{}{}
 	}
+}
+
+// Task is work that splits into parts which may run concurrently.
+type Task interface {
+	// RunPart does part `part` of `parts` (0 <= part < parts).
+	RunPart(part, parts int)
+}
+
+// Parallel runs t in at most maxParts parts, on the calling goroutine and
+// on the helpers that are idle, GOMAXPROCS goroutines in all at most (the
+// same helpers as Gemm's, so that nested or concurrent calls do not
+// oversubscribe the cores). It returns when every part is done, and
+// allocates nothing when t is a pointer.
+func Parallel(t Task, maxParts int) {
+	if maxParts <= 1 || runtime.GOMAXPROCS(0) == 1 {
+		t.RunPart(0, 1)
+		return
+	}
+	dispatch(nil, t, maxParts)
 }
 
 var (
@@ -72,7 +96,9 @@ func startHelpers() {
 
 // parallel runs t in at most maxParts parts, on the calling goroutine and
 // on up to GOMAXPROCS-1 idle helpers. It returns when every part is done.
-func parallel(t task, maxParts int) {
+func parallel(t task, maxParts int) { dispatch(t, nil, maxParts) }
+
+func dispatch(t task, u Task, maxParts int) {
 	helpersOnce.Do(startHelpers)
 	want := min(runtime.GOMAXPROCS(0), maxParts)
 	var taken [maxHelpers]*helper
@@ -89,11 +115,15 @@ func parallel(t task, maxParts int) {
 	}
 	parts := n + 1
 	for i := 0; i < n; i++ {
-		taken[i].jobs <- job{t, i + 1, parts}
+		taken[i].jobs <- job{t, u, i + 1, parts}
 	}
-	ws := getWorkspace()
-	t.run(0, parts, ws)
-	putWorkspace(ws)
+	if u != nil {
+		u.RunPart(0, parts)
+	} else {
+		ws := getWorkspace()
+		t.run(0, parts, ws)
+		putWorkspace(ws)
+	}
 	for i := 0; i < n; i++ {
 		<-taken[i].done
 		idle <- taken[i]

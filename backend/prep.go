@@ -1,0 +1,82 @@
+package backend
+
+import (
+	"math"
+
+	"github.com/frogopt/frog/blas"
+	"github.com/frogopt/frog/conv"
+)
+
+// maxParts bounds how many parts the per-step passes split into.
+const maxParts = 64
+
+// unfold is the once-a-step pass over one channel group: im2col, the
+// squared patch norms (for the traces) and the largest patch magnitude
+// (for the power-of-two scale), one sample range per part, each sample's
+// patches handled while they are in cache.
+type unfold struct {
+	geom      conv.Geometry
+	group     int
+	samples   int
+	rowLen    int
+	jointBias bool
+	acts      []float32
+	patches   []float32
+	norms     []float64
+	kernels   blas.Kernels
+	// maxBits[part] is the largest |value| bit pattern its part saw; the
+	// bit patterns of non-negative floats order as the floats do, and NaN
+	// and Inf sort above every finite value.
+	maxBits [maxParts]uint32
+}
+
+func (u *unfold) RunPart(part, parts int) {
+	g, d := u.geom, u.rowLen
+	L := g.Locations()
+	s0, s1 := u.samples*part/parts, u.samples*(part+1)/parts
+	var top uint32
+	for s := s0; s < s1; s++ {
+		x := u.patches[s*L*d : (s+1)*L*d]
+		g.Im2col(x, d, u.acts[s*g.ImageLen():], u.group)
+		for l := 0; l < L; l++ {
+			row := x[l*d : (l+1)*d]
+			if u.jointBias {
+				row[d-1] = 1
+			}
+			u.norms[s*L+l] = u.kernels.Dot(row, row)
+			for _, v := range row {
+				top = max(top, math.Float32bits(v)&0x7fffffff)
+			}
+		}
+	}
+	u.maxBits[part] = top
+}
+
+// normalizer is pow2.Normalizer of all the patches: 2^-e bringing the
+// largest magnitude into [1, 2), or 1 when all are zero or one is not
+// finite.
+func (u *unfold) normalizer(parts int) float64 {
+	var top uint32
+	for _, b := range u.maxBits[:parts] {
+		top = max(top, b)
+	}
+	if top == 0 || top >= 0x7f800000 {
+		return 1
+	}
+	_, e := math.Frexp(float64(math.Float32frombits(top)))
+	return math.Ldexp(1, 1-e)
+}
+
+// scaleRows multiplies the patches by a power of two, in parts.
+type scaleRows struct {
+	x     []float32
+	scale float32
+}
+
+func (s *scaleRows) RunPart(part, parts int) {
+	n := len(s.x)
+	x := s.x[n*part/parts : n*(part+1)/parts]
+	for i := range x {
+		x[i] *= s.scale
+	}
+}
