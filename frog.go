@@ -1,6 +1,7 @@
 package frog
 
 import (
+	"errors"
 	"fmt"
 	"math"
 	"sync"
@@ -44,9 +45,15 @@ type Config struct {
 	// Seed seeds every layer's subsampling generator (each layer has its
 	// own stream, so layers may step concurrently and deterministically).
 	Seed uint64
-	// SkipNonFinite makes a step whose inputs hold NaN or Inf skip the
-	// layer (counted in LayerStats.Skipped) instead of returning an error.
+	// SkipNonFinite makes a step whose inputs hold NaN or Inf, or whose
+	// result would (an overflow), skip the layer (counted in
+	// LayerStats.Skipped, nothing else changes) instead of returning an
+	// error wrapping ErrNonFinite.
 	SkipNonFinite bool
+	// ScaleInvariant makes DenomEps relative to the scale of each layer
+	// step's data instead of absolute; see RowsInput.ScaleInvariant. The
+	// default (false) is the reference's absolute eps.
+	ScaleInvariant bool
 	// Backend selects the compute backend ("auto", "cpu", "purego",
 	// "opencl"); empty means the FROG_BACKEND environment variable, else auto.
 	Backend string
@@ -135,7 +142,9 @@ type frogLayer struct {
 	engine   backend.Engine
 	fallback string // why the engine is not the one asked for
 	dir      []float32
-	diag     RowDiagnostics
+	// diag holds the last committed step's diagnostics; diagNew receives a
+	// step's, and the two swap when the step commits.
+	diag, diagNew RowDiagnostics
 	// joint-bias scratch: the effective weight and bias gradients before
 	// they are interleaved into rows [w_j, b_j]
 	effW, effB []float32
@@ -144,10 +153,11 @@ type frogLayer struct {
 // param is a parameter that is not preconditioned (BatchNorm, a skipped
 // classifier): momentum SGD at lr*LROtherRatio.
 type param struct {
-	mu             sync.Mutex
-	theta          []float32
-	mom            []float32
-	steps, skipped int64
+	mu               sync.Mutex
+	theta            []float32
+	mom              []float32
+	newTheta, newMom []float32 // scratch, committed on success
+	steps, skipped   int64
 }
 
 // New returns a FROG optimizer with the given configuration.
@@ -205,6 +215,7 @@ func (o *Optimizer) AddLayer(l Layer, weight, bias []float32) error {
 	fl.eff = make([]float32, n)
 	fl.dir = make([]float32, n)
 	fl.diag = newRowDiagnostics(l.Rows())
+	fl.diagNew = newRowDiagnostics(l.Rows())
 	o.layers[l.Name] = fl
 	o.order = append(o.order, l.Name)
 	return nil
@@ -219,7 +230,11 @@ func (o *Optimizer) AddParam(name string, theta []float32) error {
 	if err := checkNewName(name, o.layers, o.params); err != nil {
 		return err
 	}
-	o.params[name] = &param{theta: theta, mom: make([]float32, len(theta))}
+	p, err := newParam(name, theta)
+	if err != nil {
+		return err
+	}
+	o.params[name] = p
 	o.order = append(o.order, name)
 	return nil
 }
@@ -239,7 +254,15 @@ func (o *Optimizer) StepParam(name string, grad []float32) error {
 // Step takes one FROG step for a layer registered with AddLayer: momentum,
 // the row-wise preconditioned update with decoupled weight decay, and, in
 // PlainBias mode, momentum SGD for the bias. On error the weights, the bias
-// and all optimizer state are left as they were.
+// and all optimizer state (momentum, the random generator, step counts,
+// statistics) are left as they were.
+//
+// NaN or Inf in the batch or in the current weights, and a step whose
+// result would not be finite, give an error wrapping ErrNonFinite, or,
+// with Config.SkipNonFinite, skip the step and count it.
+//
+// Without explicit Samples, SampleSize samples are drawn; a SampleSize of
+// at least BatchSize takes the whole batch, as the reference does.
 func (o *Optimizer) Step(name string, in Batch) error {
 	o.mu.RLock()
 	fl, ok := o.layers[name]
@@ -252,20 +275,36 @@ func (o *Optimizer) Step(name string, in Batch) error {
 	defer fl.mu.Unlock()
 	l := fl.layer
 	if err := fl.checkBatch(&in); err != nil {
-		return l.errorf("%v", err)
+		return l.errorf("%w", err)
 	}
 	if in.YSamples != nil {
 		return l.errorf("FROG takes no separate output-gradient subsample (YSamples is for K-FROG)")
 	}
-	if err := checkBatchFinite(&in); err != nil {
-		if cfg.SkipNonFinite {
+	rngSaved := fl.pcg
+	err := fl.propose(cfg, &in)
+	if err != nil {
+		fl.pcg = rngSaved
+		if cfg.SkipNonFinite && errors.Is(err, ErrNonFinite) {
 			fl.skipped++
 			return nil
 		}
-		return l.errorf("%v", err)
+		return l.errorf("%w", err)
 	}
+	fl.commit(cfg)
+	return nil
+}
 
-	rngSaved := fl.pcg
+// propose computes a step into scratch (new momentum, new weights and
+// bias, diagNew) without touching the committed state, except that it
+// advances the random generator, which the caller restores on error.
+func (fl *frogLayer) propose(cfg Config, in *Batch) error {
+	l := fl.layer
+	if err := checkBatchFinite(in); err != nil {
+		return err
+	}
+	if err := fl.checkParams(); err != nil {
+		return err
+	}
 	idx := in.Samples
 	if idx == nil {
 		idx = fl.draw(cfg.SampleSize, in.BatchSize)
@@ -274,8 +313,15 @@ func (o *Optimizer) Step(name string, in Batch) error {
 	fl.acts = gather(fl.acts, in.Acts, idx, l.ActLen())
 	fl.outGrads = gather(fl.outGrads, in.OutGrads, idx, l.OutGradLen())
 
-	fl.effective(cfg, &in)
-
+	fl.effective(cfg, in)
+	if i := firstNonFinite(fl.eff); i >= 0 {
+		return fmt.Errorf("the effective gradient (after momentum) overflows at %d: %w", i, ErrNonFinite)
+	}
+	dataScale := 1.0
+	if cfg.ScaleInvariant {
+		dataScale = scaleOf(fl.acts, fl.outGrads, l.Bias == JointBias)
+	}
+	d := &fl.diagNew
 	job := backend.Job{
 		Geometry:  l.Geometry(),
 		JointBias: l.Bias == JointBias,
@@ -283,24 +329,31 @@ func (o *Optimizer) Step(name string, in Batch) error {
 		Acts:      fl.acts,
 		OutGrads:  fl.outGrads,
 		Grad:      fl.eff,
-		LossScale: lossScale(cfg.Reduction, in.BatchSize, r),
+		LossScale: lossScale(cfg.Reduction, in.BatchSize, r) * dataScale,
 		Damping:   cfg.dampingAt(fl.steps),
 		Iters:     cfg.Iters,
 		Tolerance: cfg.Tolerance,
 		DenomEps:  cfg.DenomEps,
 		Dir:       fl.dir,
-		Trace:     fl.diag.Trace, Residual: fl.diag.Residual, Scale: fl.diag.Scale, Breakdown: fl.diag.Breakdown,
+		Trace:     d.Trace, Residual: d.Residual, Scale: d.Scale, Breakdown: d.Breakdown,
 	}
 	if err := runEngine(&fl.engine, &fl.fallback, &job); err != nil {
-		fl.pcg = rngSaved
-		return l.errorf("%v", err)
+		return err
 	}
+	unscaleTraces(d.Trace, dataScale)
 	if i := firstNonFinite(fl.dir); i >= 0 {
-		fl.pcg = rngSaved
-		return l.errorf("the preconditioned direction is not finite at %d; nothing was changed", i)
+		return fmt.Errorf("the preconditioned direction is not finite at %d: %w", i, ErrNonFinite)
 	}
-	fl.commit(cfg, in)
-	fl.lastSamples = append(fl.lastSamples[:0], idx...)
+	fl.proposeUpdate(cfg, in)
+	if err := checkProposal("weight", fl.newW, "bias", fl.newB); err != nil {
+		return err
+	}
+	if cfg.Momentum != 0 {
+		if err := checkProposal("momentum", fl.newMom, "bias momentum", fl.newMomB); err != nil {
+			return err
+		}
+	}
+	fl.lastSamplesNew = append(fl.lastSamplesNew[:0], idx...)
 	return nil
 }
 
@@ -322,30 +375,40 @@ func (fl *frogLayer) effective(cfg Config, in *Batch) {
 	}
 }
 
-// commit applies a successful step: momentum, decoupled weight decay and
-// the row update, and the plain-bias SGD step.
-func (fl *frogLayer) commit(cfg Config, in Batch) {
+// proposeUpdate computes the new weights and bias into newW and newB:
+// decoupled weight decay and the row update, and the plain-bias SGD step
+// (whose momentum goes to newMomB).
+func (fl *frogLayer) proposeUpdate(cfg Config, in *Batch) {
 	l := fl.layer
-	if cfg.Momentum != 0 {
-		copy(fl.mom, fl.newMom)
-		if l.Bias == JointBias {
-			copy(fl.momB, fl.newMomB)
-		}
-	}
 	decay := 1 - cfg.LR*cfg.WeightDecay
 	d, sd := l.RowLen(), l.SolveLen()
 	for j := 0; j < l.Rows(); j++ {
-		w, dir := fl.weight[j*d:(j+1)*d], fl.dir[j*sd:(j+1)*sd]
+		w, nw, dir := fl.weight[j*d:(j+1)*d], fl.newW[j*d:(j+1)*d], fl.dir[j*sd:(j+1)*sd]
 		for i := range w {
-			w[i] = float32(decay*float64(w[i]) - cfg.LR*float64(dir[i]))
+			nw[i] = float32(decay*float64(w[i]) - cfg.LR*float64(dir[i]))
 		}
 		if l.Bias == JointBias {
-			fl.bias[j] = float32(decay*float64(fl.bias[j]) - cfg.LR*float64(dir[d]))
+			fl.newB[j] = float32(decay*float64(fl.bias[j]) - cfg.LR*float64(dir[d]))
 		}
 	}
 	if l.Bias == PlainBias {
-		sgdStep(fl.bias, in.BiasGrad, fl.momB, cfg.LR*cfg.LROtherRatio, cfg.Momentum, cfg.WeightDecay, cfg.Nesterov)
+		sgdStep(fl.newB, fl.newMomB, fl.bias, in.BiasGrad, fl.momB, cfg.LR*cfg.LROtherRatio, cfg.Momentum, cfg.WeightDecay, cfg.Nesterov)
 	}
+}
+
+// commit applies a proposed step: momentum, weights, bias, statistics.
+func (fl *frogLayer) commit(cfg Config) {
+	l := fl.layer
+	if cfg.Momentum != 0 {
+		copy(fl.mom, fl.newMom)
+		if l.Bias != NoBias {
+			copy(fl.momB, fl.newMomB)
+		}
+	}
+	copy(fl.weight, fl.newW)
+	copy(fl.bias, fl.newB)
+	fl.diag, fl.diagNew = fl.diagNew, fl.diag
+	fl.lastSamples, fl.lastSamplesNew = fl.lastSamplesNew, fl.lastSamples
 	fl.steps++
 }
 

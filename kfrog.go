@@ -1,6 +1,7 @@
 package frog
 
 import (
+	"errors"
 	"fmt"
 	"math"
 	"sync"
@@ -97,11 +98,14 @@ type kLayer struct {
 	patches       []float32
 	actDiag       []float64 // groups x SolveLen(): diag(X^T X)/b
 	solution      []float32 // P2, Rows() x SolveLen()
-	rhs           []float32 // P1
+	rhs           []float32 // P1, then the direction
 	residual      []float64
-	effBias       []float32 // effective bias gradient
-	op            fisher.Operator
-	solver        cg.Solver
+	// a step's statistics, swapped with the three above when it commits
+	actDiagNew, residualNew []float64
+	solutionNew             []float32
+	effBias                 []float32 // effective bias gradient
+	op                      fisher.Operator
+	solver                  cg.Solver
 }
 
 // NewKFROG returns a K-FROG optimizer.
@@ -147,9 +151,12 @@ func (o *KFROG) AddLayer(l Layer, weight, bias []float32) error {
 	kl.ybufNew = make([]float64, r)
 	kl.ydiag = make([]float64, r)
 	kl.actDiag = make([]float64, l.Geometry().Groups*sd)
+	kl.actDiagNew = make([]float64, l.Geometry().Groups*sd)
 	kl.solution = make([]float32, r*sd)
+	kl.solutionNew = make([]float32, r*sd)
 	kl.rhs = make([]float32, r*sd)
 	kl.residual = make([]float64, r)
+	kl.residualNew = make([]float64, r)
 	o.layers[l.Name] = kl
 	o.order = append(o.order, l.Name)
 	return nil
@@ -184,7 +191,9 @@ func (o *KFROG) Stats(name string) (KStats, error) {
 	}, nil
 }
 
-// Step takes one K-FROG step for a layer. On error nothing is changed.
+// Step takes one K-FROG step for a layer. On error the weights, the bias
+// and all optimizer state are left as they were; non-finite input (or a
+// result that would not be finite) is handled as in Optimizer.Step.
 func (o *KFROG) Step(name string, in Batch) error {
 	o.mu.RLock()
 	kl, ok := o.layers[name]
@@ -197,14 +206,29 @@ func (o *KFROG) Step(name string, in Batch) error {
 	defer kl.mu.Unlock()
 	l := kl.layer
 	if err := kl.checkBatch(&in); err != nil {
-		return l.errorf("%v", err)
+		return l.errorf("%w", err)
 	}
-	if err := checkBatchFinite(&in); err != nil {
-		if cfg.SkipNonFinite {
+	rngSaved := kl.pcg
+	if err := kl.propose(cfg, &in); err != nil {
+		kl.pcg = rngSaved
+		if cfg.SkipNonFinite && errors.Is(err, ErrNonFinite) {
 			kl.skipped++
 			return nil
 		}
-		return l.errorf("%v", err)
+		return l.errorf("%w", err)
+	}
+	kl.commitK(cfg)
+	return nil
+}
+
+// propose computes a step into scratch, leaving the committed state alone
+// except for the random generator, which the caller restores on error.
+func (kl *kLayer) propose(cfg KConfig, in *Batch) error {
+	if err := checkBatchFinite(in); err != nil {
+		return err
+	}
+	if err := kl.checkParams(); err != nil {
+		return err
 	}
 	idx := in.Samples
 	if idx == nil {
@@ -214,8 +238,18 @@ func (o *KFROG) Step(name string, in Batch) error {
 	if yIdx == nil && cfg.YSampleSize > 0 && cfg.YSampleSize < in.BatchSize {
 		yIdx = kl.drawY(cfg.YSampleSize, in.BatchSize)
 	}
-	kl.precondition(cfg, &in, idx, yIdx)
-	kl.commitK(cfg, &in)
+	if err := kl.precondition(cfg, in, idx, yIdx); err != nil {
+		return err
+	}
+	kl.proposeUpdate(cfg, in)
+	if err := checkProposal("weight", kl.newW, "bias", kl.newB); err != nil {
+		return err
+	}
+	if cfg.Momentum != 0 {
+		if err := checkProposal("momentum", kl.newMom, "bias momentum", kl.newMomB); err != nil {
+			return err
+		}
+	}
 	return nil
 }
 
@@ -236,9 +270,9 @@ func (kl *kLayer) drawY(r, batch int) []int {
 	return append(kl.ySamples[:0], perm[:r]...)
 }
 
-// precondition computes P2 into kl.solution and the direction P2 .* xs
+// precondition computes P2 into kl.solutionNew and the direction P2 .* xs
 // into kl.rhs, leaving the committed state alone.
-func (kl *kLayer) precondition(cfg KConfig, in *Batch, idx, yIdx []int) {
+func (kl *kLayer) precondition(cfg KConfig, in *Batch, idx, yIdx []int) error {
 	l := kl.layer
 	g := l.Geometry()
 	rows, d, sd := l.Rows(), l.RowLen(), l.SolveLen()
@@ -251,6 +285,12 @@ func (kl *kLayer) precondition(cfg KConfig, in *Batch, idx, yIdx []int) {
 		kl.effBias = grow(kl.effBias, rows)
 		effB = kl.effBias
 		momentum(effB, kl.newMomB, kl.momB, in.BiasGrad, cfg.Momentum, cfg.Nesterov)
+	}
+	if i := firstNonFinite(kl.eff); i >= 0 {
+		return fmt.Errorf("the effective gradient (after momentum) overflows at %d: %w", i, ErrNonFinite)
+	}
+	if i := firstNonFinite(effB); i >= 0 {
+		return fmt.Errorf("the effective bias gradient (after momentum) overflows at %d: %w", i, ErrNonFinite)
 	}
 
 	// Output-gradient diagonal over the Y samples.
@@ -314,34 +354,71 @@ func (kl *kLayer) precondition(cfg KConfig, in *Batch, idx, yIdx []int) {
 				x[i*sd+d] = 1
 			}
 		}
-		diag := kl.actDiag[grp*sd : (grp+1)*sd]
+		diag := kl.actDiagNew[grp*sd : (grp+1)*sd]
 		columnSquares(diag, x, n, sd)
 		for i := range diag {
 			diag[i] /= b
 		}
 		ps := pow2.Normalizer(x)
 		fisher.ScaleInPlace(x, ps)
+		// The operator is u*Xn^T Xn + eps*I on the normalized patches Xn,
+		// u = 1/(b*ps^2). For activations far from 1 (beyond about 2^+-30)
+		// u leaves the float32 range, so the system is multiplied by the
+		// power of two shift that brings u into [1, 2), and the solution y
+		// of the shifted system is P2 = shift*y. Within the range, shift is
+		// 1 and the computation is the reference's, bit for bit.
+		u := 1 / (b * ps * ps)
+		shift := 1.0
+		if u > 0x1p60 || u < 0x1p-60 {
+			_, e := math.Frexp(u)
+			shift = math.Ldexp(1, 1-e)
+		}
 		kl.op.Rows, kl.op.Len, kl.op.Points = rg, sd, n
 		kl.op.Patches, kl.op.Weights = x, nil
-		kl.op.Uniform = float32(1 / (b * ps * ps))
-		kl.op.Damping = float32(cfg.Eps)
+		kl.op.Uniform = float32(u * shift)
+		kl.op.Damping = float32(cfg.Eps * shift)
 		r0 := grp * rg
-		res := kl.solver.Solve(&kl.op, kl.rhs[r0*sd:(r0+rg)*sd], kl.solution[r0*sd:(r0+rg)*sd], rg, sd)
-		copy(kl.residual[r0:r0+rg], res.Residual)
+		sol := kl.solutionNew[r0*sd : (r0+rg)*sd]
+		res := kl.solver.Solve(&kl.op, kl.rhs[r0*sd:(r0+rg)*sd], sol, rg, sd)
+		copy(kl.residualNew[r0:r0+rg], res.Residual)
 		// direction = P2 .* sqrt(diag), written over P1 (no longer needed).
 		for j := r0; j < r0+rg; j++ {
-			p2, dir := kl.solution[j*sd:(j+1)*sd], kl.rhs[j*sd:(j+1)*sd]
+			p2, dir := kl.solutionNew[j*sd:(j+1)*sd], kl.rhs[j*sd:(j+1)*sd]
 			for i, v := range p2 {
-				dir[i] = float32(float64(v) * math.Sqrt(diag[i]))
+				dir[i] = float32(float64(v) * shift * math.Sqrt(diag[i]))
+				if shift != 1 {
+					p2[i] = float32(float64(v) * shift)
+				}
 			}
+		}
+	}
+	if i := firstNonFinite(kl.rhs); i >= 0 {
+		return fmt.Errorf("the preconditioned direction is not finite at %d: %w", i, ErrNonFinite)
+	}
+	return nil
+}
+
+// proposeUpdate computes the new weights and bias into newW and newB.
+func (kl *kLayer) proposeUpdate(cfg KConfig, in *Batch) {
+	l := kl.layer
+	d, sd := l.RowLen(), l.SolveLen()
+	for j := 0; j < l.Rows(); j++ {
+		w, nw, dir := kl.weight[j*d:(j+1)*d], kl.newW[j*d:(j+1)*d], kl.rhs[j*sd:(j+1)*sd]
+		for i := range w {
+			nw[i] = float32(float64(w[i]) - cfg.LR*float64(dir[i]))
+		}
+		switch l.Bias {
+		case JointBias:
+			kl.newB[j] = float32(float64(kl.bias[j]) - cfg.LR*float64(dir[d]))
+		case PlainBias:
+			kl.newB[j] = float32(float64(kl.bias[j]) - cfg.LR*float64(kl.effBias[j]))
 		}
 	}
 }
 
-// commitK applies the step computed by precondition.
-func (kl *kLayer) commitK(cfg KConfig, in *Batch) {
+// commitK applies the step computed by propose.
+func (kl *kLayer) commitK(cfg KConfig) {
 	l := kl.layer
-	d, sd := l.RowLen(), l.SolveLen()
 	if cfg.Momentum != 0 {
 		copy(kl.mom, kl.newMom)
 		if l.Bias != NoBias {
@@ -351,18 +428,11 @@ func (kl *kLayer) commitK(cfg KConfig, in *Batch) {
 	if cfg.YMomentum > 0 {
 		copy(kl.ybuf, kl.ybufNew)
 	}
-	for j := 0; j < l.Rows(); j++ {
-		w, dir := kl.weight[j*d:(j+1)*d], kl.rhs[j*sd:(j+1)*sd]
-		for i := range w {
-			w[i] = float32(float64(w[i]) - cfg.LR*float64(dir[i]))
-		}
-		switch l.Bias {
-		case JointBias:
-			kl.bias[j] = float32(float64(kl.bias[j]) - cfg.LR*float64(dir[d]))
-		case PlainBias:
-			kl.bias[j] = float32(float64(kl.bias[j]) - cfg.LR*float64(kl.effBias[j]))
-		}
-	}
+	copy(kl.weight, kl.newW)
+	copy(kl.bias, kl.newB)
+	kl.actDiag, kl.actDiagNew = kl.actDiagNew, kl.actDiag
+	kl.solution, kl.solutionNew = kl.solutionNew, kl.solution
+	kl.residual, kl.residualNew = kl.residualNew, kl.residual
 	kl.steps++
 }
 
@@ -385,7 +455,11 @@ func (o *KFROG) AddParam(name string, theta []float32) error {
 	if err := checkNewName(name, o.layers, o.params); err != nil {
 		return err
 	}
-	o.params[name] = &param{theta: theta, mom: make([]float32, len(theta))}
+	p, err := newParam(name, theta)
+	if err != nil {
+		return err
+	}
+	o.params[name] = p
 	o.order = append(o.order, name)
 	return nil
 }

@@ -82,12 +82,50 @@ func (l Layer) Geometry() conv.Geometry {
 // Validate reports what is wrong with the description, naming the layer.
 func (l Layer) Validate() error {
 	if err := l.Geometry().Validate(); err != nil {
-		return l.errorf("%v", err)
+		return l.errorf("%w", err)
 	}
 	if l.Bias < NoBias || l.Bias > JointBias {
 		return l.errorf("unknown bias mode %d", int(l.Bias))
 	}
+	// Bound the sizes so that no length computed from them overflows an
+	// int (the products are formed in float64 here, where they cannot).
+	g := l.Geometry()
+	for _, v := range []int{g.InChannels, g.OutChannels, g.InH, g.InW, g.KernelH, g.KernelW,
+		g.StrideH, g.StrideW, g.PadH, g.PadW, g.DilationH, g.DilationW, g.Groups} {
+		if v > maxDim {
+			return l.errorf("a size of %d is larger than the %d this library accepts", v, maxDim)
+		}
+	}
+	f := func(v int) float64 { return float64(v) }
+	for _, s := range []struct {
+		what string
+		n    float64
+	}{
+		{"activations per sample", f(g.InChannels) * f(g.InH) * f(g.InW)},
+		{"output gradients per sample", f(g.OutChannels) * f(g.OutH()) * f(g.OutW())},
+		{"weights", f(g.OutChannels) * (f(g.GroupInChannels())*f(g.KernelH)*f(g.KernelW) + 1)},
+	} {
+		if s.n > maxLen {
+			return l.errorf("%s: %.0f values is more than the %d this library accepts", s.what, s.n, maxLen)
+		}
+	}
 	return nil
+}
+
+// maxDim bounds every size of a layer and maxLen every length derived
+// from them, so that lengths never overflow an int.
+const (
+	maxDim = 1 << 24
+	maxLen = 1 << 40
+)
+
+// mulLen is a*b for non-negative lengths, or -1 when the product would
+// not fit the bound maxLen*maxDim (no real slice is that long).
+func mulLen(a, b int) int {
+	if a < 0 || b < 0 || float64(a)*float64(b) > float64(maxLen)*float64(maxDim) {
+		return -1
+	}
+	return a * b
 }
 
 // Rows is R, the number of weight rows (output channels).

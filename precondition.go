@@ -6,6 +6,7 @@ import (
 	"math"
 
 	"github.com/frogopt/frog/backend"
+	"github.com/frogopt/frog/internal/pow2"
 )
 
 // Reduction says how the loss was reduced over the batch; it sets the scale
@@ -57,6 +58,29 @@ type RowsInput struct {
 	// Tolerance, when positive, stops a row's CG once its residual is at
 	// most Tolerance times the norm of its gradient.
 	Tolerance float64
+	// ScaleInvariant makes DenomEps relative to the scale of the data.
+	//
+	// The reference adds an absolute eps = 1e-10 to t_j, so its update is
+	// not invariant to the scale of the activations and output gradients:
+	// when lam*|u|^2 is tiny (activations or output gradients of order
+	// 1e-20), t_j + eps is dominated by eps, the Fisher term F_j/(t_j+eps)
+	// vanishes next to tau*I, and the step becomes the normalized
+	// (damped) gradient direction. That is what the reference computes, so
+	// it is the default. Large scales (1e20) are harmless either way: the
+	// traces and products are formed in float64 and on power-of-two
+	// normalized patches, so nothing overflows and eps is negligible.
+	//
+	// With ScaleInvariant, the activations and output gradients are
+	// treated as if normalized by exact powers of two a and c that bring
+	// their largest magnitudes into [1, 2) (with a joint bias, the constant
+	// bias coordinate 1 counts as an activation), which multiplies every
+	// F_j and t_j by k = (a*c)^2 and so divides eps by k. It is done
+	// exactly, by multiplying the loss scale s of lam = s*y^2 by k; the
+	// reported traces are divided by k again and so are in the data's own
+	// scale. Apart from eps the update is unchanged, and it no longer
+	// depends on the scale of the activations or output gradients beyond
+	// float32 rounding.
+	ScaleInvariant bool
 }
 
 // RowDiagnostics holds per-row facts of a preconditioning.
@@ -101,7 +125,7 @@ func PreconditionRows(in RowsInput, dir []float32) (RowDiagnostics, error) {
 	if err := p.init(BackendCPU); err != nil {
 		return RowDiagnostics{}, err
 	}
-	diag := newRowDiagnostics(max(in.Layer.OutChannels, 0))
+	var diag RowDiagnostics // sized by Precondition once the layer is validated
 	if err := p.Precondition(in, dir, &diag); err != nil {
 		return RowDiagnostics{}, err
 	}
@@ -151,16 +175,26 @@ func (p *Preconditioner) Close() error {
 
 // Precondition is PreconditionRows writing its diagnostics into diag,
 // whose slices are reused when they have Rows() elements.
+//
+// dir must not overlap Grad, Acts or OutGrads. On error dir and diag hold
+// unspecified values.
 func (p *Preconditioner) Precondition(in RowsInput, dir []float32, diag *RowDiagnostics) error {
 	l := in.Layer
 	if err := l.Validate(); err != nil {
 		return err
 	}
+	if diag == nil {
+		return l.errorf("diagnostics: nil *RowDiagnostics")
+	}
 	if err := checkRowsInput(in, dir); err != nil {
-		return l.errorf("%v", err)
+		return l.errorf("%w", err)
 	}
 	if len(diag.Trace) != l.Rows() || len(diag.Residual) != l.Rows() || len(diag.Scale) != l.Rows() || len(diag.Breakdown) != l.Rows() {
 		*diag = newRowDiagnostics(l.Rows())
+	}
+	dataScale := 1.0
+	if in.ScaleInvariant {
+		dataScale = scaleOf(in.Acts, in.OutGrads, l.Bias == JointBias)
 	}
 	job := backend.Job{
 		Geometry:  l.Geometry(),
@@ -169,7 +203,7 @@ func (p *Preconditioner) Precondition(in RowsInput, dir []float32, diag *RowDiag
 		Acts:      in.Acts,
 		OutGrads:  in.OutGrads,
 		Grad:      in.Grad,
-		LossScale: lossScale(in.Reduction, in.BatchSize, in.Samples),
+		LossScale: lossScale(in.Reduction, in.BatchSize, in.Samples) * dataScale,
 		Damping:   in.Damping,
 		Iters:     in.Iters,
 		Tolerance: in.Tolerance,
@@ -178,12 +212,38 @@ func (p *Preconditioner) Precondition(in RowsInput, dir []float32, diag *RowDiag
 		Trace:     diag.Trace, Residual: diag.Residual, Scale: diag.Scale, Breakdown: diag.Breakdown,
 	}
 	if err := runEngine(&p.engine, &p.fallback, &job); err != nil {
-		return l.errorf("%v", err)
+		return l.errorf("%w", err)
 	}
+	unscaleTraces(diag.Trace, dataScale)
 	if i := firstNonFinite(dir); i >= 0 {
-		return l.errorf("the preconditioned direction is not finite at %d", i)
+		return l.errorf("the preconditioned direction is not finite at %d: %w", i, ErrNonFinite)
 	}
 	return nil
+}
+
+// scaleOf is k = (a*c)^2 of RowsInput.ScaleInvariant: a and c are the
+// powers of two that bring the largest magnitudes of the activations and
+// of the output gradients into [1, 2). With a joint bias the patches hold a
+// constant 1 too, so a is at most 1. A power of two times the loss scale
+// is exact in float64: k lies in [2^-508, 2^596] for finite float32 data.
+func scaleOf(acts, outGrads []float32, jointBias bool) float64 {
+	a := pow2.Normalizer(acts)
+	if jointBias {
+		a = min(a, 1)
+	}
+	c := pow2.Normalizer(outGrads)
+	return (a * c) * (a * c)
+}
+
+// unscaleTraces divides the traces by the data scale k (exactly: k is a
+// power of two and the traces are far from the float64 limits).
+func unscaleTraces(trace []float64, k float64) {
+	if k == 1 {
+		return
+	}
+	for j := range trace {
+		trace[j] /= k
+	}
 }
 
 // lossScale is s in lam = s*y^2 (FROG.md step 1).
@@ -218,16 +278,19 @@ func checkRowsInput(in RowsInput, dir []float32) error {
 	if err := checkLen("direction buffer", dir, l.Rows()*l.SolveLen()); err != nil {
 		return err
 	}
-	if err := checkLen("activations", in.Acts, in.Samples*l.ActLen()); err != nil {
+	if err := checkLen("activations", in.Acts, mulLen(in.Samples, l.ActLen())); err != nil {
 		return err
 	}
-	if err := checkLen("output gradients", in.OutGrads, in.Samples*l.OutGradLen()); err != nil {
+	if err := checkLen("output gradients", in.OutGrads, mulLen(in.Samples, l.OutGradLen())); err != nil {
 		return err
 	}
 	return checkFinite(map[string][]float32{"gradient": in.Grad, "activations": in.Acts, "output gradients": in.OutGrads})
 }
 
 func checkLen(what string, s []float32, want int) error {
+	if want < 0 {
+		return fmt.Errorf("%s: have %d values, want more than fit in memory", what, len(s))
+	}
 	if len(s) != want {
 		return fmt.Errorf("%s: have %d values, want %d", what, len(s), want)
 	}

@@ -45,9 +45,38 @@ type layerBase struct {
 	acts, outGrads []float32
 	samples        []int
 	lastSamples    []int
-	// scratch for state that is committed only on success
+	lastSamplesNew []int // the samples of a step not yet committed
+	// scratch for state that is committed only on success: the new
+	// momentum, the effective gradient, and the new weights and bias, which
+	// are checked to be finite before they replace the caller's
 	newMom, newMomB, eff []float32
+	newW, newB           []float32
 	skipped              int64
+}
+
+// checkParams reports a NaN or Inf in the caller's current weights or
+// bias: a step would carry it on (weight decay multiplies it), so it is
+// refused like a non-finite input.
+func (b *layerBase) checkParams() error {
+	if i := firstNonFinite(b.weight); i >= 0 {
+		return fmt.Errorf("weight[%d] = %v: %w", i, b.weight[i], ErrNonFinite)
+	}
+	if i := firstNonFinite(b.bias); i >= 0 {
+		return fmt.Errorf("bias[%d] = %v: %w", i, b.bias[i], ErrNonFinite)
+	}
+	return nil
+}
+
+// checkProposal reports a NaN or Inf in the proposed new weights, bias or
+// momentum (an overflow of finite inputs, e.g. a huge learning rate).
+func checkProposal(named ...any) error {
+	for i := 0; i+1 < len(named); i += 2 {
+		what, s := named[i].(string), named[i+1].([]float32)
+		if k := firstNonFinite(s); k >= 0 {
+			return fmt.Errorf("the step would make %s[%d] %v (overflow; is the learning rate too large?): %w", what, k, s[k], ErrNonFinite)
+		}
+	}
+	return nil
 }
 
 // init validates the registration and sets the layer up; the generator
@@ -60,19 +89,23 @@ func (b *layerBase) init(l Layer, weight, bias []float32, seed uint64, index int
 		return l.errorf("a layer needs a name")
 	}
 	if err := checkLen("weight", weight, l.WeightLen()); err != nil {
-		return l.errorf("%v", err)
+		return l.errorf("%w", err)
 	}
 	if l.Bias == NoBias && bias != nil {
 		return l.errorf("bias given for a layer declared without one")
 	}
 	if l.Bias != NoBias {
 		if err := checkLen("bias", bias, l.Rows()); err != nil {
-			return l.errorf("%v", err)
+			return l.errorf("%w", err)
 		}
 	}
 	b.layer, b.weight, b.bias = l, weight, bias
 	b.pcg = *rand.NewPCG(seed, uint64(index)+0x9e3779b97f4a7c15)
 	b.rng = rand.New(&b.pcg)
+	b.newW = make([]float32, l.WeightLen())
+	if bias != nil {
+		b.newB = make([]float32, l.Rows())
+	}
 	return nil
 }
 
@@ -92,10 +125,10 @@ func (b *layerBase) checkBatch(in *Batch) error {
 	} else if in.BiasGrad != nil {
 		return fmt.Errorf("bias gradient given for a layer without a bias")
 	}
-	if err := checkLen("activations", in.Acts, in.BatchSize*l.ActLen()); err != nil {
+	if err := checkLen("activations", in.Acts, mulLen(in.BatchSize, l.ActLen())); err != nil {
 		return err
 	}
-	if err := checkLen("output gradients", in.OutGrads, in.BatchSize*l.OutGradLen()); err != nil {
+	if err := checkLen("output gradients", in.OutGrads, mulLen(in.BatchSize, l.OutGradLen())); err != nil {
 		return err
 	}
 	if err := checkIndices("sample", in.Samples, in.BatchSize); err != nil {
@@ -202,9 +235,10 @@ func momentum(eff, newMom, mom, g []float32, mu float64, nesterov bool) {
 
 // sgdStep is the momentum-SGD update of parameters that are not
 // preconditioned (FROG.md item 8): coupled L2 inside the momentum without
-// Nesterov, added to the direction with it. mom is updated in place (it is
-// allocated by the caller).
-func sgdStep(theta, grad, mom []float32, lr, mu, wd float64, nesterov bool) {
+// Nesterov, added to the direction with it. It writes the new parameters
+// to newTheta and, with mu != 0, the new momentum to newMom, leaving theta
+// and mom as they were (the caller commits after checking them).
+func sgdStep(newTheta, newMom, theta, grad, mom []float32, lr, mu, wd float64, nesterov bool) {
 	for i, gi := range grad {
 		g := float64(gi)
 		th := float64(theta[i])
@@ -214,14 +248,14 @@ func sgdStep(theta, grad, mom []float32, lr, mu, wd float64, nesterov bool) {
 			d = g + wd*th
 		case nesterov:
 			m := mu*float64(mom[i]) + g
-			mom[i] = float32(m)
+			newMom[i] = float32(m)
 			d = g + mu*m + wd*th
 		default:
 			m := mu*float64(mom[i]) + g + wd*th
-			mom[i] = float32(m)
+			newMom[i] = float32(m)
 			d = m
 		}
-		theta[i] = float32(th - lr*d)
+		newTheta[i] = float32(th - lr*d)
 	}
 }
 
@@ -239,14 +273,23 @@ func checkHyper(name string, v float64, allowZero bool) error {
 // or a parameter.
 func checkNewName[L any](name string, layers map[string]L, params map[string]*param) error {
 	if name == "" {
-		return fmt.Errorf("frog: a layer or parameter needs a name")
+		return &LayerError{Layer: name, Err: fmt.Errorf("a layer or parameter needs a name")}
 	}
 	_, isLayer := layers[name]
 	_, isParam := params[name]
 	if isLayer || isParam {
-		return fmt.Errorf("frog: %q is already registered", name)
+		return &LayerError{Layer: name, Err: fmt.Errorf("the name is already registered")}
 	}
 	return nil
+}
+
+// newParam validates a plain parameter's registration.
+func newParam(name string, theta []float32) (*param, error) {
+	if len(theta) == 0 {
+		return nil, &LayerError{Layer: name, Err: fmt.Errorf("a parameter needs at least one value")}
+	}
+	n := len(theta)
+	return &param{theta: theta, mom: make([]float32, n), newTheta: make([]float32, n), newMom: make([]float32, n)}, nil
 }
 
 // step is the momentum-SGD step of a plain parameter; on error nothing changes.
@@ -256,14 +299,31 @@ func (p *param) step(grad []float32, lr, mu, wd float64, nesterov, skipNonFinite
 	if err := checkLen("gradient", grad, len(p.theta)); err != nil {
 		return &LayerError{Layer: name, Err: err}
 	}
-	if i := firstNonFinite(grad); i >= 0 {
+	err := checkFinite(map[string][]float32{"gradient": grad})
+	if err == nil {
+		if i := firstNonFinite(p.theta); i >= 0 {
+			err = fmt.Errorf("parameter[%d] = %v: %w", i, p.theta[i], ErrNonFinite)
+		}
+	}
+	if err == nil {
+		sgdStep(p.newTheta, p.newMom, p.theta, grad, p.mom, lr, mu, wd, nesterov)
+		if mu != 0 {
+			err = checkProposal("parameter", p.newTheta, "momentum", p.newMom)
+		} else {
+			err = checkProposal("parameter", p.newTheta)
+		}
+	}
+	if err != nil {
 		if skipNonFinite {
 			p.skipped++
 			return nil
 		}
-		return &LayerError{Layer: name, Err: fmt.Errorf("gradient[%d] = %v: %w", i, grad[i], ErrNonFinite)}
+		return &LayerError{Layer: name, Err: err}
 	}
-	sgdStep(p.theta, grad, p.mom, lr, mu, wd, nesterov)
+	copy(p.theta, p.newTheta)
+	if mu != 0 {
+		copy(p.mom, p.newMom)
+	}
 	p.steps++
 	return nil
 }
