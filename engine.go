@@ -34,14 +34,16 @@ const BackendEnv = "FROG_BACKEND"
 type engineFactory func() (backend.Engine, error)
 
 var (
-	engines = map[string]engineFactory{
-		BackendCPU:    func() (backend.Engine, error) { return &backend.CPU{}, nil },
-		BackendPureGo: func() (backend.Engine, error) { return &backend.CPU{Kernels: blas.Portable()}, nil },
-	}
+	engines = map[string]engineFactory{}
 	// autoOrder lists the backends BackendAuto tries, best first; a build
-	// with a GPU backend puts it in front.
-	autoOrder = []string{BackendCPU}
+	// with a GPU backend puts its engine in front.
+	autoOrder []string
 )
+
+func init() {
+	registerEngine(BackendPureGo, func() (backend.Engine, error) { return &backend.CPU{Kernels: blas.Portable()}, nil }, true)
+	registerEngine(BackendCPU, func() (backend.Engine, error) { return &backend.CPU{}, nil }, true)
+}
 
 // registerEngine adds a backend; first puts it in front of the automatic choice.
 func registerEngine(name string, f engineFactory, first bool) {

@@ -20,6 +20,7 @@ const (
 	JointBias
 )
 
+// String names the mode: "none", "plain" or "joint".
 func (m BiasMode) String() string {
 	switch m {
 	case NoBias:
@@ -163,6 +164,7 @@ type LayerError struct {
 	Err   error
 }
 
+// Error formats the layer name and the problem.
 func (e *LayerError) Error() string { return fmt.Sprintf("frog: layer %q: %v", e.Layer, e.Err) }
 
 // Unwrap returns the underlying error.

@@ -20,6 +20,7 @@ const (
 	Sum
 )
 
+// String names the reduction: "mean" or "sum".
 func (r Reduction) String() string {
 	switch r {
 	case Mean:
