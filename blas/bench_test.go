@@ -2,7 +2,11 @@ package blas
 
 import (
 	"fmt"
+	"runtime"
+	"sync"
 	"testing"
+
+	"github.com/frogopt/frog/asm"
 )
 
 // The two products of the Fisher operator on ResNet-18 shapes (R rows,
@@ -53,4 +57,64 @@ func BenchmarkProducts(b *testing.B) {
 			})
 		}
 	}
+}
+
+// BenchmarkFisher compares the fused Fisher product with the same product
+// as two GEMMs (the unfused operator), both on the assembly kernels.
+func BenchmarkFisher(b *testing.B) {
+	if !hasAVX2 {
+		b.Skip("no AVX2")
+	}
+	for _, s := range productShapes {
+		p := make([]float32, s.r*s.d)
+		x := make([]float32, s.n*s.d)
+		w := make([]float32, s.r*s.n)
+		t := make([]float32, s.r*s.n)
+		q := make([]float32, s.r*s.d)
+		for i := range x {
+			x[i] = float32(i%7) - 3
+		}
+		for i := range w {
+			w[i] = 0.5
+		}
+		flops := float64(4 * s.r * s.n * s.d)
+		f := FisherProduct{Rows: s.r, Len: s.d, Points: s.n, P: p, X: x, Weights: w, Q: q, Alpha: 1, Damping: 1e-3}
+		if (avx2{}).fuseFisher(&f) {
+			b.Run(s.layer+"/fused", func(b *testing.B) {
+				b.ReportAllocs()
+				for b.Loop() {
+					(avx2{}).fuseFisher(&f)
+				}
+				b.ReportMetric(flops*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
+			})
+		}
+		b.Run(s.layer+"/twoproducts", func(b *testing.B) {
+			b.ReportAllocs()
+			k := avx2{}
+			for b.Loop() {
+				k.Gemm(false, true, s.r, s.n, s.d, 1, p, s.d, x, s.d, 0, t, s.n)
+				for i, v := range w {
+					t[i] *= v
+				}
+				copy(q, p)
+				k.Gemm(false, false, s.r, s.d, s.n, 1, t, s.n, x, s.d, 1e-3, q, s.d)
+			}
+			b.ReportMetric(flops*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
+		})
+	}
+}
+
+// BenchmarkFMAPeak is the arithmetic ceiling the GFLOP/s figures compare
+// with: the assembly FMA loop on every core at once.
+func BenchmarkFMAPeak(b *testing.B) {
+	const rounds = 1 << 16
+	procs := runtime.GOMAXPROCS(0)
+	for b.Loop() {
+		var wg sync.WaitGroup
+		for range procs {
+			wg.Go(func() { asm.FMALoop(rounds) })
+		}
+		wg.Wait()
+	}
+	b.ReportMetric(float64(procs)*rounds*192*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
 }

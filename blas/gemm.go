@@ -34,6 +34,9 @@ type gemmTask struct {
 	c              []float32
 	ldc            int
 	byRows         bool
+	// packedB, when set, holds all of op(B) already packed: panel q of
+	// nr columns at q*k*nr, row p of a panel at p*nr.
+	packedB []float32
 }
 
 func (t *gemmTask) run(part, parts int, ws *workspace) {
@@ -90,7 +93,10 @@ func gemmRange(ws *workspace, t *gemmTask, i0, i1, j0, j1 int) {
 			// B is packed into nr-wide panels: every mr-row tile of A then
 			// streams it at unit stride, whatever ldb (a large power-of-two
 			// multiple as row stride would alias in the caches).
-			bp := packB(ws, b, ldb, t.transB, pc, kc, jc, nc)
+			var bp []float32
+			if t.packedB == nil {
+				bp = packB(ws, b, ldb, t.transB, pc, kc, jc, nc)
+			}
 			for ic := i0; ic < i1; ic += mr {
 				mrr := min(mr, i1-ic)
 				at, ars, acs := a[ic*rsa+pc*csa:], rsa, csa
@@ -99,7 +105,13 @@ func gemmRange(ws *workspace, t *gemmTask, i0, i1, j0, j1 int) {
 				}
 				for jr := 0; jr < nc; jr += nr {
 					nrr := min(nr, nc-jr)
-					bt, btld := bp[jr*kc:], nr
+					var bt []float32
+					if t.packedB != nil {
+						bt = t.packedB[(jc+jr)*t.k+pc*nr:]
+					} else {
+						bt = bp[jr*kc:]
+					}
+					btld := nr
 					if mrr == mr && nrr == nr {
 						asm.Kernel6x16(kc, t.alpha, at, ars, acs, bt, btld, c[ic*ldc+jc+jr:], ldc)
 						continue

@@ -15,20 +15,34 @@ type Operator struct {
 	// Kernels runs the products; nil means blas.Current().
 	Kernels blas.Kernels
 
-	prod []float32 // Rows x Points: P X^T, then scaled in place
+	prod  []float32 // Rows x Points: P X^T, then scaled in place
+	fused blas.FisherProduct
 }
 
 // Apply writes Q = Fhat P into q. p and q hold Rows x Len values.
 func (o *Operator) Apply(q, p []float32) {
 	r, d, n := o.Rows, o.Len, o.Points
-	if cap(o.prod) < r*n {
-		o.prod = make([]float32, r*n)
-	}
-	prod := o.prod[:r*n]
 	k := o.Kernels
 	if k == nil {
 		k = blas.Current()
 	}
+	// One pass over X when the kernels can: each block of patches goes
+	// through both products while it is in cache.
+	alpha := float32(1)
+	if o.Weights == nil {
+		alpha = o.Uniform
+	}
+	f := &o.fused
+	f.Rows, f.Len, f.Points = r, d, n
+	f.P, f.X, f.Weights, f.Q = p[:r*d], o.Patches[:n*d], o.Weights, q[:r*d]
+	f.Alpha, f.Damping = alpha, o.Damping
+	if blas.FuseFisher(k, f) {
+		return
+	}
+	if cap(o.prod) < r*n {
+		o.prod = make([]float32, r*n)
+	}
+	prod := o.prod[:r*n]
 	// P X^T: (R x D) times (N x D)^T.
 	k.Gemm(false, true, r, n, d, 1, p, d, o.Patches, d, 0, prod, n)
 	if o.Weights != nil {
@@ -36,10 +50,6 @@ func (o *Operator) Apply(q, p []float32) {
 		for i, v := range w {
 			prod[i] *= v
 		}
-	}
-	alpha := float32(1)
-	if o.Weights == nil {
-		alpha = o.Uniform
 	}
 	// Q = tau*P + alpha*(prod X).
 	copy(q[:r*d], p[:r*d])
