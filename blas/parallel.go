@@ -55,13 +55,47 @@ func Parallel(t Task, maxParts int) {
 	dispatch(nil, t, maxParts)
 }
 
-var (
-	helpersOnce sync.Once
-	// idle holds the helpers no task is using. A caller takes what it can
-	// without waiting, so that concurrent callers share GOMAXPROCS cores
-	// instead of oversubscribing them.
-	idle chan *helper
-)
+// helpers is a stack of the helpers no task is using. A caller takes what
+// it can without waiting, so that concurrent callers share GOMAXPROCS cores
+// instead of oversubscribing them; the last helper returned is the next
+// taken, so the same few (with warm caches and buffers) do the work, and a
+// helper is started only when none is idle.
+var helpers struct {
+	sync.Mutex
+	idle    []*helper
+	started int
+}
+
+// maxHelpers bounds the helper pool; GOMAXPROCS may change at run time.
+const maxHelpers = 64
+
+// takeHelper returns an idle helper, starting one if none is idle and the
+// pool has room, or nil.
+func takeHelper() *helper {
+	helpers.Lock()
+	defer helpers.Unlock()
+	if n := len(helpers.idle); n > 0 {
+		h := helpers.idle[n-1]
+		helpers.idle = helpers.idle[:n-1]
+		return h
+	}
+	if helpers.started == maxHelpers {
+		return nil
+	}
+	if helpers.idle == nil {
+		helpers.idle = make([]*helper, 0, maxHelpers)
+	}
+	helpers.started++
+	h := &helper{jobs: make(chan job, 1), done: make(chan struct{}, 1)}
+	go h.loop()
+	return h
+}
+
+func returnHelper(h *helper) {
+	helpers.Lock()
+	helpers.idle = append(helpers.idle, h)
+	helpers.Unlock()
+}
 
 // spare holds the workspaces of the calling goroutines.
 var spare = make(chan *workspace, maxHelpers)
@@ -82,36 +116,21 @@ func putWorkspace(ws *workspace) {
 	}
 }
 
-// maxHelpers bounds the helper pool; GOMAXPROCS may change at run time.
-const maxHelpers = 64
-
-func startHelpers() {
-	idle = make(chan *helper, maxHelpers)
-	for i := 0; i < maxHelpers; i++ {
-		h := &helper{jobs: make(chan job, 1), done: make(chan struct{}, 1)}
-		go h.loop()
-		idle <- h
-	}
-}
-
 // parallel runs t in at most maxParts parts, on the calling goroutine and
 // on up to GOMAXPROCS-1 idle helpers. It returns when every part is done.
 func parallel(t task, maxParts int) { dispatch(t, nil, maxParts) }
 
 func dispatch(t task, u Task, maxParts int) {
-	helpersOnce.Do(startHelpers)
-	want := min(runtime.GOMAXPROCS(0), maxParts)
+	want := min(runtime.GOMAXPROCS(0), maxParts, maxHelpers+1)
 	var taken [maxHelpers]*helper
 	n := 0
 	for n+1 < want {
-		select {
-		case h := <-idle:
-			taken[n] = h
-			n++
-			continue
-		default:
+		h := takeHelper()
+		if h == nil {
+			break
 		}
-		break
+		taken[n] = h
+		n++
 	}
 	parts := n + 1
 	for i := 0; i < n; i++ {
@@ -126,6 +145,6 @@ func dispatch(t task, u Task, maxParts int) {
 	}
 	for i := 0; i < n; i++ {
 		<-taken[i].done
-		idle <- taken[i]
+		returnHelper(taken[i])
 	}
 }
