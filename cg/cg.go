@@ -117,6 +117,13 @@ func (s *Solver) Solve(op Operator, b, z []float32, rows, n int) Result {
 			if done[j] {
 				continue
 			}
+			if rho[j] == 0 {
+				// The residual is exactly zero: the row has converged, and
+				// alpha = 0 would change nothing; p.q may be 0 too, which
+				// is no breakdown.
+				done[j] = true
+				continue
+			}
 			pj, qj := p[j*n:(j+1)*n], q[j*n:(j+1)*n]
 			rj, zj := res[j*n:(j+1)*n], z[j*n:(j+1)*n]
 			den := k.Dot(pj, qj) + eps[j]
@@ -132,10 +139,7 @@ func (s *Solver) Solve(op Operator, b, z []float32, rows, n int) Result {
 			k.Axpy(float32(-alpha), qj, rj)
 			rhoNew := k.Dot(rj, rj)
 			beta := rhoNew / (rho[j] + eps[j])
-			b32 := float32(beta)
-			for i, v := range rj {
-				pj[i] = v + b32*pj[i]
-			}
+			blas.Xpby(k, rj, float32(beta), pj)
 			rho[j] = rhoNew
 			if s.Tolerance > 0 && rhoNew <= s.Tolerance*s.Tolerance*rho0[j] {
 				done[j] = true
