@@ -318,6 +318,14 @@ func (c *checkpoint) match(optimizer uint8, regs []registration) ([]rand.PCG, er
 		if e.steps < 0 || e.skipped < 0 {
 			return fail("negative step counts %d, %d", e.steps, e.skipped)
 		}
+		if !allFinite(e.mom) || !allFinite(e.momB) {
+			return fail("momentum not finite")
+		}
+		for _, v := range e.ybuf {
+			if !(v >= 0) || math.IsInf(v, 0) {
+				return fail("y-average %v is not finite and non-negative", v)
+			}
+		}
 		if reg.layer == nil {
 			if e.kind != ckptParam {
 				return fail("a layer in the checkpoint, a plain parameter in the optimizer")
