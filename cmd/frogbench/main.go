@@ -89,6 +89,9 @@ func run(r, iters int, layerList string, threads int, backendName string, reps i
 	if backendName != p.Backend() && backendName != frog.BackendAuto {
 		rep.Backend = backendName
 	}
+	// The peak is measured before and after the layers and the higher
+	// figure kept: on a shared machine a single measurement can fall in a
+	// burst of someone else's load.
 	rep.PeakGFlops = fmaPeak(threads)
 	for _, c := range convs {
 		in, dir := c.Input(r, iters)
@@ -108,9 +111,13 @@ func run(r, iters int, layerList string, threads int, backendName string, reps i
 		gf := c.Flops(r, iters) / best.Seconds() / 1e9
 		rep.Layers = append(rep.Layers, layerResult{
 			Layer: c.Name, N: c.Points(r), D: c.RowLen(), Rows: c.Out,
-			Ms: ms, GFlops: gf, Efficiency: gf / rep.PeakGFlops,
+			Ms: ms, GFlops: gf,
 		})
 		rep.TotalMs += ms * float64(c.Count)
+	}
+	rep.PeakGFlops = max(rep.PeakGFlops, fmaPeak(threads))
+	for i := range rep.Layers {
+		rep.Layers[i].Efficiency = rep.Layers[i].GFlops / rep.PeakGFlops
 	}
 	if asJSON {
 		enc := json.NewEncoder(os.Stdout)
