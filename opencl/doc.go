@@ -1,0 +1,62 @@
+// Package opencl runs FROG's row-wise preconditioning (FROG.md steps 1-3, 5
+// and 6) on an OpenCL device: im2col over the subsample, the traces and
+// Lhat weights, the two products of the Fisher operator as tiled GEMMs, and
+// the whole batched CG loop of a layer, enqueued with no host round trip
+// per iteration. Its Engine implements backend.Engine; the root package
+// registers it as the "opencl" backend when built with the opencl tag.
+//
+// Everything but this file needs the build tag opencl, cgo and an OpenCL
+// ICD loader (libOpenCL, found through pkg-config). Without the tag the
+// package is empty and the library builds with no cgo and no OpenCL.
+//
+// # Devices
+//
+// A GPU (or accelerator) with cl_khr_fp64 is preferred: the per-row CG
+// scalars, the traces and every reduction are float64, as on the CPU.
+// A CPU OpenCL device (PoCL) is used only when Options.AllowCPU is set;
+// the root package sets it when FROG_BACKEND=opencl or
+// FROG_OPENCL_DEVICE=any, so that the automatic choice never prefers PoCL
+// to the native CPU path while CI can still test the kernels on it.
+//
+// # Numerics
+//
+// The kernels follow backend.CPU operation for operation: patches are
+// scaled by a power of two, weights carry the inverse square, every row of
+// the CG is scaled by its own power of two, traces, dots and CG scalars
+// are float64, and the rows are normalized by c_j = 1/sqrt(|z_j.e_j+eps|).
+// Only the float32 summation order of the two products differs, so results
+// agree with the CPU to float32 rounding. One documented difference: the
+// patch scale of a group comes from the largest magnitude of the group's
+// input channels over the subsample (a bound on every patch entry, known
+// before im2col so that im2col writes scaled patches in one pass), not
+// from the patches themselves. Any power of two gives the same float32
+// results while nothing overflows or underflows, so the two agree except
+// when pixels that no patch reads are some 2^100 times larger than the
+// pixels patches read.
+//
+// # Tiles
+//
+// The two products are tiled TM x TN x TK with a WM x WN register block
+// per work-item. The sizes come from the device type (see DefaultTiles)
+// and may be overridden with Options.Tiles or FROG_OPENCL_TILES
+// ("TM,TN,TK,WM,WN", e.g. "64,128,16,8,8"), which gpucheck.sh uses to tune
+// on a GPU. A built program is cached per device and tile choice for the
+// life of the process.
+//
+// # Device-resident use
+//
+// A training stack whose tensors live on the device passes cl buffers in a
+// DeviceJob to Engine.PreconditionDevice: activations and output gradients
+// of the whole batch with the subsample's indices, the gradient, and the
+// buffer that receives the direction. No tensor is copied to or from the
+// host. The buffers must belong to the engine's context: make the engine
+// on the stack's own context with NewDeviceFromContext, or allocate the
+// buffers in Engine.Context().
+//
+// # Faults
+//
+// NewEngine fails (and the root package falls back to the CPU, keeping
+// the reason) when there is no platform or suitable device or the kernels
+// do not build; Precondition fails when an allocation or an enqueue fails.
+// InjectFault simulates each of these for tests.
+package opencl
