@@ -1,0 +1,45 @@
+//go:build opencl
+
+package frog
+
+import (
+	"os"
+	"strings"
+
+	"github.com/frogopt/frog/backend"
+	"github.com/frogopt/frog/opencl"
+)
+
+// openclDeviceEnv chooses which OpenCL devices the opencl backend accepts:
+// "gpu" (GPUs and accelerators only), "any" or "cpu" (a CPU device such as
+// PoCL too, when no GPU is found). Unset, a CPU device is accepted only when
+// FROG_BACKEND=opencl names the backend explicitly: the automatic choice
+// never prefers PoCL to the native CPU path, which is faster, while CI can
+// still test the kernels on PoCL.
+const openclDeviceEnv = "FROG_OPENCL_DEVICE"
+
+func init() {
+	// First in the automatic order: built with the tag, a GPU wins.
+	registerEngine(BackendOpenCL, newOpenCLEngine, true)
+}
+
+// newOpenCLEngine makes a layer's engine on the process's OpenCL device;
+// its error (no platform, no usable device, kernels that do not build)
+// makes newEngine fall back to the CPU with the reason.
+func newOpenCLEngine() (backend.Engine, error) {
+	e, err := opencl.NewEngine(opencl.Options{AllowCPU: openclAllowCPU()})
+	if err != nil {
+		return nil, err
+	}
+	return e, nil
+}
+
+func openclAllowCPU() bool {
+	switch strings.ToLower(strings.TrimSpace(os.Getenv(openclDeviceEnv))) {
+	case "any", "cpu":
+		return true
+	case "gpu":
+		return false
+	}
+	return strings.EqualFold(strings.TrimSpace(os.Getenv(BackendEnv)), BackendOpenCL)
+}
