@@ -1,0 +1,175 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"text/tabwriter"
+)
+
+// sweepGrid is the hyperparameter sweep of SWEEP.md: the same number of
+// configurations for every optimizer, each a set of overrides on top of
+// the defaults. Every entry names all the keys the sweep varies, so that
+// the grid means the same whatever the defaults are.
+var sweepGrid = map[string][]string{
+	"frog": {
+		"lr=0.01,momentum=0.9,r=32,iters=4,damping=1e-3,batch=128",
+		"lr=0.02,momentum=0.9,r=32,iters=4,damping=1e-2,batch=128",
+		"lr=0.005,momentum=0.9,r=32,iters=4,damping=1e-3,batch=128",
+		"lr=0.05,momentum=0,r=32,iters=4,damping=1e-3,batch=128",
+		"lr=0.01,momentum=0.9,r=16,iters=2,damping=1e-3,batch=128",
+		"lr=0.02,momentum=0.9,r=32,iters=4,damping=1e-2,batch=256",
+	},
+	"sgd": {
+		"lr=0.02,momentum=0.9,batch=128",
+		"lr=0.05,momentum=0.9,batch=128",
+		"lr=0.1,momentum=0.9,batch=128",
+		"lr=0.2,momentum=0.9,batch=128",
+		"lr=0.1,momentum=0.9,batch=256",
+		"lr=0.2,momentum=0.9,batch=256",
+	},
+	"adamw": {
+		"lr=5e-4,batch=128",
+		"lr=1e-3,batch=128",
+		"lr=2e-3,batch=128",
+		"lr=4e-3,batch=128",
+		"lr=2e-3,batch=256",
+		"lr=4e-3,batch=256",
+	},
+	"kfrog": {
+		"lr=0.01,momentum=0.9,r=64,iters=4,damping=1e-3,batch=128",
+		"lr=0.03,momentum=0.9,r=64,iters=4,damping=1e-3,batch=128",
+		"lr=0.1,momentum=0.9,r=64,iters=4,damping=1e-3,batch=128",
+		"lr=0.003,momentum=0.9,r=64,iters=4,damping=1e-3,batch=128",
+		"lr=0.03,momentum=0.9,r=32,iters=2,damping=1e-2,batch=128",
+		"lr=0.03,momentum=0.9,r=64,iters=4,damping=1e-2,batch=256",
+	},
+}
+
+// sweepResult is one configuration's outcome.
+type sweepResult struct {
+	Optimizer, Spec string
+	Run             *Run
+}
+
+// score orders the configurations of an optimizer: the earliest time to
+// the highest threshold any of them reached, then the final accuracy.
+func (s sweepResult) timeTo(acc float64) float64 {
+	if p, ok := s.Run.Reach(acc); ok {
+		return p.Time
+	}
+	return math.Inf(1)
+}
+
+// runSweep trains every configuration of the grid of each optimizer once
+// from the same seed and prints, per optimizer, the configurations ranked
+// by time to the highest accuracy reached.
+func runSweep(tr *Trainer, names []string, base map[string]Hyper, o *options, stdout io.Writer) error {
+	total := 0
+	for _, name := range names {
+		for _, spec := range sweepGrid[name] {
+			h, err := sweepHyper(base, name, spec)
+			if err != nil {
+				return err
+			}
+			total += tr.StepsFor(int(h["batch"]))
+		}
+	}
+	tr.Progress = NewProgress(stdout, total)
+	init := NewModel(tr.Arch, o.seed)
+	var all []sweepResult
+	var runs []*Run
+	for _, name := range names {
+		for i, spec := range sweepGrid[name] {
+			h, _ := sweepHyper(base, name, spec)
+			r, err := tr.Run(name, h, init, o.seed, fmt.Sprintf("%s#%d", name, i+1))
+			if err != nil {
+				return err
+			}
+			all = append(all, sweepResult{name, spec, r})
+			runs = append(runs, r)
+		}
+	}
+	fmt.Fprintf(stdout, "\nSweep: %g epochs per configuration, seed %d; training time (epochs) to each test accuracy\n", o.epochs, o.seed)
+	for _, name := range names {
+		var mine []sweepResult
+		for _, s := range all {
+			if s.Optimizer == name {
+				mine = append(mine, s)
+			}
+		}
+		rankSweep(mine)
+		fmt.Fprintf(stdout, "\n%s:\n", name)
+		writeSweepTable(stdout, mine)
+	}
+	if o.out == "" {
+		return nil
+	}
+	res := &Results{Command: "frogdemo " + strings.Join(os.Args[1:], " "), Train: tr.Train.Len(), Test: tr.Test.Len(),
+		Epochs: o.epochs, Schedule: tr.Schedule, Arch: tr.Arch, Thresholds: Thresholds, Runs: runs}
+	return WriteOutputs(filepath.Clean(o.out), res, names)
+}
+
+func sweepHyper(base map[string]Hyper, name, spec string) (Hyper, error) {
+	hs := map[string]Hyper{name: base[name].Clone()}
+	var parts []string
+	for _, kv := range strings.Split(spec, ",") {
+		parts = append(parts, name+"."+kv)
+	}
+	if err := applyOverrides(hs, strings.Join(parts, ",")); err != nil {
+		return nil, fmt.Errorf("sweep grid: %w", err)
+	}
+	return hs[name], nil
+}
+
+// rankSweep sorts by the time to the highest threshold the best
+// configuration reached, then by the lower thresholds, then by the final
+// accuracy.
+func rankSweep(rs []sweepResult) {
+	sort.SliceStable(rs, func(i, j int) bool {
+		for k := len(Thresholds) - 1; k >= 0; k-- {
+			ti, tj := rs[i].timeTo(Thresholds[k]), rs[j].timeTo(Thresholds[k])
+			if ti != tj {
+				return ti < tj
+			}
+		}
+		return rs[i].Run.Final().TestAcc > rs[j].Run.Final().TestAcc
+	})
+}
+
+func writeSweepTable(w io.Writer, rs []sweepResult) {
+	tw := tabwriter.NewWriter(w, 0, 0, 1, ' ', 0)
+	head := []string{"rank", "configuration"}
+	for _, thr := range Thresholds {
+		head = append(head, fmt.Sprintf("%g %%", thr))
+	}
+	head = append(head, "final acc", "final train loss", "s/epoch")
+	fmt.Fprintln(tw, "| "+strings.Join(head, "\t| ")+"\t|")
+	fmt.Fprintln(tw, strings.Repeat("|---\t", len(head))+"|")
+	for i, s := range rs {
+		cells := []string{fmt.Sprint(i + 1), s.Spec}
+		for _, thr := range Thresholds {
+			if p, ok := s.Run.Reach(thr); ok {
+				cells = append(cells, fmt.Sprintf("%.1fs (%.2f ep)", p.Time, p.Epoch))
+			} else {
+				cells = append(cells, "-")
+			}
+		}
+		f := s.Run.Final()
+		loss := fmt.Sprintf("%.4f", f.TrainLoss)
+		if s.Run.Diverged {
+			loss = "diverged"
+		}
+		perEpoch := 0.0
+		if f.Epoch > 0 {
+			perEpoch = f.Time / f.Epoch
+		}
+		cells = append(cells, fmt.Sprintf("%.2f %%", f.TestAcc), loss, fmt.Sprintf("%.1f", perEpoch))
+		fmt.Fprintln(tw, "| "+strings.Join(cells, "\t| ")+"\t|")
+	}
+	tw.Flush()
+}
