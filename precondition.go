@@ -140,6 +140,7 @@ func PreconditionRows(in RowsInput, dir []float32) (RowDiagnostics, error) {
 type Preconditioner struct {
 	engine   backend.Engine
 	fallback string
+	job      backend.Job
 }
 
 // NewPreconditioner returns a Preconditioner on the named backend (see
@@ -197,7 +198,9 @@ func (p *Preconditioner) Precondition(in RowsInput, dir []float32, diag *RowDiag
 	if in.ScaleInvariant {
 		dataScale = scaleOf(in.Acts, in.OutGrads, l.Bias == JointBias)
 	}
-	job := backend.Job{
+	// The job lives in the Preconditioner: through the Engine interface a
+	// local one would escape to the heap on every call.
+	p.job = backend.Job{
 		Geometry:  l.Geometry(),
 		JointBias: l.Bias == JointBias,
 		Samples:   in.Samples,
@@ -212,7 +215,9 @@ func (p *Preconditioner) Precondition(in RowsInput, dir []float32, diag *RowDiag
 		Dir:       dir,
 		Trace:     diag.Trace, Residual: diag.Residual, Scale: diag.Scale, Breakdown: diag.Breakdown,
 	}
-	if err := runEngine(&p.engine, &p.fallback, &job); err != nil {
+	err := runEngine(&p.engine, &p.fallback, &p.job)
+	p.job = backend.Job{} // keep no reference to the caller's slices
+	if err != nil {
 		return l.errorf("%w", err)
 	}
 	unscaleTraces(diag.Trace, dataScale)
