@@ -115,6 +115,12 @@ type Device struct {
 	maxMem  int64
 	tiles   Tiles
 	program *cl.Program
+	// small, when not nil, holds the products built with smallTiles, for
+	// layers whose products have too few tiles of the main size to fill
+	// the device (the 512-row, 1024-point products of ResNet-18's last
+	// stage make 64 work-groups of 64 x 128 for 132 SMs).
+	small      *cl.Program
+	smallTiles Tiles
 }
 
 // Name describes the device, e.g. "NVIDIA H100 80GB HBM3 (GPU)".
@@ -220,6 +226,18 @@ func newDevice(ctx *cl.Context, dev *cl.Device, opts Options) (d *Device, err er
 	}
 	if d.program, err = buildProgram(ctx, dev, d.tiles); err != nil {
 		return nil, fmt.Errorf("opencl: %s: %w", d.name, err)
+	}
+	if opts.Tiles == nil && os.Getenv(TilesEnv) == "" {
+		// A second build with tiles a quarter the size; tuning with
+		// FROG_OPENCL_TILES measures one size alone.
+		st := d.tiles
+		st.TM, st.TN, st.WM, st.WN = max(st.TM/2, 1), max(st.TN/2, 1), max(st.WM/2, 1), max(st.WN/2, 1)
+		if st.check(d.maxWG, dev.LocalMemSize()) == nil {
+			if d.small, err = buildProgram(ctx, dev, st); err != nil {
+				return nil, fmt.Errorf("opencl: %s: %w", d.name, err)
+			}
+			d.smallTiles = st
+		}
 	}
 	return d, nil
 }

@@ -40,6 +40,8 @@ type Engine struct {
 	queue *cl.CommandQueue
 
 	actMax, im2col, norms, weights, pxt, tx, cgInit, cgUpdate, cgFinish *cl.Kernel
+	// the products with the device's small tiles (nil without them)
+	pxtSmall, txSmall *cl.Kernel
 
 	// device buffers, reused across steps
 	acts, outGrads, grad, dir                     devBuffer // host jobs' staging
@@ -56,6 +58,9 @@ type Engine struct {
 	// minSplit, when positive, forces at least this many partial sums in
 	// the second product (tests use it to cover split-K on small devices).
 	minSplit int
+	// usedSmall records which products of the last run took the small
+	// tiles, for tests.
+	usedSmall [2]bool
 }
 
 type devBuffer struct {
@@ -100,6 +105,15 @@ func (d *Device) NewEngine() (*Engine, error) {
 			return nil, fmt.Errorf("opencl: %s: kernel %s: %w", d.name, k.name, err)
 		}
 	}
+	if d.small != nil {
+		if e.pxtSmall, err = d.small.CreateKernel("fisher_pxt"); err == nil {
+			e.txSmall, err = d.small.CreateKernel("fisher_tx")
+		}
+		if err != nil {
+			e.Close()
+			return nil, fmt.Errorf("opencl: %s: small-tile kernels: %w", d.name, err)
+		}
+	}
 	return e, nil
 }
 
@@ -132,7 +146,7 @@ func (e *Engine) Close() error {
 	}
 	e.identityLen = 0
 	for _, k := range []**cl.Kernel{&e.actMax, &e.im2col, &e.norms, &e.weights, &e.pxt, &e.tx,
-		&e.cgInit, &e.cgUpdate, &e.cgFinish} {
+		&e.cgInit, &e.cgUpdate, &e.cgFinish, &e.pxtSmall, &e.txSmall} {
 		if *k != nil {
 			(*k).Release()
 			*k = nil
@@ -374,8 +388,7 @@ func ceilDiv(a, b int) int { return (a + b - 1) / b }
 // output (rg x d per group) can be too small to fill the device while its
 // contraction (N points) is long: enough work-groups for about four per
 // compute unit, each over at least 16 steps of TK points.
-func (e *Engine) split(rg, d, groups, n int) (parts, chunk int) {
-	t := e.dev.tiles
+func (e *Engine) split(t Tiles, rg, d, groups, n int) (parts, chunk int) {
 	tiles := ceilDiv(d, t.TN) * ceilDiv(rg, t.TM) * groups
 	parts = max(ceilDiv(4*e.dev.units, tiles), e.minSplit, 1)
 	parts = min(parts, max(n/(16*t.TK), 1), 64)
@@ -399,7 +412,20 @@ func (e *Engine) run(p *problem) error {
 	if p.bias {
 		bias = 1
 	}
-	parts, chunk := e.split(rg, d, G, N)
+	// Each product takes the small tiles when the main ones would leave
+	// compute units idle (fewer than two work-groups per unit, after
+	// splitting the second product's contraction).
+	pxtK, pxtT := e.pxt, t
+	if e.pxtSmall != nil && ceilDiv(N, t.TN)*ceilDiv(rg, t.TM)*G < 2*e.dev.units {
+		pxtK, pxtT = e.pxtSmall, e.dev.smallTiles
+	}
+	txK, txT := e.tx, t
+	parts, chunk := e.split(t, rg, d, G, N)
+	if e.txSmall != nil && ceilDiv(d, t.TN)*ceilDiv(rg, t.TM)*G*parts < 2*e.dev.units {
+		txK, txT = e.txSmall, e.dev.smallTiles
+		parts, chunk = e.split(txT, rg, d, G, N)
+	}
+	e.usedSmall = [2]bool{pxtK == e.pxtSmall, txK == e.txSmall}
 	for _, a := range []struct {
 		b     *devBuffer
 		bytes int
@@ -453,25 +479,25 @@ func (e *Engine) run(p *problem) error {
 		}
 	}
 
-	rtm, rtn := t.TM/t.WM, t.TN/t.WN
-	if err := setArgs(e.pxt, "fisher_pxt", e.p.mem, e.patches.mem, e.lhat.mem, e.product.mem, rg, N, d); err != nil {
+	if err := setArgs(pxtK, "fisher_pxt", e.p.mem, e.patches.mem, e.lhat.mem, e.product.mem, rg, N, d); err != nil {
 		return err
 	}
-	if err := setArgs(e.tx, "fisher_tx", e.product.mem, e.patches.mem, e.partials.mem, rg, N, d, R, parts, chunk); err != nil {
+	if err := setArgs(txK, "fisher_tx", e.product.mem, e.patches.mem, e.partials.mem, rg, N, d, R, parts, chunk); err != nil {
 		return err
 	}
 	if err := setArgs(e.cgUpdate, "cg_update", e.partials.mem, parts, e.p.mem, e.res.mem, p.dir.Mem, p.dir.Offset, d,
 		float32(p.damping), p.tolerance, 0, e.rows.mem, e.flags.mem, R); err != nil {
 		return err
 	}
-	pxtGlobal := []int{ceilDiv(N, t.TN) * rtn, ceilDiv(rg, t.TM) * rtm, G}
-	txGlobal := []int{ceilDiv(d, t.TN) * rtn, ceilDiv(rg, t.TM) * rtm, G * parts}
-	tileLocal := []int{rtn, rtm, 1}
+	pxtGlobal := []int{ceilDiv(N, pxtT.TN) * (pxtT.TN / pxtT.WN), ceilDiv(rg, pxtT.TM) * (pxtT.TM / pxtT.WM), G}
+	pxtLocal := []int{pxtT.TN / pxtT.WN, pxtT.TM / pxtT.WM, 1}
+	txGlobal := []int{ceilDiv(d, txT.TN) * (txT.TN / txT.WN), ceilDiv(rg, txT.TM) * (txT.TM / txT.WM), G * parts}
+	txLocal := []int{txT.TN / txT.WN, txT.TM / txT.WM, 1}
 	for it := 0; it < p.iters; it++ {
-		if err := e.launch(e.pxt, "fisher_pxt", pxtGlobal, tileLocal); err != nil {
+		if err := e.launch(pxtK, "fisher_pxt", pxtGlobal, pxtLocal); err != nil {
 			return err
 		}
-		if err := e.launch(e.tx, "fisher_tx", txGlobal, tileLocal); err != nil {
+		if err := e.launch(txK, "fisher_tx", txGlobal, txLocal); err != nil {
 			return err
 		}
 		if err := e.cgUpdate.SetArgInt32(9, int32(it)); err != nil {

@@ -164,9 +164,20 @@ func caseTol(c layerCase) float64 {
 
 func TestMatchesCPU(t *testing.T) {
 	e := testEngine(t)
-	t.Logf("device %s, tiles %v", e.Device().Name(), e.Device().Tiles())
+	t.Logf("device %s, tiles %v, small tiles %v", e.Device().Name(), e.Device().Tiles(), e.Device().smallTiles)
+	var variants [2][2]bool // [product][small]
+	defer func() {
+		if e.dev.small != nil && variants != [2][2]bool{{true, true}, {true, true}} {
+			t.Errorf("the cases did not run both tile sizes of both products: %v", variants)
+		}
+	}()
 	for i, c := range geometryCases() {
 		t.Run(c.name, func(t *testing.T) {
+			defer func() {
+				for k, small := range e.usedSmall {
+					variants[k][btoi(small)] = true
+				}
+			}()
 			want := newJob(c, uint64(i), 1)
 			var cpu backend.CPU
 			if err := cpu.Precondition(want); err != nil {
@@ -179,6 +190,13 @@ func TestMatchesCPU(t *testing.T) {
 			compare(t, got, want, caseTol(c))
 		})
 	}
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // TestSplitAndReuse runs jobs of growing and shrinking sizes on one engine
@@ -374,8 +392,9 @@ func TestFaults(t *testing.T) {
 	}
 
 	// A buffer beyond the device's largest allocation is refused.
-	e.dev = &Device{ctx: e.dev.ctx, dev: e.dev.dev, units: e.dev.units, maxWG: e.dev.maxWG, maxMem: 1024,
-		tiles: e.dev.tiles, program: e.dev.program, name: e.dev.name}
+	limited := *e.dev
+	limited.maxMem = 1024
+	e.dev = &limited
 	if err := e.Precondition(cloneOutputs(job)); err == nil || !strings.Contains(err.Error(), "largest allocation") {
 		t.Errorf("allocation limit: %v", err)
 	}
