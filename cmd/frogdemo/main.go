@@ -36,7 +36,7 @@ func main() {
 type options struct {
 	data, out, opts, hp, drops string
 	cpuprofile                 string
-	quick, kfrog, sweep        bool
+	quick, kfrog, sweep, png   bool
 	seeds                      int
 	seed                       uint64
 	epochs, evals, dropFactor  float64
@@ -62,6 +62,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.IntVar(&o.trainN, "train", 0, "use only the first N training images (0: all; 8192 with -quick)")
 	fs.IntVar(&o.testN, "test", 0, "use only the first N test images (0: all; 2000 with -quick)")
 	fs.BoolVar(&o.sweep, "sweep", false, "run the hyperparameter sweep of SWEEP.md instead of the comparison")
+	fs.BoolVar(&o.png, "png", false, "with -out, also write PNG copies of the plots")
 	fs.StringVar(&o.cpuprofile, "cpuprofile", "", "write a CPU profile to this file")
 	helpHP := fs.Bool("help-hp", false, "list the hyperparameters and their defaults")
 	if err := fs.Parse(args); err != nil {
@@ -191,23 +192,31 @@ func run(args []string, stdout io.Writer) error {
 			runs = append(runs, r)
 		}
 	}
-	rows := Summarize(names, runs)
-	fmt.Fprintf(stdout, "\nTraining wall-clock time (epochs) to reach each test accuracy")
-	if o.seeds > 1 {
-		fmt.Fprintf(stdout, "; medians over %d seeds, [k/N]: seeds that reached it", o.seeds)
+	rows, rowsCPU := Summarize(names, runs, WallClock), Summarize(names, runs, CPUClock)
+	for _, t := range []struct {
+		rows []Summary
+		what string
+	}{
+		{rows, "Training wall-clock time"},
+		{rowsCPU, "Training CPU time of the process (both cores; less sensitive to other load on the machine)"},
+	} {
+		fmt.Fprintf(stdout, "\n%s (epochs) to reach each test accuracy", t.what)
+		if o.seeds > 1 {
+			fmt.Fprintf(stdout, "; medians over %d seeds, [k/N]: seeds that reached it", o.seeds)
+		}
+		fmt.Fprintln(stdout, "; evaluations excluded:")
+		WriteTable(stdout, t.rows)
 	}
-	fmt.Fprintln(stdout, "; evaluations excluded:")
-	WriteTable(stdout, rows)
 	if o.out == "" {
 		return nil
 	}
 	res := &Results{Command: "frogdemo " + strings.Join(args, " "), Device: device, Train: train.Len(), Test: test.Len(),
 		Epochs: o.epochs, Schedule: tr.Schedule, Arch: tr.Arch, Thresholds: Thresholds,
-		Hyper: map[string]Hyper{}, Summary: rows, Runs: runs}
+		Hyper: map[string]Hyper{}, Summary: rows, SummaryCPU: rowsCPU, Runs: runs}
 	for _, name := range names {
 		res.Hyper[name] = hypers[name]
 	}
-	if err := WriteOutputs(o.out, res, names); err != nil {
+	if err := WriteOutputs(o.out, res, names, o.png); err != nil {
 		return err
 	}
 	fmt.Fprintf(stdout, "wrote %s/{loss.svg,accuracy.svg,results.json} at %s\n", o.out, time.Now().Format(time.TimeOnly))

@@ -11,7 +11,9 @@ import (
 // Arch is the shape of the CNN: conv(3x3, C1) - ReLU - maxpool 2 -
 // conv(3x3, C2) - ReLU - maxpool 2 - dense(Hidden) - ReLU - dense(10).
 type Arch struct {
-	C1, C2, Hidden int
+	C1     int `json:"conv1_channels"`
+	C2     int `json:"conv2_channels"`
+	Hidden int `json:"hidden"`
 }
 
 // DefaultArch is the network of the demo: about 220k parameters.

@@ -37,9 +37,22 @@ func median(xs []float64) float64 {
 	return (s[n/2-1] + s[n/2]) / 2
 }
 
+// Clock picks the time of a measurement: the wall clock (Point.Time) or
+// the process CPU time (Point.CPUTime).
+type Clock struct {
+	Name string
+	Of   func(Point) float64
+}
+
+var (
+	WallClock = Clock{"wall-clock", func(p Point) float64 { return p.Time }}
+	CPUClock  = Clock{"CPU", func(p Point) float64 { return p.CPUTime }}
+)
+
 // Summary is one optimizer's row of the table, medians over seeds.
 type Summary struct {
 	Optimizer string `json:"optimizer"`
+	Clock     string `json:"clock"`
 	Seeds     int    `json:"seeds"`
 	// TimeTo and EpochsTo hold, per threshold, the median seconds and
 	// epochs to reach it; null when the median run did not reach it.
@@ -52,8 +65,9 @@ type Summary struct {
 	SecPerEpoch float64 `json:"s_per_epoch"`
 }
 
-// Summarize builds the table rows in the order of names.
-func Summarize(names []string, runs []*Run) []Summary {
+// Summarize builds the table rows in the order of names, with times from
+// the given clock.
+func Summarize(names []string, runs []*Run, clock Clock) []Summary {
 	var out []Summary
 	for _, name := range names {
 		var mine []*Run
@@ -65,14 +79,14 @@ func Summarize(names []string, runs []*Run) []Summary {
 		if len(mine) == 0 {
 			continue
 		}
-		s := Summary{Optimizer: name, Seeds: len(mine)}
+		s := Summary{Optimizer: name, Clock: clock.Name, Seeds: len(mine)}
 		var finals, totals, perEpoch []float64
 		for _, r := range mine {
 			f := r.Final()
 			finals = append(finals, f.TestAcc)
-			totals = append(totals, f.Time)
+			totals = append(totals, clock.Of(f))
 			if f.Epoch > 0 {
-				perEpoch = append(perEpoch, f.Time/f.Epoch)
+				perEpoch = append(perEpoch, clock.Of(f)/f.Epoch)
 			}
 		}
 		s.FinalAcc, s.TotalTime, s.SecPerEpoch = median(finals), median(totals), median(perEpoch)
@@ -81,7 +95,7 @@ func Summarize(names []string, runs []*Run) []Summary {
 			reached := 0
 			for _, r := range mine {
 				if p, ok := r.Reach(thr); ok {
-					times, epochs = append(times, p.Time), append(epochs, p.Epoch)
+					times, epochs = append(times, clock.Of(p)), append(epochs, p.Epoch)
 					reached++
 				} else {
 					times, epochs = append(times, math.Inf(1)), append(epochs, math.Inf(1))
@@ -148,12 +162,14 @@ type Results struct {
 	Thresholds []float64          `json:"thresholds"`
 	Hyper      map[string]Hyper   `json:"hyper"`
 	Summary    []Summary          `json:"summary"`
+	SummaryCPU []Summary          `json:"summary_cpu,omitempty"`
 	Runs       []*Run             `json:"runs"`
 	Extra      map[string]float64 `json:"extra,omitempty"`
 }
 
-// WriteOutputs writes results.json, loss.svg and accuracy.svg under dir.
-func WriteOutputs(dir string, res *Results, names []string) error {
+// WriteOutputs writes results.json, loss.svg and accuracy.svg under dir,
+// and PNG copies of the plots when png is set.
+func WriteOutputs(dir string, res *Results, names []string, png bool) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
@@ -164,13 +180,26 @@ func WriteOutputs(dir string, res *Results, names []string) error {
 	if err := os.WriteFile(filepath.Join(dir, "results.json"), append(b, '\n'), 0o644); err != nil {
 		return err
 	}
-	if err := plotRuns(filepath.Join(dir, "loss.svg"), res.Runs, names, "Training loss (mean over the minibatches between evaluations)", "training loss", true,
-		func(p Point) float64 { return p.TrainLoss }); err != nil {
-		return err
+	exts := []string{".svg"}
+	if png {
+		exts = append(exts, ".png")
 	}
-	return plotRuns(filepath.Join(dir, "accuracy.svg"), res.Runs, names, "MNIST test accuracy", "test accuracy (%)", false,
-		func(p Point) float64 { return p.TestAcc })
+	for _, ext := range exts {
+		if err := plotRuns(filepath.Join(dir, "loss"+ext), res.Runs, names, "MNIST training loss (mean of the minibatches between evaluations)", "training loss", true,
+			func(p Point) float64 { return p.TrainLoss }); err != nil {
+			return err
+		}
+		if err := plotRuns(filepath.Join(dir, "accuracy"+ext), res.Runs, names, "MNIST test accuracy", "test accuracy (%)", false,
+			func(p Point) float64 { return p.TestAcc }); err != nil {
+			return err
+		}
+	}
+	return nil
 }
+
+// accuracyFloor is the bottom of the accuracy plot: the interesting part
+// of an MNIST accuracy curve lies above it, and points below are left out.
+const accuracyFloor = 90
 
 // plotRuns draws one line per run against training wall-clock time, one
 // color per optimizer (every seed of an optimizer in its color).
@@ -199,7 +228,7 @@ func plotRuns(path string, runs []*Run, names []string, title, ylabel string, lo
 				if r.Diverged && v >= math.MaxFloat32 {
 					continue
 				}
-				if logY && v <= 0 {
+				if logY && v <= 0 || !logY && v < accuracyFloor {
 					continue
 				}
 				xy = append(xy, plotter.XY{X: pt.Time, Y: v})
@@ -222,8 +251,7 @@ func plotRuns(path string, runs []*Run, names []string, title, ylabel string, lo
 		}
 	}
 	if !logY && !math.IsInf(lo, 1) {
-		// The interesting part of an accuracy curve is near the top.
-		p.Y.Min = math.Max(lo, 90)
+		p.Y.Min = math.Max(lo, accuracyFloor)
 		p.Y.Max = 100
 		for _, thr := range Thresholds {
 			ref, err := plotter.NewLine(plotter.XYs{{X: 0, Y: thr}, {X: maxTime(runs), Y: thr}})

@@ -56,11 +56,12 @@ type sweepResult struct {
 	Run             *Run
 }
 
-// score orders the configurations of an optimizer: the earliest time to
-// the highest threshold any of them reached, then the final accuracy.
+// timeTo is the CPU time to reach acc, +Inf when not reached. The sweep
+// ranks by CPU time: the machine it ran on was shared, and the wall clock
+// counted the waits for a core.
 func (s sweepResult) timeTo(acc float64) float64 {
 	if p, ok := s.Run.Reach(acc); ok {
-		return p.Time
+		return p.CPUTime
 	}
 	return math.Inf(1)
 }
@@ -94,7 +95,7 @@ func runSweep(tr *Trainer, names []string, base map[string]Hyper, o *options, st
 			runs = append(runs, r)
 		}
 	}
-	fmt.Fprintf(stdout, "\nSweep: %g epochs per configuration, seed %d; training time (epochs) to each test accuracy\n", o.epochs, o.seed)
+	fmt.Fprintf(stdout, "\nSweep: %g epochs per configuration, seed %d; training CPU time, wall-clock time in brackets (epochs), to each test accuracy\n", o.epochs, o.seed)
 	for _, name := range names {
 		var mine []sweepResult
 		for _, s := range all {
@@ -111,7 +112,7 @@ func runSweep(tr *Trainer, names []string, base map[string]Hyper, o *options, st
 	}
 	res := &Results{Command: "frogdemo " + strings.Join(os.Args[1:], " "), Train: tr.Train.Len(), Test: tr.Test.Len(),
 		Epochs: o.epochs, Schedule: tr.Schedule, Arch: tr.Arch, Thresholds: Thresholds, Runs: runs}
-	return WriteOutputs(filepath.Clean(o.out), res, names)
+	return WriteOutputs(filepath.Clean(o.out), res, names, o.png)
 }
 
 func sweepHyper(base map[string]Hyper, name, spec string) (Hyper, error) {
@@ -147,14 +148,14 @@ func writeSweepTable(w io.Writer, rs []sweepResult) {
 	for _, thr := range Thresholds {
 		head = append(head, fmt.Sprintf("%g %%", thr))
 	}
-	head = append(head, "final acc", "final train loss", "s/epoch")
+	head = append(head, "final acc", "final train loss", "CPU s/epoch")
 	fmt.Fprintln(tw, "| "+strings.Join(head, "\t| ")+"\t|")
 	fmt.Fprintln(tw, strings.Repeat("|---\t", len(head))+"|")
 	for i, s := range rs {
 		cells := []string{fmt.Sprint(i + 1), s.Spec}
 		for _, thr := range Thresholds {
 			if p, ok := s.Run.Reach(thr); ok {
-				cells = append(cells, fmt.Sprintf("%.1fs (%.2f ep)", p.Time, p.Epoch))
+				cells = append(cells, fmt.Sprintf("%.1fs [%.1fs] (%.2f ep)", p.CPUTime, p.Time, p.Epoch))
 			} else {
 				cells = append(cells, "-")
 			}
@@ -166,7 +167,7 @@ func writeSweepTable(w io.Writer, rs []sweepResult) {
 		}
 		perEpoch := 0.0
 		if f.Epoch > 0 {
-			perEpoch = f.Time / f.Epoch
+			perEpoch = f.CPUTime / f.Epoch
 		}
 		cells = append(cells, fmt.Sprintf("%.2f %%", f.TestAcc), loss, fmt.Sprintf("%.1f", perEpoch))
 		fmt.Fprintln(tw, "| "+strings.Join(cells, "\t| ")+"\t|")

@@ -11,8 +11,8 @@ import (
 // Schedule is the step-wise learning rate: the peak rate, multiplied by
 // Factor at each fraction of the run in Drops.
 type Schedule struct {
-	Drops  []float64
-	Factor float64
+	Drops  []float64 `json:"drops"`
+	Factor float64   `json:"factor"`
 }
 
 // At returns the rate multiplier at step of total.
@@ -31,7 +31,11 @@ type Point struct {
 	Step  int     `json:"step"`
 	Epoch float64 `json:"epoch"`
 	// Time is the training wall-clock time in seconds, evaluations excluded.
-	Time      float64 `json:"time_s"`
+	Time float64 `json:"time_s"`
+	// CPUTime is the process CPU time of training in seconds (both cores
+	// together), evaluations excluded: less sensitive than Time to other
+	// work on a shared machine.
+	CPUTime   float64 `json:"cpu_time_s"`
 	LR        float64 `json:"lr"`
 	TrainLoss float64 `json:"train_loss"` // mean minibatch loss since the last evaluation
 	TestLoss  float64 `json:"test_loss"`
@@ -115,11 +119,11 @@ func (t *Trainer) Run(name string, h Hyper, init *Model, seed uint64, label stri
 	labels := make([]uint8, batch)
 	run := &Run{Optimizer: name, Seed: seed, Hyper: h, Steps: total, Epochs: float64(total) / float64(perEpoch)}
 
-	var trained time.Duration
+	var trained, cpu time.Duration
 	var lossSum float64
 	var lossCount int
 	for step := 0; step < total; step++ {
-		start := time.Now()
+		start, cpuStart := time.Now(), processCPUTime()
 		if step%perEpoch == 0 {
 			perm = order.Perm(n)
 		}
@@ -139,6 +143,7 @@ func (t *Trainer) Run(name string, h Hyper, init *Model, seed uint64, label stri
 			return nil, fmt.Errorf("%s step %d: %w", name, step, err)
 		}
 		trained += time.Since(start)
+		cpu += processCPUTime() - cpuStart
 		lossSum += loss
 		lossCount++
 		diverged := math.IsNaN(loss) || math.IsInf(loss, 0) || loss > 1e3
@@ -146,7 +151,7 @@ func (t *Trainer) Run(name string, h Hyper, init *Model, seed uint64, label stri
 			continue
 		}
 		testLoss, acc := t.Evaluate(model)
-		p := Point{Step: step + 1, Epoch: float64(step+1) / float64(perEpoch), Time: trained.Seconds(),
+		p := Point{Step: step + 1, Epoch: float64(step+1) / float64(perEpoch), Time: trained.Seconds(), CPUTime: cpu.Seconds(),
 			LR: lr, TrainLoss: lossSum / float64(lossCount), TestLoss: testLoss, TestAcc: acc}
 		lossSum, lossCount = 0, 0
 		if diverged {
