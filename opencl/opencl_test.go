@@ -3,6 +3,7 @@
 package opencl
 
 import (
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"os"
@@ -397,5 +398,48 @@ func TestFaults(t *testing.T) {
 	e.dev = &limited
 	if err := e.Precondition(cloneOutputs(job)); err == nil || !strings.Contains(err.Error(), "largest allocation") {
 		t.Errorf("allocation limit: %v", err)
+	}
+}
+
+// TestConcurrentEngines runs engines of one device from several goroutines
+// at once (layers stepping in parallel, issue 6 item 5).
+func TestConcurrentEngines(t *testing.T) {
+	testEngine(t)
+	cases := geometryCases()
+	var wg sync.WaitGroup
+	errs := make(chan string, 8)
+	for w := 0; w < 3; w++ {
+		wg.Add(1)
+		go func(w int) {
+			defer wg.Done()
+			e, err := NewEngine(testOpts)
+			if err != nil {
+				errs <- err.Error()
+				return
+			}
+			defer e.Close()
+			for k := 0; k < 3; k++ {
+				c := cases[(w*3+k)%len(cases)]
+				want := newJob(c, uint64(w*10+k), 1)
+				var cpu backend.CPU
+				if err := cpu.Precondition(want); err != nil {
+					errs <- err.Error()
+					return
+				}
+				got := cloneOutputs(want)
+				if err := e.Precondition(got); err != nil {
+					errs <- err.Error()
+					return
+				}
+				if d := relL2(f64(got.Dir), f64(want.Dir)); !(d <= caseTol(c)) {
+					errs <- fmt.Sprintf("%s: relative error %.2g", c.name, d)
+				}
+			}
+		}(w)
+	}
+	wg.Wait()
+	close(errs)
+	for s := range errs {
+		t.Error(s)
 	}
 }
