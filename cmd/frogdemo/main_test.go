@@ -1,0 +1,176 @@
+package main
+
+import (
+	"bytes"
+	"compress/gzip"
+	"encoding/binary"
+	"encoding/json"
+	"math"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// writeIDX writes a gzipped IDX file of unsigned bytes.
+func writeIDX(t *testing.T, path string, dims []int, data []byte) {
+	t.Helper()
+	var buf bytes.Buffer
+	z := gzip.NewWriter(&buf)
+	z.Write([]byte{0, 0, 8, byte(len(dims))})
+	for _, d := range dims {
+		binary.Write(z, binary.BigEndian, uint32(d))
+	}
+	z.Write(data)
+	if err := z.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, buf.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// fakeMNIST writes a small learnable data set in the MNIST file layout: the
+// label is drawn as a bright bar at a row that depends on it.
+func fakeMNIST(t *testing.T, train, test int) string {
+	dir := t.TempDir()
+	rng := rand.New(rand.NewPCG(9, 9))
+	for i, n := range []int{train, test} {
+		images := make([]byte, n*imageSide*imageSide)
+		labels := make([]byte, n)
+		for s := range labels {
+			labels[s] = byte(rng.IntN(classes))
+			img := images[s*imageSide*imageSide:]
+			for x := 4; x < 24; x++ {
+				img[(2+2*int(labels[s]))*imageSide+x] = 255
+			}
+			for p := 0; p < 20; p++ {
+				img[rng.IntN(imageSide*imageSide)] = byte(rng.IntN(256))
+			}
+		}
+		writeIDX(t, filepath.Join(dir, mnistFiles[2*i]), []int{n, imageSide, imageSide}, images)
+		writeIDX(t, filepath.Join(dir, mnistFiles[2*i+1]), []int{n}, labels)
+	}
+	return dir
+}
+
+// TestRunWritesOutputs runs the whole command on a small fake data set
+// with every optimizer and two seeds and checks the table, the plots and
+// the JSON.
+func TestRunWritesOutputs(t *testing.T) {
+	data, out := fakeMNIST(t, 256, 100), t.TempDir()
+	var stdout bytes.Buffer
+	args := []string{"-data", data, "-out", out, "-epochs", "2", "-evals", "2", "-seeds", "2", "-kfrog",
+		"-hp", "frog.r=16,frog.lr=0.01,kfrog.r=16,kfrog.lr=0.01"}
+	if err := run(args, &stdout); err != nil {
+		t.Fatalf("run: %v\n%s", err, stdout.String())
+	}
+	text := stdout.String()
+	for _, want := range []string{"| frog ", "| sgd ", "| adamw ", "| kfrog ", "97 %", "99 %", "ETA", "medians over 2 seeds"} {
+		if !strings.Contains(text, want) {
+			t.Errorf("output lacks %q:\n%s", want, text)
+		}
+	}
+	for _, f := range []string{"loss.svg", "accuracy.svg"} {
+		b, err := os.ReadFile(filepath.Join(out, f))
+		if err != nil || !bytes.Contains(b, []byte("<svg")) {
+			t.Errorf("%s: not an SVG (%v)", f, err)
+		}
+	}
+	b, err := os.ReadFile(filepath.Join(out, "results.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var res Results
+	if err := json.Unmarshal(b, &res); err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Runs) != 8 || len(res.Summary) != 4 || len(res.SummaryCPU) != 4 {
+		t.Fatalf("results.json: %d runs, %d summary rows, %d CPU rows; want 8, 4, 4", len(res.Runs), len(res.Summary), len(res.SummaryCPU))
+	}
+	for _, r := range res.Runs {
+		// 256/128 = 2 steps an epoch, two evaluations an epoch, two epochs.
+		if len(r.Points) != 4 || r.Diverged {
+			t.Errorf("%s seed %d: %d points (diverged %v), want 4", r.Optimizer, r.Seed, len(r.Points), r.Diverged)
+		}
+		last := 0.0
+		for _, p := range r.Points {
+			if p.Time < last || math.IsNaN(p.TrainLoss) || p.TestAcc < 0 || p.TestAcc > 100 {
+				t.Errorf("%s: bad point %+v", r.Optimizer, p)
+			}
+			last = p.Time
+		}
+	}
+}
+
+// TestSameStartSameOrder checks that two optimizers see the same initial
+// weights and data: one SGD step with lr 0 changes nothing, so two runs of
+// it must report identical losses.
+func TestSameStartSameOrder(t *testing.T) {
+	train, test, err := LoadMNIST(fakeMNIST(t, 256, 100))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr := &Trainer{Train: train, Test: test, Epochs: 1, EvalsPerEpoch: 1, Schedule: Schedule{Factor: 1},
+		Arch: DefaultArch, Log: &bytes.Buffer{}, Progress: NewProgress(&bytes.Buffer{}, 4)}
+	init := NewModel(tr.Arch, 3)
+	h := DefaultHyper("sgd")
+	h["lr"] = 0
+	a, err := tr.Run("sgd", h.Clone(), init, 3, "a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := tr.Run("adamw", Hyper{"batch": 128, "lr": 0, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8, "wd": 0}, init, 3, "b")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.Final().TrainLoss != b.Final().TrainLoss || a.Final().TestAcc != b.Final().TestAcc {
+		t.Errorf("same weights and order, different results: %+v vs %+v", a.Final(), b.Final())
+	}
+}
+
+func TestMissingDataIsAClearError(t *testing.T) {
+	_, _, err := LoadMNIST(t.TempDir())
+	if err == nil || !strings.Contains(err.Error(), "train-images-idx3-ubyte.gz") {
+		t.Errorf("error %v does not name the missing file", err)
+	}
+}
+
+func TestOverrides(t *testing.T) {
+	hs := map[string]Hyper{"frog": DefaultHyper("frog"), "sgd": DefaultHyper("sgd")}
+	if err := applyOverrides(hs, "frog.lr=0.5, sgd.batch=64"); err != nil {
+		t.Fatal(err)
+	}
+	if hs["frog"]["lr"] != 0.5 || hs["sgd"]["batch"] != 64 {
+		t.Errorf("overrides not applied: %v %v", hs["frog"], hs["sgd"])
+	}
+	for _, bad := range []string{"frog.nope=1", "adam.lr=1", "frog.lr", "frog.lr=x"} {
+		if err := applyOverrides(hs, bad); err == nil {
+			t.Errorf("%q: no error", bad)
+		}
+	}
+}
+
+func TestSummaryMedians(t *testing.T) {
+	mk := func(seed uint64, times ...float64) *Run {
+		r := &Run{Optimizer: "x", Seed: seed}
+		for i, tm := range times {
+			r.Points = append(r.Points, Point{Time: tm, CPUTime: 2 * tm, Epoch: float64(i + 1), TestAcc: 96.5 + float64(i)})
+		}
+		return r
+	}
+	// Seed 1 reaches 97 % at 1s and 98 and 98.5 % at 2s; seed 2 reaches 97 %
+	// at 3s and no more; seed 3 reaches 97 % at 5s and 98 and 98.5 % at 6s.
+	runs := []*Run{mk(1, 0.5, 1, 2), mk(2, 2, 3), mk(3, 4, 5, 6)}
+	s := Summarize([]string{"x"}, runs, WallClock)[0]
+	if *s.TimeTo[0] != 3 || *s.TimeTo[1] != 6 || *s.TimeTo[2] != 6 || s.TimeTo[3] != nil {
+		t.Errorf("medians: 97 %% %v, 98 %% %v, 98.5 %% %v, 99 %% %v", *s.TimeTo[0], *s.TimeTo[1], *s.TimeTo[2], s.TimeTo[3])
+	}
+	if s.ReachedBy[1] != 2 {
+		t.Errorf("98 %% reached by %d seeds, want 2", s.ReachedBy[1])
+	}
+	if c := Summarize([]string{"x"}, runs, CPUClock)[0]; *c.TimeTo[0] != 6 {
+		t.Errorf("CPU median to 97 %%: %v, want 6", *c.TimeTo[0])
+	}
+}
