@@ -27,6 +27,7 @@ type Tiles struct {
 	RL                 int
 }
 
+// String writes the tiles as FROG_OPENCL_TILES takes them: TM,TN,TK,WM,WN.
 func (t Tiles) String() string {
 	return fmt.Sprintf("%d,%d,%d,%d,%d", t.TM, t.TN, t.TK, t.WM, t.WN)
 }

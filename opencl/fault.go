@@ -23,6 +23,7 @@ const (
 	FaultAlloc
 )
 
+// String names the fault.
 func (f Fault) String() string {
 	switch f {
 	case FaultNoPlatform:
