@@ -321,6 +321,13 @@ func (fl *frogLayer) propose(cfg Config, in *Batch) error {
 	if cfg.ScaleInvariant {
 		dataScale = scaleOf(fl.acts, fl.outGrads, l.Bias == JointBias)
 	}
+	actScale := 1.0 // see tinyScale
+	if l.Bias != JointBias {
+		if actScale = tinyScale(fl.acts); actScale != 1 {
+			scaleExact(fl.acts, actScale)
+		}
+	}
+	flushTinyRows(fl.eff, l.SolveLen())
 	d := &fl.diagNew
 	job := backend.Job{
 		Geometry:  l.Geometry(),
@@ -329,7 +336,7 @@ func (fl *frogLayer) propose(cfg Config, in *Batch) error {
 		Acts:      fl.acts,
 		OutGrads:  fl.outGrads,
 		Grad:      fl.eff,
-		LossScale: lossScale(cfg.Reduction, in.BatchSize, r) * dataScale,
+		LossScale: lossScale(cfg.Reduction, in.BatchSize, r) * dataScale / (actScale * actScale),
 		Damping:   cfg.dampingAt(fl.steps),
 		Iters:     cfg.Iters,
 		Tolerance: cfg.Tolerance,

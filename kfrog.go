@@ -339,6 +339,8 @@ func (kl *kLayer) precondition(cfg KConfig, in *Batch, idx, yIdx []int) error {
 		}
 	}
 
+	flushTinyRows(kl.rhs, sd) // see tinyScale
+
 	// Per group: X, its diagonal, and the CG solve of (X^T X/b + eps I) P2 = P1.
 	n := len(idx) * L
 	kl.patches = grow(kl.patches, n*sd)
@@ -360,17 +362,23 @@ func (kl *kLayer) precondition(cfg KConfig, in *Batch, idx, yIdx []int) error {
 			diag[i] /= b
 		}
 		ps := pow2.Normalizer(x)
-		fisher.ScaleInPlace(x, ps)
+		if ps > 0x1p100 {
+			scaleExact(x, ps) // float32(ps) would overflow (see tinyScale)
+		} else {
+			fisher.ScaleInPlace(x, ps)
+		}
 		// The operator is u*Xn^T Xn + eps*I on the normalized patches Xn,
 		// u = 1/(b*ps^2). For activations far from 1 (beyond about 2^+-30)
-		// u leaves the float32 range, so the system is multiplied by the
-		// power of two shift that brings u into [1, 2), and the solution y
-		// of the shifted system is P2 = shift*y. Within the range, shift is
-		// 1 and the computation is the reference's, bit for bit.
+		// the larger of u and eps leaves the float32 range, so the system is
+		// multiplied by the power of two shift that brings it into [1, 2)
+		// (the smaller may then underflow: it is negligible next to the
+		// larger), and the solution y of the shifted system is P2 =
+		// shift*y. Within the range, shift is 1 and the computation is the
+		// reference's, bit for bit.
 		u := 1 / (b * ps * ps)
 		shift := 1.0
-		if u > 0x1p60 || u < 0x1p-60 {
-			_, e := math.Frexp(u)
+		if m := max(u, cfg.Eps); m > 0x1p60 || m < 0x1p-60 {
+			_, e := math.Frexp(m)
 			shift = math.Ldexp(1, 1-e)
 		}
 		kl.op.Rows, kl.op.Len, kl.op.Points = rg, sd, n

@@ -198,16 +198,29 @@ func (p *Preconditioner) Precondition(in RowsInput, dir []float32, diag *RowDiag
 	if in.ScaleInvariant {
 		dataScale = scaleOf(in.Acts, in.OutGrads, l.Bias == JointBias)
 	}
+	// Tiny inputs (rare): work on copies, so the caller's stay as they were.
+	acts, actScale := in.Acts, 1.0
+	if l.Bias != JointBias {
+		if actScale = tinyScale(acts); actScale != 1 {
+			acts = append([]float32(nil), acts...)
+			scaleExact(acts, actScale)
+		}
+	}
+	grad := in.Grad
+	if hasTinyRows(grad, l.SolveLen()) {
+		grad = append([]float32(nil), grad...)
+		flushTinyRows(grad, l.SolveLen())
+	}
 	// The job lives in the Preconditioner: through the Engine interface a
 	// local one would escape to the heap on every call.
 	p.job = backend.Job{
 		Geometry:  l.Geometry(),
 		JointBias: l.Bias == JointBias,
 		Samples:   in.Samples,
-		Acts:      in.Acts,
+		Acts:      acts,
 		OutGrads:  in.OutGrads,
-		Grad:      in.Grad,
-		LossScale: lossScale(in.Reduction, in.BatchSize, in.Samples) * dataScale,
+		Grad:      grad,
+		LossScale: lossScale(in.Reduction, in.BatchSize, in.Samples) * dataScale / (actScale * actScale),
 		Damping:   in.Damping,
 		Iters:     in.Iters,
 		Tolerance: in.Tolerance,
@@ -239,6 +252,66 @@ func scaleOf(acts, outGrads []float32, jointBias bool) float64 {
 	}
 	c := pow2.Normalizer(outGrads)
 	return (a * c) * (a * c)
+}
+
+// Tiny data. The engine and CG bring data to unit scale with power-of-two
+// factors that they store as float32; for data whose largest magnitude is
+// below 2^-127 that factor overflows. So the root package handles those
+// cases itself:
+//
+//   - activations that are all below 2^-100 in magnitude are scaled up by
+//     the exact power of two a (tinyScale) and the loss scale by 1/a^2,
+//     which leaves every F_j and t_j as they were, bit for bit (not needed
+//     with a joint bias, whose constant 1 bounds the patches from below);
+//   - a row of the (effective) gradient whose values are all subnormal
+//     (below 2^-126) is taken as zero. Its exact direction c_j z_j is of
+//     order 1e-27 or less (c_j <= 1/sqrt(eps)), far below any float32 step
+//     on weights of ordinary size.
+
+// tinyScale is the power of two that brings the largest magnitude of s
+// into [1, 2) when that magnitude is below 2^-100, else 1.
+func tinyScale(s []float32) float64 {
+	if a := pow2.Normalizer(s); a > 0x1p100 {
+		return a
+	}
+	return 1
+}
+
+// scaleExact multiplies s by the power of two f, in float64 so that the
+// factor itself cannot overflow.
+func scaleExact(s []float32, f float64) {
+	for i, v := range s {
+		s[i] = float32(float64(v) * f)
+	}
+}
+
+// tinyRow reports a row that is not zero but has only subnormal values.
+func tinyRow(row []float32) bool {
+	nonzero := false
+	for _, v := range row {
+		if v < -0x1p-126 || v > 0x1p-126 {
+			return false
+		}
+		nonzero = nonzero || v != 0
+	}
+	return nonzero
+}
+
+func hasTinyRows(s []float32, d int) bool {
+	for j := 0; j+d <= len(s); j += d {
+		if tinyRow(s[j : j+d]) {
+			return true
+		}
+	}
+	return false
+}
+
+func flushTinyRows(s []float32, d int) {
+	for j := 0; j+d <= len(s); j += d {
+		if tinyRow(s[j : j+d]) {
+			clear(s[j : j+d])
+		}
+	}
 }
 
 // unscaleTraces divides the traces by the data scale k (exactly: k is a

@@ -99,7 +99,7 @@ type optimizerAPI interface {
 	UnmarshalBinary([]byte) error
 }
 
-func (w *rbWorld) register(t *testing.T, o optimizerAPI) {
+func (w *rbWorld) register(t testing.TB, o optimizerAPI) {
 	t.Helper()
 	for _, err := range []error{
 		o.AddLayer(w.conv, w.wConv, w.bConv),
@@ -128,7 +128,7 @@ func rbData(seed uint64, steps int) []rbStepData {
 	return out
 }
 
-func rbTrain(t *testing.T, o optimizerAPI, data []rbStepData) {
+func rbTrain(t testing.TB, o optimizerAPI, data []rbStepData) {
 	t.Helper()
 	for _, d := range data {
 		if err := o.Step("conv", d.conv); err != nil {
@@ -914,6 +914,41 @@ func TestKFROGActivationScale(t *testing.T) {
 		}
 		if e := relDiff32(got, want); e > 1e-4 {
 			t.Errorf("activations x %g: update x a differs by %.3g", f, e)
+		}
+	}
+}
+
+// TestTinyData: activations and gradients whose largest magnitude is below
+// float32's normal range (where the engine's power-of-two factors would
+// overflow float32) give a finite direction and finite weights.
+func TestTinyData(t *testing.T) {
+	l := rbConvLayer()
+	l.Bias = NoBias
+	for _, inv := range []bool{false, true} {
+		in := rbRows(8, l)
+		in.ScaleInvariant = inv
+		want := make([]float32, len(in.Grad))
+		if _, err := PreconditionRows(in, want); err != nil {
+			t.Fatal(err)
+		}
+		in.Acts = scaled(in.Acts, 0x1p-128)
+		in.Grad = scaled(in.Grad, 0x1p-140) // subnormal rows: taken as zero
+		got := make([]float32, len(in.Grad))
+		if _, err := PreconditionRows(in, got); err != nil || !allFinite(got) {
+			t.Fatalf("scale invariant %v: %v, %v", inv, err, got)
+		}
+	}
+	for _, kind := range []string{"frog", "kfrog"} {
+		o := newOptimizer(t, kind)
+		w := newRBWorld(1)
+		if err := o.AddLayer(l, w.wConv, nil); err != nil {
+			t.Fatal(err)
+		}
+		in := rbBatch(rand.New(rand.NewPCG(1, 1)), l, 6)
+		in.Acts = scaled(in.Acts, 0x1p-135)
+		in.Grad = scaled(in.Grad, 0x1p-140)
+		if err := o.Step(l.Name, in); err != nil || !allFinite(w.wConv) {
+			t.Fatalf("%s: %v", kind, err)
 		}
 	}
 }
