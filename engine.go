@@ -30,8 +30,10 @@ const (
 // Config.Backend is empty.
 const BackendEnv = "FROG_BACKEND"
 
-// engineFactory makes the engine of one layer.
-type engineFactory func() (backend.Engine, error)
+// engineFactory makes the engine of one layer. explicit says the backend
+// was named (by the option or the environment) rather than tried by the
+// automatic choice, so that it may accept a device auto would pass over.
+type engineFactory func(explicit bool) (backend.Engine, error)
 
 var (
 	engines = map[string]engineFactory{}
@@ -41,8 +43,8 @@ var (
 )
 
 func init() {
-	registerEngine(BackendPureGo, func() (backend.Engine, error) { return &backend.CPU{Kernels: blas.Portable()}, nil }, true)
-	registerEngine(BackendCPU, func() (backend.Engine, error) { return &backend.CPU{}, nil }, true)
+	registerEngine(BackendPureGo, func(bool) (backend.Engine, error) { return &backend.CPU{Kernels: blas.Portable()}, nil }, true)
+	registerEngine(BackendCPU, func(bool) (backend.Engine, error) { return &backend.CPU{}, nil }, true)
 }
 
 // registerEngine adds a backend; first puts it in front of the automatic choice.
@@ -95,13 +97,13 @@ func newEngine(name string) (eng backend.Engine, reason string) {
 	}
 	var reasons []string
 	for _, n := range order {
-		e, err := engines[n]()
+		e, err := engines[n](name != BackendAuto)
 		if err == nil {
 			return e, strings.Join(reasons, "; ")
 		}
 		reasons = append(reasons, fmt.Sprintf("%s unavailable: %v", n, err))
 	}
-	e, _ := engines[BackendCPU]()
+	e, _ := engines[BackendCPU](false)
 	return e, strings.Join(reasons, "; ") + "; using cpu"
 }
 

@@ -229,3 +229,19 @@ func TestOpenCLAutoChoice(t *testing.T) {
 		t.Errorf("auto chose %q", p.Backend())
 	}
 }
+
+// TestOpenCLNamedExplicitly: a backend named in code (not only through
+// FROG_BACKEND) accepts whatever OpenCL device there is, PoCL included.
+func TestOpenCLNamedExplicitly(t *testing.T) {
+	requireOpenCL(t)
+	t.Setenv(openclDeviceEnv, "")
+	t.Setenv(BackendEnv, "")
+	p, err := NewPreconditioner(BackendOpenCL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	if p.Backend() != BackendOpenCL {
+		t.Fatalf("Backend %q named in code gave %q (fallback %q)", BackendOpenCL, p.Backend(), p.Fallback())
+	}
+}

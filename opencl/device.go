@@ -288,7 +288,7 @@ func pickDevice(allowCPU bool) (dev *cl.Device, err error) {
 	}
 	hint := ""
 	if cpu != nil {
-		hint = " (a CPU device is used only when allowed: FROG_BACKEND=opencl or FROG_OPENCL_DEVICE=any)"
+		hint = " (a CPU device is used only when the opencl backend is named or FROG_OPENCL_DEVICE=any)"
 	}
 	return nil, fmt.Errorf("opencl: no usable GPU among [%s]%s", strings.Join(seen, "; "), hint)
 }

@@ -14,8 +14,9 @@
 // A GPU (or accelerator) with cl_khr_fp64 is preferred: the per-row CG
 // scalars, the traces and every reduction are float64, as on the CPU.
 // A CPU OpenCL device (PoCL) is used only when Options.AllowCPU is set;
-// the root package sets it when FROG_BACKEND=opencl or
-// FROG_OPENCL_DEVICE=any, so that the automatic choice never prefers PoCL
+// the root package sets it when the opencl backend is named (Config.Backend,
+// NewPreconditioner or FROG_BACKEND=opencl) or FROG_OPENCL_DEVICE=any, so
+// that the automatic choice never prefers PoCL
 // to the native CPU path while CI can still test the kernels on it.
 //
 // # Numerics
