@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"math"
 	"sync"
-
-	"github.com/frogopt/frog/backend"
 )
 
 // Config holds FROG's hyperparameters. DefaultConfig returns the reference
@@ -139,9 +137,8 @@ type Optimizer struct {
 
 type frogLayer struct {
 	layerBase
-	engine   backend.Engine
-	fallback string // why the engine is not the one asked for
-	dir      []float32
+	pre Preconditioner // the layer's engine and why it is that one
+	dir []float32
 	// diag holds the last committed step's diagnostics; diagNew receives a
 	// step's, and the two swap when the step commits.
 	diag, diagNew RowDiagnostics
@@ -200,7 +197,7 @@ func (o *Optimizer) AddLayer(l Layer, weight, bias []float32) error {
 	if err := fl.init(l, weight, bias, o.cfg.Seed, len(o.order)); err != nil {
 		return err
 	}
-	fl.engine, fl.fallback = newEngine(o.backend)
+	fl.pre.engine, fl.pre.fallback = newEngine(o.backend)
 	fl.mom = make([]float32, l.WeightLen())
 	fl.newMom = make([]float32, l.WeightLen())
 	if bias != nil {
@@ -317,39 +314,14 @@ func (fl *frogLayer) propose(cfg Config, in *Batch) error {
 	if i := firstNonFinite(fl.eff); i >= 0 {
 		return fmt.Errorf("the effective gradient (after momentum) overflows at %d: %w", i, ErrNonFinite)
 	}
-	dataScale := 1.0
-	if cfg.ScaleInvariant {
-		dataScale = scaleOf(fl.acts, fl.outGrads, l.Bias == JointBias)
+	problem := RowsInput{
+		Layer: l, Grad: fl.eff, Acts: fl.acts, OutGrads: fl.outGrads,
+		Samples: r, BatchSize: in.BatchSize, Reduction: cfg.Reduction,
+		Damping: cfg.dampingAt(fl.steps), Iters: cfg.Iters, DenomEps: cfg.DenomEps,
+		Tolerance: cfg.Tolerance, ScaleInvariant: cfg.ScaleInvariant,
 	}
-	actScale := 1.0 // see tinyScale
-	if l.Bias != JointBias {
-		if actScale = tinyScale(fl.acts); actScale != 1 {
-			scaleExact(fl.acts, actScale)
-		}
-	}
-	flushTinyRows(fl.eff, l.SolveLen())
-	d := &fl.diagNew
-	job := backend.Job{
-		Geometry:  l.Geometry(),
-		JointBias: l.Bias == JointBias,
-		Samples:   r,
-		Acts:      fl.acts,
-		OutGrads:  fl.outGrads,
-		Grad:      fl.eff,
-		LossScale: lossScale(cfg.Reduction, in.BatchSize, r) * dataScale / (actScale * actScale),
-		Damping:   cfg.dampingAt(fl.steps),
-		Iters:     cfg.Iters,
-		Tolerance: cfg.Tolerance,
-		DenomEps:  cfg.DenomEps,
-		Dir:       fl.dir,
-		Trace:     d.Trace, Residual: d.Residual, Scale: d.Scale, Breakdown: d.Breakdown,
-	}
-	if err := runEngine(&fl.engine, &fl.fallback, &job); err != nil {
+	if err := fl.pre.solve(&problem, fl.dir, &fl.diagNew, true); err != nil {
 		return err
-	}
-	unscaleTraces(d.Trace, dataScale)
-	if i := firstNonFinite(fl.dir); i >= 0 {
-		return fmt.Errorf("the preconditioned direction is not finite at %d: %w", i, ErrNonFinite)
 	}
 	fl.proposeUpdate(cfg, in)
 	if err := checkProposal("weight", fl.newW, "bias", fl.newB); err != nil {
@@ -453,7 +425,7 @@ func (fl *frogLayer) stats() LayerStats {
 	copy(d.Breakdown, fl.diag.Breakdown)
 	return LayerStats{
 		Steps: fl.steps, Skipped: fl.skipped,
-		Backend: fl.engine.Name(), Fallback: fl.fallback,
+		Backend: fl.pre.Backend(), Fallback: fl.pre.Fallback(),
 		Samples: append([]int(nil), fl.lastSamples...),
 		Rows:    d,
 	}
@@ -466,7 +438,7 @@ func (o *Optimizer) Close() error {
 	defer o.mu.Unlock()
 	for _, fl := range o.layers {
 		fl.mu.Lock()
-		closeEngine(fl.engine)
+		fl.pre.Close()
 		fl.mu.Unlock()
 	}
 	return nil

@@ -194,21 +194,33 @@ func (p *Preconditioner) Precondition(in RowsInput, dir []float32, diag *RowDiag
 	if len(diag.Trace) != l.Rows() || len(diag.Residual) != l.Rows() || len(diag.Scale) != l.Rows() || len(diag.Breakdown) != l.Rows() {
 		*diag = newRowDiagnostics(l.Rows())
 	}
+	return p.solve(&in, dir, diag, false)
+}
+
+// solve runs a validated problem on the engine: diag has Rows() entries.
+// When owned is set, in.Acts and in.Grad are the caller's scratch and may
+// be rescaled in place; otherwise the rare inputs that need it are copied.
+// Errors are not yet wrapped with the layer's name.
+func (p *Preconditioner) solve(in *RowsInput, dir []float32, diag *RowDiagnostics, owned bool) error {
+	l := in.Layer
 	dataScale := 1.0
 	if in.ScaleInvariant {
 		dataScale = scaleOf(in.Acts, in.OutGrads, l.Bias == JointBias)
 	}
-	// Tiny inputs (rare): work on copies, so the caller's stay as they were.
-	acts, actScale := in.Acts, 1.0
+	acts, actScale := in.Acts, 1.0 // see tinyScale
 	if l.Bias != JointBias {
 		if actScale = tinyScale(acts); actScale != 1 {
-			acts = append([]float32(nil), acts...)
+			if !owned {
+				acts = append([]float32(nil), acts...)
+			}
 			scaleExact(acts, actScale)
 		}
 	}
 	grad := in.Grad
 	if hasTinyRows(grad, l.SolveLen()) {
-		grad = append([]float32(nil), grad...)
+		if !owned {
+			grad = append([]float32(nil), grad...)
+		}
 		flushTinyRows(grad, l.SolveLen())
 	}
 	// The job lives in the Preconditioner: through the Engine interface a
@@ -231,11 +243,11 @@ func (p *Preconditioner) Precondition(in RowsInput, dir []float32, diag *RowDiag
 	err := runEngine(&p.engine, &p.fallback, &p.job)
 	p.job = backend.Job{} // keep no reference to the caller's slices
 	if err != nil {
-		return l.errorf("%w", err)
+		return err
 	}
 	unscaleTraces(diag.Trace, dataScale)
 	if i := firstNonFinite(dir); i >= 0 {
-		return l.errorf("the preconditioned direction is not finite at %d: %w", i, ErrNonFinite)
+		return fmt.Errorf("the preconditioned direction is not finite at %d: %w", i, ErrNonFinite)
 	}
 	return nil
 }
