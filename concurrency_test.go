@@ -163,15 +163,9 @@ func TestConcurrentLayers(t *testing.T) {
 
 // TestDeterminism: the same seed gives the same weights bit for bit, from
 // run to run and with GOMAXPROCS 1, 2 and 4 (the products of the big layer
-// are split across cores when GOMAXPROCS allows), for each kernel set.
-//
-// Known exception (reported to the blas owner): the fused Fisher product of
-// the AVX2 kernels (blas.FuseFisher) gives every part, a range of points
-// run on one core, its own accumulator and adds them up at the end, so its
-// summation order over the points follows the number of parts, which
-// follows GOMAXPROCS and the idle helpers. The pure-Go kernels do not fuse
-// and are checked strictly; for the AVX2 kernels a difference across
-// GOMAXPROCS is reported as a skip until blas fixes its reduction order.
+// are split across cores when GOMAXPROCS allows), for each kernel set:
+// every parallel sum in blas runs over pieces fixed by the shape, added in
+// a fixed order.
 func TestDeterminism(t *testing.T) {
 	if testing.Short() {
 		t.Skip("short")
@@ -207,18 +201,10 @@ func TestDeterminism(t *testing.T) {
 				if err := sameResult(train(kind, 2), first); err != nil {
 					t.Fatalf("run to run, GOMAXPROCS 2: %v", err)
 				}
-				var bad []string
 				for _, procs := range []int{1, 4} {
 					if err := sameResult(train(kind, procs), first); err != nil {
-						bad = append(bad, fmt.Sprintf("GOMAXPROCS %d vs 2: %v", procs, err))
+						t.Errorf("GOMAXPROCS %d vs 2: %v", procs, err)
 					}
-				}
-				switch {
-				case len(bad) == 0:
-				case kernels == "purego":
-					t.Errorf("%v", bad)
-				default:
-					t.Skipf("KNOWN (blas.FuseFisher reduction order follows GOMAXPROCS): %v", bad)
 				}
 			})
 		}

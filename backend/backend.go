@@ -134,6 +134,9 @@ func (c *CPU) Precondition(job *Job) error {
 		c.op.Rows, c.op.Len, c.op.Points = rg, d, n
 		c.op.Patches, c.op.Weights = x, c.weights[:rg*n]
 		c.op.Damping, c.op.Kernels = float32(job.Damping), c.Kernels
+		// The patches stay fixed through the CG iterations: copy them once
+		// into the layout the kernels read.
+		c.op.PackPatches()
 		grad := job.Grad[r0*d : (r0+rg)*d]
 		dir := job.Dir[r0*d : (r0+rg)*d]
 		res := c.solver.Solve(&c.op, grad, dir, rg, d)

@@ -1,53 +1,121 @@
 package blas
 
-import "github.com/frogopt/frog/asm"
+import (
+	"sync/atomic"
+
+	"github.com/frogopt/frog/asm"
+)
 
 // FisherProduct is the product of the row-wise Fisher operator,
 //
 //	Q = Alpha * (Weights .* (P X^T)) X + Damping*P
 //
 // with P and Q Rows x Len, X Points x Len and Weights Rows x Points (nil
-// means all ones). It keeps the workspace of the fused kernel between
-// calls; a value is used by one goroutine at a time.
+// means all ones). It keeps the workspace of the kernels between calls; a
+// value is used by one goroutine at a time.
+//
+// The result depends on the shape and the kernels only, never on
+// GOMAXPROCS or on how many helpers are idle: every parallel sum runs over
+// pieces fixed by the shape, added in a fixed order.
 type FisherProduct struct {
 	Rows, Len, Points int
 	P, X, Weights, Q  []float32
 	Alpha, Damping    float32
 
-	fused *fusedFisher
+	points packedPoints
+	work   *fisherWork
 }
 
-// fisherFuser is implemented by kernels with a fused Fisher product.
+// packedPoints is X copied into nr-wide column panels, the layout in which
+// the kernels read it as the right-hand operand of T X: panel q holds
+// columns q*nr.. of every point, Points x nr values, the last zero padded.
+type packedPoints struct {
+	data []float32
+	// x, n and d identify the X that data holds; x is nil when none.
+	x    *float32
+	n, d int
+}
+
+// pointPacker is implemented by kernels that read X as packed panels.
+type pointPacker interface {
+	packPoints(f *FisherProduct) bool
+}
+
+// PackPoints copies X, as it is now, into the layout in which k's fused
+// kernel reads it, so that the products that follow (all the CG
+// iterations of a step) do not copy it again, and reports whether k uses
+// such a copy for this shape. The copy is used while f.X starts at the same element and
+// the shape is unchanged: after changing X's contents in place call
+// PackPoints again, or ForgetPoints.
+func (f *FisherProduct) PackPoints(k Kernels) bool {
+	pk, ok := k.(pointPacker)
+	if !ok || f.Points == 0 || f.Len == 0 {
+		f.ForgetPoints()
+		return false
+	}
+	return pk.packPoints(f)
+}
+
+// ForgetPoints drops the copy PackPoints made: products read X itself.
+func (f *FisherProduct) ForgetPoints() { f.points.x = nil }
+
+// packedX returns the packed copy of f.X, or nil when there is none for
+// the current X.
+func (f *FisherProduct) packedX() []float32 {
+	pp := &f.points
+	if pp.x == nil || len(f.X) == 0 || pp.x != &f.X[0] || pp.n != f.Points || pp.d != f.Len {
+		return nil
+	}
+	return pp.data
+}
+
+// fisherFuser is implemented by kernels with their own Fisher product.
 type fisherFuser interface {
 	fuseFisher(f *FisherProduct) bool
 }
 
-// FuseFisher computes f's product in one pass over X when k has a fused
-// kernel and the shape suits it, and reports whether it did; otherwise it
-// does nothing and the caller runs the two products.
+// FuseFisher computes f's product with k's own Fisher kernel when k has
+// one that suits the shape (one pass over each block of X, or the two
+// products on the copy of X that PackPoints made), and reports whether it
+// did; otherwise it does nothing and the caller runs the two products.
 func FuseFisher(k Kernels, f *FisherProduct) bool {
 	ff, ok := k.(fisherFuser)
 	return ok && ff.fuseFisher(f)
 }
 
-// fusedFisher is the fused kernel's task: the points are cut into blocks
-// of a few hundred patches that stay in the L2 cache from the first
-// product to the second. Each part (a range of blocks on one core) sums
-// its blocks' contributions into its own Rows x Len accumulator:
+// fisherChunks is how many pieces the fused kernel cuts the points into
+// (fewer when there are fewer blocks). It is a constant so that the order
+// in which the pieces' sums are added depends on the shape alone; eight
+// keep two to four cores busy with pieces of equal size.
+const fisherChunks = 8
+
+// fisherWork is the Fisher kernels' task and workspace.
+//
+// Fused, when P^T and a Rows x Len accumulator fit in the L2 cache with a
+// block of a few hundred patches: the points are cut into fisherChunks
+// chunks of whole blocks, every chunk summing its blocks' contributions
+// into its own accumulator,
 //
 //	S   = X_blk P^T          (block x Rows, P^T packed once a call)
 //	S  .*= Weights^T_blk
-//	Acc += S^T X_blk         (Rows x Len)
+//	Acc_c += S^T X_blk       (Rows x Len)
 //
-// and the accumulators are added up with Damping*P at the end.
-type fusedFisher struct {
+// the chunks handed to whichever core is free, and Q = Damping*P + Acc_0 +
+// Acc_1 + ... in that order at the end, split by elements of Q.
+//
+// Otherwise, with X packed by PackPoints: T = P X^T and Q = Alpha*T X +
+// Damping*P as two products each split by its output, reading the packed X.
+type fisherWork struct {
 	f      *FisherProduct
 	block  int
+	chunks int
+	next   atomic.Int32
 	packed []float32 // P^T in nr-wide panels, Len x nr each
-	prod   [maxHelpers][]float32
-	acc    [maxHelpers][]float32
-	parts  int
+	prod   [fisherChunks][]float32
+	acc    [fisherChunks][]float32
 	reduce bool
+	t      []float32 // Rows x Points, the unfused path's T
+	pack   packTask
 }
 
 // l2Budget is the part of a core's L2 cache the fused kernel plans for.
@@ -55,23 +123,21 @@ const l2Budget = 768 << 10
 
 func (avx2) fuseFisher(f *FisherProduct) bool {
 	r, d, n := f.Rows, f.Len, f.Points
-	if r%nr != 0 || r == 0 || d == 0 || n == 0 {
+	if r == 0 || d == 0 || n == 0 {
 		return false
 	}
-	// P^T, the accumulator and a block of X must share the L2 cache.
-	room := l2Budget - 4*2*r*d
-	block := min(room/(4*d), kcBlock) / mr * mr
-	if block < 8*mr {
-		return false
+	if f.work == nil {
+		f.work = new(fisherWork)
 	}
-	if f.fused == nil {
-		f.fused = new(fusedFisher)
+	w := f.work
+	block := fusedBlock(r, d)
+	if block == 0 {
+		return w.twoProducts(f)
 	}
-	t := f.fused
-	t.f, t.block = f, block
-	t.packed = grow(t.packed, r*d)
+	w.f, w.block = f, block
+	w.packed = grow(w.packed, r*d)
 	for q := 0; q < r/nr; q++ {
-		panel := t.packed[q*d*nr : (q+1)*d*nr]
+		panel := w.packed[q*d*nr : (q+1)*d*nr]
 		rows := f.P[q*nr*d:]
 		asm.TransposePanel(d, rows, d, panel)
 		for jj := 0; jj < nr; jj++ {
@@ -81,12 +147,71 @@ func (avx2) fuseFisher(f *FisherProduct) bool {
 		}
 	}
 	blocks := (n + block - 1) / block
-	t.reduce = false
-	Parallel(t, blocks)
-	t.reduce = true
-	Parallel(t, max(1, r*d>>14))
-	t.f = nil
+	w.chunks = min(blocks, fisherChunks)
+	w.next.Store(0)
+	w.reduce = false
+	Parallel(w, w.chunks)
+	w.reduce = true
+	Parallel(w, max(1, r*d>>14))
+	w.f = nil
 	return true
+}
+
+// twoProducts runs the unfused product on the packed X, or reports false
+// when there is none.
+func (w *fisherWork) twoProducts(f *FisherProduct) bool {
+	xp := f.packedX()
+	if xp == nil {
+		return false
+	}
+	r, d, n := f.Rows, f.Len, f.Points
+	w.t = grow(w.t, r*n)
+	t := w.t
+	// T = P X^T, then T .*= Weights.
+	avx2{}.Gemm(false, true, r, n, d, 1, f.P, d, f.X, d, 0, t, n)
+	if f.Weights != nil {
+		wt := f.Weights[:r*n]
+		for i, v := range wt {
+			t[i] *= v
+		}
+	}
+	// Q = Damping*P + Alpha*T X, split by the output like Gemm.
+	copy(f.Q[:r*d], f.P[:r*d])
+	second := gemmTask{
+		m: r, n: d, k: n, alpha: f.Alpha, beta: f.Damping,
+		a: t, lda: n, c: f.Q, ldc: d,
+		packedB: xp, panelStride: n * nr,
+	}
+	rowTiles, colTiles := (r+mr-1)/mr, (d+nr-1)/nr
+	second.byRows = rowTiles >= colTiles
+	tiles := colTiles
+	if second.byRows {
+		tiles = rowTiles
+	}
+	if 2*r*n*d < serialFlops || tiles < 2 {
+		ws := getWorkspace()
+		second.run(0, 1, ws)
+		putWorkspace(ws)
+		return true
+	}
+	pt := getTask()
+	*pt = second
+	parallel(pt, tiles)
+	*pt = gemmTask{}
+	putTask(pt)
+	return true
+}
+
+// fusedBlock is the number of points in a block of the fused kernel, or 0
+// when the shape does not suit it: P^T, the accumulator and a block of X
+// must share the L2 cache, and the rows fill whole panels.
+func fusedBlock(r, d int) int {
+	room := l2Budget - 4*2*r*d
+	block := min(room/(4*d), kcBlock) / mr * mr
+	if r%nr != 0 || block < 8*mr {
+		return 0
+	}
+	return block
 }
 
 func grow(s []float32, n int) []float32 {
@@ -96,48 +221,112 @@ func grow(s []float32, n int) []float32 {
 	return s[:n]
 }
 
-func (t *fusedFisher) RunPart(part, parts int) {
-	f := t.f
-	r, d, n := f.Rows, f.Len, f.Points
-	if t.reduce {
+// RunPart takes chunks until none is left (fused products), or adds up a
+// range of Q's elements (the reduction).
+func (w *fisherWork) RunPart(part, parts int) {
+	f := w.f
+	r, d := f.Rows, f.Len
+	if w.reduce {
 		lo, hi := r*d*part/parts, r*d*(part+1)/parts
 		q, p := f.Q[lo:hi], f.P[lo:hi]
 		for i := range q {
 			q[i] = f.Damping * p[i]
 		}
-		for w := 0; w < t.parts; w++ {
-			asm.Axpy(1, t.acc[w][lo:hi], q)
+		for c := 0; c < w.chunks; c++ {
+			asm.Axpy(1, w.acc[c][lo:hi], q)
 		}
 		return
 	}
-	if part == 0 {
-		t.parts = parts
-	}
 	ws := getWorkspace()
 	defer putWorkspace(ws)
-	acc := grow(t.acc[part], r*d)
-	t.acc[part] = acc
+	for {
+		c := int(w.next.Add(1)) - 1
+		if c >= w.chunks {
+			return
+		}
+		w.runChunk(ws, part, c)
+	}
+}
+
+// runChunk sums chunk c's blocks into its accumulator, with part's
+// product buffer.
+func (w *fisherWork) runChunk(ws *workspace, part, c int) {
+	f := w.f
+	r, d, n := f.Rows, f.Len, f.Points
+	acc := grow(w.acc[c], r*d)
+	w.acc[c] = acc
 	clear(acc)
-	prod := grow(t.prod[part], t.block*r)
-	t.prod[part] = prod
-	blocks := (n + t.block - 1) / t.block
-	for b := blocks * part / parts; b < blocks*(part+1)/parts; b++ {
-		n0 := b * t.block
-		nb := min(t.block, n-n0)
+	prod := grow(w.prod[part], w.block*r)
+	w.prod[part] = prod
+	blocks := (n + w.block - 1) / w.block
+	for b := blocks * c / w.chunks; b < blocks*(c+1)/w.chunks; b++ {
+		n0 := b * w.block
+		nb := min(w.block, n-n0)
 		x := f.X[n0*d : (n0+nb)*d]
 		s := prod[:nb*r]
 		clear(s)
-		first := gemmTask{m: nb, n: r, k: d, alpha: 1, a: x, lda: d, c: s, ldc: r, packedB: t.packed}
+		first := gemmTask{m: nb, n: r, k: d, alpha: 1, a: x, lda: d, c: s, ldc: r, packedB: w.packed}
 		gemmRange(ws, &first, 0, nb, 0, r)
 		if f.Weights != nil {
 			for j := 0; j < r; j++ {
-				w := f.Weights[j*n+n0 : j*n+n0+nb]
-				for i, v := range w {
+				wt := f.Weights[j*n+n0 : j*n+n0+nb]
+				for i, v := range wt {
 					s[i*r+j] *= v
 				}
 			}
 		}
+		// X_blk is in L2 from the first product: packing it again from
+		// there costs less than reading the packed copy from memory.
 		second := gemmTask{transA: true, m: r, n: d, k: nb, alpha: f.Alpha, a: s, lda: r, b: x, ldb: d, c: acc, ldc: d}
 		gemmRange(ws, &second, 0, r, 0, d)
+	}
+}
+
+// packPoints copies X into nr-wide column panels, split across the cores
+// by ranges of points, unless the fused kernel will run (it reads each
+// block of X while it is in cache, and a copy would only add a pass).
+func (avx2) packPoints(f *FisherProduct) bool {
+	n, d := f.Points, f.Len
+	if fusedBlock(f.Rows, d) != 0 {
+		f.ForgetPoints()
+		return false
+	}
+	if f.work == nil {
+		f.work = new(fisherWork)
+	}
+	pp := &f.points
+	panels := (d + nr - 1) / nr
+	pp.data = grow(pp.data, panels*n*nr)
+	pt := &f.work.pack
+	*pt = packTask{x: f.X[:n*d], dst: pp.data, n: n, d: d}
+	Parallel(pt, max(1, n*d>>16))
+	*pt = packTask{}
+	pp.x, pp.n, pp.d = &f.X[0], n, d
+	return true
+}
+
+// packTask copies the points of a part's range into every panel.
+type packTask struct {
+	x, dst []float32
+	n, d   int
+}
+
+func (t *packTask) RunPart(part, parts int) {
+	n, d := t.n, t.d
+	i0, i1 := n*part/parts, n*(part+1)/parts
+	if i0 == i1 {
+		return
+	}
+	full := d / nr
+	for q := 0; q < full; q++ {
+		asm.PackPanel(i1-i0, t.x[i0*d+q*nr:], d, t.dst[q*n*nr+i0*nr:])
+	}
+	if rest := d - full*nr; rest > 0 {
+		panel := t.dst[full*n*nr:]
+		for i := i0; i < i1; i++ {
+			row := panel[i*nr : i*nr+nr]
+			copy(row, t.x[i*d+full*nr:i*d+d])
+			clear(row[rest:])
+		}
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"runtime"
 	"testing"
 )
 
@@ -70,4 +71,96 @@ func randSlice(rng *rand.Rand, n int) []float32 {
 		s[i] = rng.Float32()*2 - 1
 	}
 	return s
+}
+
+// TestFisherDeterministic: the Fisher product is bit for bit the same with
+// GOMAXPROCS 1, 2 and 3, and with X read in place or from the copy
+// PackPoints makes, on the fused and the unfused path.
+func TestFisherDeterministic(t *testing.T) {
+	if !hasAVX2 {
+		t.Skip("no AVX2")
+	}
+	rng := rand.New(rand.NewPCG(5, 6))
+	// {R, D, N}: fused with 8 chunks, fused with fewer, unfused (too big
+	// for L2), unfused with R not a multiple of 16, an odd D.
+	shapes := [][3]int{{64, 288, 3000}, {32, 100, 700}, {256, 600, 900}, {20, 64, 1200}, {48, 37, 2111}}
+	for _, s := range shapes {
+		r, d, n := s[0], s[1], s[2]
+		p, x, w := randSlice(rng, r*d), randSlice(rng, n*d), randSlice(rng, r*n)
+		var want []float32
+		for _, procs := range []int{2, 1, 3} {
+			for _, packed := range []bool{false, true} {
+				q := make([]float32, r*d)
+				f := FisherProduct{Rows: r, Len: d, Points: n, P: p, X: x, Weights: w, Q: q, Alpha: 0.5, Damping: 0.25}
+				prev := runtime.GOMAXPROCS(procs)
+				if packed && f.PackPoints(avx2{}) != (fusedBlock(r, d) == 0) {
+					t.Fatal("avx2 packs X when and only when the product is unfused")
+				}
+				done := (avx2{}).fuseFisher(&f)
+				runtime.GOMAXPROCS(prev)
+				if !done {
+					if packed {
+						t.Fatalf("R=%d D=%d N=%d: no product with packed X", r, d, n)
+					}
+					continue
+				}
+				if want == nil {
+					want = q
+					continue
+				}
+				for i := range q {
+					if math.Float32bits(q[i]) != math.Float32bits(want[i]) {
+						t.Fatalf("R=%d D=%d N=%d GOMAXPROCS=%d packed=%v: Q[%d] = %v, want %v", r, d, n, procs, packed, i, q[i], want[i])
+					}
+				}
+			}
+		}
+		if want == nil {
+			t.Fatalf("R=%d D=%d N=%d: never computed", r, d, n)
+		}
+	}
+}
+
+// TestPackPointsUnfused: the unfused product on the packed X matches the
+// float64 oracle.
+func TestPackPointsUnfused(t *testing.T) {
+	if !hasAVX2 {
+		t.Skip("no AVX2")
+	}
+	rng := rand.New(rand.NewPCG(7, 8))
+	for _, s := range [][3]int{{20, 64, 300}, {256, 600, 90}, {7, 17, 33}} {
+		r, d, n := s[0], s[1], s[2]
+		p, x, w := randSlice(rng, r*d), randSlice(rng, n*d), randSlice(rng, r*n)
+		q := make([]float32, r*d)
+		f := FisherProduct{Rows: r, Len: d, Points: n, P: p, X: x, Weights: w, Q: q, Alpha: 0.5, Damping: 0.25}
+		f.PackPoints(avx2{})
+		if !(avx2{}).fuseFisher(&f) {
+			t.Fatal("not computed")
+		}
+		tm := make([]float64, n)
+		for j := 0; j < r; j++ {
+			for i := range tm {
+				var dot float64
+				for e := 0; e < d; e++ {
+					dot += float64(p[j*d+e]) * float64(x[i*d+e])
+				}
+				tm[i] = dot * float64(w[j*n+i])
+			}
+			for c := 0; c < d; c++ {
+				var sum, mag float64
+				for i := 0; i < n; i++ {
+					v := tm[i] * float64(x[i*d+c])
+					sum += v
+					mag += math.Abs(v)
+				}
+				want := 0.5*sum + 0.25*float64(p[j*d+c])
+				if got := float64(q[j*d+c]); !(math.Abs(got-want) <= 1e-5*(mag+1)) {
+					t.Fatalf("R=%d D=%d N=%d: Q[%d][%d] = %v, want %v", r, d, n, j, c, got, want)
+				}
+			}
+		}
+		if allocs := testing.AllocsPerRun(3, func() { (avx2{}).fuseFisher(&f) }); allocs != 0 {
+			t.Errorf("%v allocations a call", allocs)
+		}
+	}
 }

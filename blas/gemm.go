@@ -35,8 +35,10 @@ type gemmTask struct {
 	ldc            int
 	byRows         bool
 	// packedB, when set, holds all of op(B) already packed: panel q of
-	// nr columns at q*k*nr, row p of a panel at p*nr.
-	packedB []float32
+	// nr columns at q*panelStride (k*nr when zero), row p of a panel at
+	// p*nr, the last panel zero padded.
+	packedB     []float32
+	panelStride int
 }
 
 func (t *gemmTask) run(part, parts int, ws *workspace) {
@@ -86,10 +88,19 @@ func gemmRange(ws *workspace, t *gemmTask, i0, i1, j0, j1 int) {
 	if t.transA {
 		rsa, csa = 1, lda
 	}
+	stride := t.panelStride
+	if stride == 0 {
+		stride = t.k * nr
+	}
 	for jc := j0; jc < j1; jc += ncBlock {
 		nc := min(ncBlock, j1-jc)
-		for pc := 0; pc < t.k; pc += kcBlock {
-			kc := min(kcBlock, t.k-pc)
+		// The inner dimension is cut into equal blocks (576 is 3 x 192,
+		// not 256+256+64): a short last block would pay a whole block's
+		// packing and C traffic for a few steps.
+		kBlocks := (t.k + kcBlock - 1) / kcBlock
+		for kb := 0; kb < kBlocks; kb++ {
+			pc := t.k * kb / kBlocks
+			kc := t.k*(kb+1)/kBlocks - pc
 			// B is packed into nr-wide panels: every mr-row tile of A then
 			// streams it at unit stride, whatever ldb (a large power-of-two
 			// multiple as row stride would alias in the caches).
@@ -107,7 +118,7 @@ func gemmRange(ws *workspace, t *gemmTask, i0, i1, j0, j1 int) {
 					nrr := min(nr, nc-jr)
 					var bt []float32
 					if t.packedB != nil {
-						bt = t.packedB[(jc+jr)*t.k+pc*nr:]
+						bt = t.packedB[(jc+jr)/nr*stride+pc*nr:]
 					} else {
 						bt = bp[jr*kc:]
 					}

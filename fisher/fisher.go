@@ -19,6 +19,23 @@ type Operator struct {
 	fused blas.FisherProduct
 }
 
+// PackPatches tells the operator that Patches holds this step's patches
+// and will not change until the next call: kernels that read the patches
+// as packed panels copy them here once instead of once per Apply. After
+// changing the contents of Patches in place, call PackPatches again: the
+// copy is used while Patches starts at the same element and the shape is
+// unchanged. It reports whether the kernels made a copy.
+func (o *Operator) PackPatches() bool {
+	k := o.Kernels
+	if k == nil {
+		k = blas.Current()
+	}
+	f := &o.fused
+	f.Rows, f.Len, f.Points = o.Rows, o.Len, o.Points
+	f.X = o.Patches[:o.Points*o.Len]
+	return f.PackPoints(k)
+}
+
 // Apply writes Q = Fhat P into q. p and q hold Rows x Len values.
 func (o *Operator) Apply(q, p []float32) {
 	r, d, n := o.Rows, o.Len, o.Points

@@ -103,3 +103,29 @@ func TestRowWeightsFill(t *testing.T) {
 		t.Errorf("a row without output gradients has trace %v, want 0", trace[1])
 	}
 }
+
+// TestPackPatches: the operator gives the same Q, bit for bit, whether the
+// kernels read the patches in place or from the copy PackPatches makes.
+func TestPackPatches(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	for _, s := range [][3]int{{64, 288, 1500}, {256, 600, 300}, {10, 33, 77}} {
+		r, d, n := s[0], s[1], s[2]
+		x, w, p := make([]float32, n*d), make([]float32, r*n), make([]float32, r*d)
+		for _, v := range [][]float32{x, w, p} {
+			for i := range v {
+				v[i] = rng.Float32() - 0.5
+			}
+		}
+		op := Operator{Rows: r, Len: d, Points: n, Patches: x, Weights: w, Damping: 0.1}
+		plain := make([]float32, r*d)
+		op.Apply(plain, p)
+		op.PackPatches()
+		packed := make([]float32, r*d)
+		op.Apply(packed, p)
+		for i := range plain {
+			if math.Float32bits(plain[i]) != math.Float32bits(packed[i]) {
+				t.Fatalf("R=%d D=%d N=%d: Q[%d] = %v packed, %v in place", r, d, n, i, packed[i], plain[i])
+			}
+		}
+	}
+}
