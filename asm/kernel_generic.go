@@ -2,6 +2,8 @@
 
 package asm
 
+import "runtime"
+
 // Enabled is true when the routines of this package are the assembly ones.
 const Enabled = false
 
@@ -57,7 +59,15 @@ func Xpby(x []float32, beta float32, y []float32) {
 //
 // which in pure Go measures the scalar, not the vector, peak.
 func FMALoop(n int) {
-	fmaLoopRef(n)
+	var acc [96]float32
+	x, y := float32(0), float32(0)
+	for ; n > 0; n-- {
+		for r := range acc {
+			acc[r] += x * y
+		}
+	}
+	// Keeping acc alive keeps the arithmetic from being optimized away.
+	runtime.KeepAlive(&acc)
 }
 
 // PackPanel is the loop

@@ -47,20 +47,6 @@ func xpbyRef(x []float32, beta float32, y []float32) {
 	}
 }
 
-// sink keeps FMALoop's arithmetic from being optimized away.
-var sink float32
-
-func fmaLoopRef(n int) {
-	var acc [96]float32
-	x, y := float32(0), float32(0)
-	for ; n > 0; n-- {
-		for r := range acc {
-			acc[r] += x * y
-		}
-	}
-	sink = acc[0]
-}
-
 func packPanelRef(k int, b []float32, ldb int, dst []float32) {
 	for p := 0; p < k; p++ {
 		copy(dst[p*16:p*16+16], b[p*ldb:p*ldb+16])

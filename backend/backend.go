@@ -81,6 +81,7 @@ type CPU struct {
 	solver  cg.Solver
 	unfold  unfold
 	scale   scaleRows
+	fill    fillWeights
 }
 
 // Name returns "cpu".
@@ -129,7 +130,10 @@ func (c *CPU) Precondition(job *Job) error {
 			Samples:      job.Samples,
 			Locations:    L,
 		}
-		rw.Fill(c.weights, job.Trace[r0:r0+rg], norms, job.LossScale, d, job.DenomEps, ps)
+		c.fill = fillWeights{rw: rw, weights: c.weights, trace: job.Trace[r0 : r0+rg], norms: norms,
+			lossScale: job.LossScale, d: d, eps: job.DenomEps, scale: ps}
+		blas.Parallel(&c.fill, min(rg, maxParts, runtime.GOMAXPROCS(0), max(1, rg*n>>15)))
+		c.fill = fillWeights{}
 		// Assign field by field: the operator keeps its product workspace.
 		c.op.Rows, c.op.Len, c.op.Points = rg, d, n
 		c.op.Patches, c.op.Weights = x, c.weights[:rg*n]

@@ -5,6 +5,7 @@ import (
 
 	"github.com/frogopt/frog/blas"
 	"github.com/frogopt/frog/conv"
+	"github.com/frogopt/frog/fisher"
 )
 
 // maxParts bounds how many parts the per-step passes split into.
@@ -79,4 +80,20 @@ func (s *scaleRows) RunPart(part, parts int) {
 	for i := range x {
 		x[i] *= s.scale
 	}
+}
+
+// fillWeights runs fisher.RowWeights.FillRows on ranges of rows, in parts.
+type fillWeights struct {
+	rw         fisher.RowWeights
+	weights    []float32
+	trace      []float64
+	norms      []float64
+	lossScale  float64
+	d          int
+	eps, scale float64
+}
+
+func (f *fillWeights) RunPart(part, parts int) {
+	rows := f.rw.Rows
+	f.rw.FillRows(rows*part/parts, rows*(part+1)/parts, f.weights, f.trace, f.norms, f.lossScale, f.d, f.eps, f.scale)
 }

@@ -98,14 +98,25 @@ func (g Geometry) Im2col(dst []float32, ld int, img []float32, group int) {
 	cg := g.GroupInChannels()
 	c0 := group * cg
 	hw := g.InH * g.InW
+	d := g.PatchLen()
+	spanH, spanW := (kh-1)*g.DilationH, (kw-1)*g.DilationW
 	for oy := 0; oy < oh; oy++ {
+		y0 := oy*g.StrideH - g.PadH
+		yInside := y0 >= 0 && y0+spanH < g.InH
 		for ox := 0; ox < ow; ox++ {
-			row := dst[(oy*ow+ox)*ld:]
+			x0 := ox*g.StrideW - g.PadW
+			row := dst[(oy*ow+ox)*ld:][:d]
+			if yInside && x0 >= 0 && x0+spanW < g.InW {
+				// The whole window lies inside the image: no test per
+				// element, and each kernel row is a run of the input line.
+				g.interiorPatch(row, img[c0*hw+y0*g.InW+x0:], cg, hw)
+				continue
+			}
 			k := 0
 			for c := 0; c < cg; c++ {
 				plane := img[(c0+c)*hw : (c0+c+1)*hw]
 				for i := 0; i < kh; i++ {
-					y := oy*g.StrideH - g.PadH + i*g.DilationH
+					y := y0 + i*g.DilationH
 					if y < 0 || y >= g.InH {
 						clear(row[k : k+kw])
 						k += kw
@@ -113,7 +124,7 @@ func (g Geometry) Im2col(dst []float32, ld int, img []float32, group int) {
 					}
 					line := plane[y*g.InW : (y+1)*g.InW]
 					for j := 0; j < kw; j++ {
-						x := ox*g.StrideW - g.PadW + j*g.DilationW
+						x := x0 + j*g.DilationW
 						if x < 0 || x >= g.InW {
 							row[k] = 0
 						} else {
@@ -121,6 +132,43 @@ func (g Geometry) Im2col(dst []float32, ld int, img []float32, group int) {
 						}
 						k++
 					}
+				}
+			}
+		}
+	}
+}
+
+// interiorPatch writes the patch whose window starts at src[0] (the
+// top-left input value of the group's first channel) and lies wholly
+// inside the image; channel planes are hw apart.
+func (g Geometry) interiorPatch(row, src []float32, cg, hw int) {
+	kh, kw := g.KernelH, g.KernelW
+	dh, dw := g.DilationH*g.InW, g.DilationW
+	switch {
+	case kw == 3 && dw == 1:
+		k := 0
+		for c := 0; c < cg; c++ {
+			plane := src[c*hw:]
+			for i := 0; i < kh; i++ {
+				s := plane[i*dh : i*dh+3]
+				r := row[k : k+3]
+				r[0], r[1], r[2] = s[0], s[1], s[2]
+				k += 3
+			}
+		}
+	case kw == 1 && kh == 1:
+		for c := range row {
+			row[c] = src[c*hw]
+		}
+	default:
+		k := 0
+		for c := 0; c < cg; c++ {
+			plane := src[c*hw:]
+			for i := 0; i < kh; i++ {
+				line := plane[i*dh:]
+				for j := 0; j < kw; j++ {
+					row[k] = line[j*dw]
+					k++
 				}
 			}
 		}

@@ -27,6 +27,13 @@ func TestIm2colMatchesDefinition(t *testing.T) {
 		{InChannels: 3, OutChannels: 3, InH: 4, InW: 4, KernelH: 3, KernelW: 3, PadH: 1, PadW: 1, Groups: 3},
 		{InChannels: 8, OutChannels: 4, InH: 6, InW: 6, KernelH: 1, KernelW: 1, StrideH: 2, StrideW: 2},
 		{InChannels: 5, OutChannels: 2, InH: 1, InW: 1, KernelH: 1, KernelW: 1},
+		// Windows wholly inside the image take a fast path: 3x3 runs,
+		// 1x1 gathers, and the general loop (dilated, other widths).
+		{InChannels: 3, OutChannels: 2, InH: 9, InW: 7, KernelH: 3, KernelW: 3, StrideH: 2, StrideW: 2, PadH: 1, PadW: 1},
+		{InChannels: 2, OutChannels: 2, InH: 6, InW: 7, KernelH: 3, KernelW: 3},
+		{InChannels: 4, OutChannels: 2, InH: 9, InW: 9, KernelH: 3, KernelW: 3, DilationH: 2, DilationW: 2, PadH: 1, PadW: 2, Groups: 2},
+		{InChannels: 6, OutChannels: 3, InH: 5, InW: 4, KernelH: 1, KernelW: 1, StrideH: 2, Groups: 3},
+		{InChannels: 2, OutChannels: 2, InH: 8, InW: 9, KernelH: 2, KernelW: 5, PadW: 1},
 	}
 	rng := rand.New(rand.NewPCG(1, 2))
 	for gi, g := range geoms {

@@ -108,10 +108,16 @@ type RowWeights struct {
 // the operator of the original ones. Everything before the final float32
 // store is float64: squares of float32 values neither overflow nor vanish.
 func (rw RowWeights) Fill(weights []float32, trace []float64, norms []float64, lossScale float64, d int, eps, patchScale float64) {
+	rw.FillRows(0, rw.Rows, weights, trace, norms, lossScale, d, eps, patchScale)
+}
+
+// FillRows is Fill for rows j0 <= j < j1 only (weights and trace hold all
+// the rows); rows are independent, so ranges may be filled concurrently.
+func (rw RowWeights) FillRows(j0, j1 int, weights []float32, trace []float64, norms []float64, lossScale float64, d int, eps, patchScale float64) {
 	L, S := rw.Locations, rw.Samples
 	n := S * L
 	inv := 1 / (patchScale * patchScale)
-	for j := 0; j < rw.Rows; j++ {
+	for j := j0; j < j1; j++ {
 		w := weights[j*n : (j+1)*n]
 		var t float64
 		for s := 0; s < S; s++ {
