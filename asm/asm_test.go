@@ -235,3 +235,26 @@ func TestPanels(t *testing.T) {
 		}
 	}
 }
+
+func TestMaxAbsBits(t *testing.T) {
+	rng := rand.New(rand.NewPCG(21, 22))
+	specials := []float32{0, float32(math.Copysign(0, -1)), float32(math.Inf(1)), float32(math.Inf(-1)), float32(math.NaN()), -float32(math.NaN()), 3e38, -3e38, 1e-45}
+	for n, off := range vectorCases {
+		for trial := 0; trial < 4; trial++ {
+			all, x := guarded(rng, n+off)
+			x = x[off:]
+			if trial > 0 && n > 0 {
+				// A special value somewhere: first, last or in the middle.
+				pos := []int{0, n - 1, n / 2}[trial-1]
+				x[pos] = specials[rng.IntN(len(specials))]
+			}
+			if got, want := MaxAbsBits(x), maxAbsBitsRef(x); got != want {
+				t.Fatalf("MaxAbsBits n=%d off=%d trial %d: %#x, want %#x", n, off, trial, got, want)
+			}
+			checkGuards(t, "MaxAbsBits x", all, n+off)
+		}
+	}
+	if MaxAbsBits(nil) != 0 {
+		t.Fatal("MaxAbsBits(nil) != 0")
+	}
+}

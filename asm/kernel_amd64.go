@@ -53,3 +53,10 @@ func PackPanel(k int, b []float32, ldb int, dst []float32)
 //
 //go:noescape
 func TransposePanel(k int, b []float32, ldb int, dst []float32)
+
+// MaxAbsBits returns the largest of the bit patterns of |x[i]| (the sign
+// bit cleared), 0 for an empty x. They order as the magnitudes do, with
+// Inf above every finite value and NaN above Inf.
+//
+//go:noescape
+func MaxAbsBits(x []float32) uint32

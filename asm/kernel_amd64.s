@@ -431,3 +431,70 @@ transloop:
 transdone:
 	VZEROUPPER
 	RET
+
+// func MaxAbsBits(x []float32) uint32
+TEXT ·MaxAbsBits(SB), NOSPLIT, $0-28
+	MOVQ         x_base+0(FP), SI
+	MOVQ         x_len+8(FP), CX
+	MOVL         $0x7fffffff, AX
+	VMOVD        AX, X15
+	VPBROADCASTD X15, Y15
+	VPXOR        Y0, Y0, Y0
+	VPXOR        Y1, Y1, Y1
+	VPXOR        Y2, Y2, Y2
+	VPXOR        Y3, Y3, Y3
+	CMPQ         CX, $32
+	JL           maxoct
+
+maxloop:
+	// Clearing the sign bit leaves bit patterns that order as the
+	// magnitudes do, with Inf and NaN above every finite value.
+	VPAND   (SI), Y15, Y4
+	VPAND   32(SI), Y15, Y5
+	VPAND   64(SI), Y15, Y6
+	VPAND   96(SI), Y15, Y7
+	VPMAXUD Y4, Y0, Y0
+	VPMAXUD Y5, Y1, Y1
+	VPMAXUD Y6, Y2, Y2
+	VPMAXUD Y7, Y3, Y3
+	ADDQ    $128, SI
+	SUBQ    $32, CX
+	CMPQ    CX, $32
+	JGE     maxloop
+
+maxoct:
+	CMPQ    CX, $8
+	JL      maxreduce
+	VPAND   (SI), Y15, Y4
+	VPMAXUD Y4, Y0, Y0
+	ADDQ    $32, SI
+	SUBQ    $8, CX
+	JMP     maxoct
+
+maxreduce:
+	VPMAXUD      Y1, Y0, Y0
+	VPMAXUD      Y3, Y2, Y2
+	VPMAXUD      Y2, Y0, Y0
+	VEXTRACTI128 $1, Y0, X1
+	VPMAXUD      X1, X0, X0
+	VPSHUFD      $0x4e, X0, X1
+	VPMAXUD      X1, X0, X0
+	VPSHUFD      $0xb1, X0, X1
+	VPMAXUD      X1, X0, X0
+	VMOVD        X0, AX
+	TESTQ        CX, CX
+	JE           maxdone
+
+maxtail:
+	MOVL    (SI), DX
+	ANDL    $0x7fffffff, DX
+	CMPL    DX, AX
+	CMOVLHI DX, AX
+	ADDQ    $4, SI
+	DECQ    CX
+	JNZ     maxtail
+
+maxdone:
+	MOVL       AX, ret+24(FP)
+	VZEROUPPER
+	RET

@@ -91,3 +91,12 @@ func PackPanel(k int, b []float32, ldb int, dst []float32) {
 func TransposePanel(k int, b []float32, ldb int, dst []float32) {
 	transposePanelRef(k, b, ldb, dst)
 }
+
+// MaxAbsBits is the loop
+//
+//	for _, v := range x {
+//		m = max(m, math.Float32bits(v)&0x7fffffff)
+//	}
+func MaxAbsBits(x []float32) uint32 {
+	return maxAbsBitsRef(x)
+}

@@ -1,5 +1,7 @@
 package asm
 
+import "math"
+
 // The reference loops below are built everywhere: they are the pure-Go
 // twins' bodies under !amd64 || noasm, and what the tests compare the
 // assembly against.
@@ -61,4 +63,12 @@ func transposePanelRef(k int, b []float32, ldb int, dst []float32) {
 			dst[p*16+j] = v
 		}
 	}
+}
+
+func maxAbsBitsRef(x []float32) uint32 {
+	var m uint32
+	for _, v := range x {
+		m = max(m, math.Float32bits(v)&0x7fffffff)
+	}
+	return m
 }

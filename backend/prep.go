@@ -1,8 +1,6 @@
 package backend
 
 import (
-	"math"
-
 	"github.com/frogopt/frog/blas"
 	"github.com/frogopt/frog/conv"
 	"github.com/frogopt/frog/fisher"
@@ -45,9 +43,7 @@ func (u *unfold) RunPart(part, parts int) {
 				row[d-1] = 1
 			}
 			u.norms[s*L+l] = u.kernels.Dot(row, row)
-			for _, v := range row {
-				top = max(top, math.Float32bits(v)&0x7fffffff)
-			}
+			top = max(top, blas.MaxAbsBits(row))
 		}
 	}
 	u.maxBits[part] = top
@@ -61,11 +57,7 @@ func (u *unfold) normalizer(parts int) float64 {
 	for _, b := range u.maxBits[:parts] {
 		top = max(top, b)
 	}
-	if top == 0 || top >= 0x7f800000 {
-		return 1
-	}
-	_, e := math.Frexp(float64(math.Float32frombits(top)))
-	return math.Ldexp(1, 1-e)
+	return blas.NormalizerOfBits(top)
 }
 
 // scaleRows multiplies the patches by a power of two, in parts.

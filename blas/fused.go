@@ -176,10 +176,9 @@ func (w *fisherWork) twoProducts(f *FisherProduct) bool {
 		}
 	}
 	// Q = Damping*P + Alpha*T X, split by the output like Gemm.
-	copy(f.Q[:r*d], f.P[:r*d])
 	second := gemmTask{
 		m: r, n: d, k: n, alpha: f.Alpha, beta: f.Damping,
-		a: t, lda: n, c: f.Q, ldc: d,
+		a: t, lda: n, c: f.Q, ldc: d, start: f.P,
 		packedB: xp, panelStride: n * nr,
 	}
 	rowTiles, colTiles := (r+mr-1)/mr, (d+nr-1)/nr
@@ -317,16 +316,22 @@ func (t *packTask) RunPart(part, parts int) {
 	if i0 == i1 {
 		return
 	}
+	// A few points at a time, across every panel: their rows of X are
+	// read from L1 once each instead of once a panel from farther out.
+	const rows = 32
 	full := d / nr
-	for q := 0; q < full; q++ {
-		asm.PackPanel(i1-i0, t.x[i0*d+q*nr:], d, t.dst[q*n*nr+i0*nr:])
-	}
-	if rest := d - full*nr; rest > 0 {
-		panel := t.dst[full*n*nr:]
-		for i := i0; i < i1; i++ {
-			row := panel[i*nr : i*nr+nr]
-			copy(row, t.x[i*d+full*nr:i*d+d])
-			clear(row[rest:])
+	for b0 := i0; b0 < i1; b0 += rows {
+		b1 := min(b0+rows, i1)
+		for q := 0; q < full; q++ {
+			asm.PackPanel(b1-b0, t.x[b0*d+q*nr:], d, t.dst[q*n*nr+b0*nr:])
+		}
+		if rest := d - full*nr; rest > 0 {
+			panel := t.dst[full*n*nr:]
+			for i := b0; i < b1; i++ {
+				row := panel[i*nr : i*nr+nr]
+				copy(row, t.x[i*d+full*nr:i*d+d])
+				clear(row[rest:])
+			}
 		}
 	}
 }

@@ -39,6 +39,10 @@ type gemmTask struct {
 	// p*nr, the last panel zero padded.
 	packedB     []float32
 	panelStride int
+	// start, when set, holds the matrix (row stride ldc) whose beta
+	// multiple C starts from instead of C's own contents: each part copies
+	// its own range, so no serial pass copies it into C first.
+	start []float32
 }
 
 func (t *gemmTask) run(part, parts int, ws *workspace) {
@@ -51,7 +55,14 @@ func (t *gemmTask) run(part, parts int, ws *workspace) {
 	if i0 >= i1 || j0 >= j1 {
 		return
 	}
-	if t.beta != 1 {
+	if t.start != nil {
+		for i := i0; i < i1; i++ {
+			row := t.c[i*t.ldc+j0 : i*t.ldc+j1]
+			for j, v := range t.start[i*t.ldc+j0 : i*t.ldc+j1] {
+				row[j] = t.beta * v
+			}
+		}
+	} else if t.beta != 1 {
 		for i := i0; i < i1; i++ {
 			row := t.c[i*t.ldc+j0 : i*t.ldc+j1]
 			if t.beta == 0 {

@@ -1,5 +1,11 @@
 package blas
 
+import (
+	"math"
+
+	"github.com/frogopt/frog/asm"
+)
+
 // xpbyer is implemented by kernels with a fused y = x + beta*y.
 type xpbyer interface {
 	Xpby(x []float32, beta float32, y []float32)
@@ -16,4 +22,35 @@ func Xpby(k Kernels, x []float32, beta float32, y []float32) {
 	for i, v := range x {
 		y[i] = v + beta*y[i]
 	}
+}
+
+// MaxAbsBits returns the largest bit pattern of |x[i]| (sign bit
+// cleared): the patterns order as the magnitudes do, with Inf and NaN
+// above every finite value. The result is exact, the same on every
+// kernel set.
+func MaxAbsBits(x []float32) uint32 {
+	if hasAVX2 {
+		return asm.MaxAbsBits(x)
+	}
+	var m uint32
+	for _, v := range x {
+		m = max(m, math.Float32bits(v)&0x7fffffff)
+	}
+	return m
+}
+
+// Normalizer returns the power of two 2^-e that brings the largest
+// magnitude in x into [1, 2), or 1 when x is all zeros or holds a value
+// that is not finite (internal/pow2.Normalizer, in one vector pass).
+func Normalizer(x []float32) float64 {
+	return NormalizerOfBits(MaxAbsBits(x))
+}
+
+// NormalizerOfBits is Normalizer given MaxAbsBits of the values.
+func NormalizerOfBits(top uint32) float64 {
+	if top == 0 || top >= 0x7f800000 {
+		return 1
+	}
+	_, e := math.Frexp(float64(math.Float32frombits(top)))
+	return math.Ldexp(1, 1-e)
 }

@@ -4,7 +4,6 @@ import (
 	"math"
 
 	"github.com/frogopt/frog/blas"
-	"github.com/frogopt/frog/internal/pow2"
 )
 
 // Operator applies every row's matrix to its row of a block: q_j = A_j p_j
@@ -85,7 +84,7 @@ func (s *Solver) Solve(op Operator, b, z []float32, rows, n int) Result {
 	clear(z)
 	for j := 0; j < rows; j++ {
 		bj := b[j*n : (j+1)*n]
-		sc := pow2.Normalizer(bj)
+		sc := blas.Normalizer(bj)
 		s.scale[j] = sc
 		eps[j] = s.Eps * sc * sc
 		rj := res[j*n : (j+1)*n]

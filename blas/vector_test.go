@@ -1,0 +1,34 @@
+package blas
+
+import (
+	"math"
+	"math/rand/v2"
+	"testing"
+
+	"github.com/frogopt/frog/internal/pow2"
+)
+
+// TestNormalizer: the vector pass gives pow2.Normalizer's factor, for
+// zeros, tiny and huge values, Inf and NaN, every length to 70.
+func TestNormalizer(t *testing.T) {
+	rng := rand.New(rand.NewPCG(31, 32))
+	specials := []float32{0, 1e-45, 1e-38, 0.75, 1, 2, 3e38, float32(math.Inf(-1)), float32(math.NaN())}
+	for n := 0; n <= 70; n++ {
+		for trial := 0; trial < 6; trial++ {
+			x := make([]float32, n)
+			scale := float32(math.Ldexp(1, rng.IntN(60)-30))
+			for i := range x {
+				x[i] = (rng.Float32()*2 - 1) * scale
+			}
+			if trial > 0 && n > 0 {
+				x[rng.IntN(n)] = specials[rng.IntN(len(specials))]
+			}
+			if trial == 5 {
+				clear(x)
+			}
+			if got, want := Normalizer(x), pow2.Normalizer(x); got != want {
+				t.Fatalf("n=%d trial %d: %v, want %v (%v)", n, trial, got, want, x)
+			}
+		}
+	}
+}
