@@ -37,7 +37,7 @@ type options struct {
 	data, out, opts, hp, drops string
 	cpuprofile                 string
 	quick, kfrog, sweep, png   bool
-	seeds                      int
+	seeds, round               int
 	seed                       uint64
 	epochs, evals, dropFactor  float64
 	trainN, testN              int
@@ -64,6 +64,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.BoolVar(&o.sweep, "sweep", false, "run the hyperparameter sweep of SWEEP.md instead of the comparison")
 	fs.BoolVar(&o.png, "png", false, "with -out, also write PNG copies of the plots")
 	fs.StringVar(&o.cpuprofile, "cpuprofile", "", "write a CPU profile to this file")
+	fs.IntVar(&o.round, "round", 0, "with -sweep, run only this round of the grid (0: all)")
 	helpHP := fs.Bool("help-hp", false, "list the hyperparameters and their defaults")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -88,8 +89,15 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 		}
 	}
 	if o.sweep {
+		// The sweep of SWEEP.md: half the training set once, half the test set.
 		setDefault(&o.epochs, 1)
-		setDefault(&o.evals, 8)
+		setDefault(&o.evals, 6)
+		if o.trainN == 0 {
+			o.trainN = 30000
+		}
+		if o.testN == 0 {
+			o.testN = 5000
+		}
 	}
 	setDefault(&o.epochs, 3)
 	setDefault(&o.evals, 6)

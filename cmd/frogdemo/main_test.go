@@ -72,6 +72,9 @@ func TestRunWritesOutputs(t *testing.T) {
 			t.Errorf("output lacks %q:\n%s", want, text)
 		}
 	}
+	if md, err := os.ReadFile(filepath.Join(out, "results.md")); err != nil || !bytes.Contains(md, []byte("| frog ")) {
+		t.Errorf("results.md lacks the table (%v)", err)
+	}
 	for _, f := range []string{"loss.svg", "accuracy.svg"} {
 		b, err := os.ReadFile(filepath.Join(out, f))
 		if err != nil || !bytes.Contains(b, []byte("<svg")) {

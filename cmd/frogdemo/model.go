@@ -16,7 +16,7 @@ type Arch struct {
 	Hidden int `json:"hidden"`
 }
 
-// DefaultArch is the network of the demo: about 220k parameters.
+// DefaultArch is the network of the demo: 206,922 parameters.
 var DefaultArch = Arch{C1: 16, C2: 32, Hidden: 128}
 
 const (

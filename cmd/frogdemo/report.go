@@ -180,6 +180,11 @@ func WriteOutputs(dir string, res *Results, names []string, png bool) error {
 	if err := os.WriteFile(filepath.Join(dir, "results.json"), append(b, '\n'), 0o644); err != nil {
 		return err
 	}
+	if res.Summary != nil {
+		if err := writeMarkdown(filepath.Join(dir, "results.md"), res); err != nil {
+			return err
+		}
+	}
 	exts := []string{".svg"}
 	if png {
 		exts = append(exts, ".png")
@@ -271,4 +276,33 @@ func maxTime(runs []*Run) float64 {
 		t = math.Max(t, r.Final().Time)
 	}
 	return t
+}
+
+// writeMarkdown writes the tables, the command and the hyperparameters of
+// a comparison, for the documentation.
+func writeMarkdown(path string, res *Results) error {
+	var b strings.Builder
+	fmt.Fprintf(&b, "# frogdemo results\n\nCommand: `%s`\n\n", res.Command)
+	fmt.Fprintf(&b, "Machine: %s. MNIST, %d training and %d test images, %g epochs per optimizer, learning rate times %g at %v of each run.\n\n",
+		res.Device, res.Train, res.Test, res.Epochs, res.Schedule.Factor, res.Schedule.Drops)
+	seeds := 0
+	if len(res.Summary) > 0 {
+		seeds = res.Summary[0].Seeds
+	}
+	note := ""
+	if seeds > 1 {
+		note = fmt.Sprintf(", medians over %d seeds ([k/N]: the seeds that reached it)", seeds)
+	}
+	fmt.Fprintf(&b, "Training wall-clock time (epochs) to reach each test accuracy%s; evaluations excluded; '-': not reached:\n\n", note)
+	WriteTable(&b, res.Summary)
+	if res.SummaryCPU != nil {
+		fmt.Fprintf(&b, "\nThe same in process CPU time (both cores together), less sensitive to other load on a shared machine:\n\n")
+		WriteTable(&b, res.SummaryCPU)
+	}
+	fmt.Fprintf(&b, "\nHyperparameters:\n\n")
+	for _, s := range res.Summary {
+		fmt.Fprintf(&b, "- %s: `%s`\n", s.Optimizer, res.Hyper[s.Optimizer])
+	}
+	b.WriteString("\n![training loss](loss.svg)\n\n![test accuracy](accuracy.svg)\n")
+	return os.WriteFile(path, []byte(b.String()), 0o644)
 }

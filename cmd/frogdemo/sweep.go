@@ -11,43 +11,102 @@ import (
 	"text/tabwriter"
 )
 
-// sweepGrid is the hyperparameter sweep of SWEEP.md: the same number of
-// configurations for every optimizer, each a set of overrides on top of
-// the defaults. Every entry names all the keys the sweep varies, so that
-// the grid means the same whatever the defaults are.
-var sweepGrid = map[string][]string{
-	"frog": {
-		"lr=0.01,momentum=0.9,r=32,iters=4,damping=1e-3,batch=128",
-		"lr=0.02,momentum=0.9,r=32,iters=4,damping=1e-2,batch=128",
-		"lr=0.005,momentum=0.9,r=32,iters=4,damping=1e-3,batch=128",
-		"lr=0.05,momentum=0,r=32,iters=4,damping=1e-3,batch=128",
-		"lr=0.01,momentum=0.9,r=16,iters=2,damping=1e-3,batch=128",
-		"lr=0.02,momentum=0.9,r=32,iters=4,damping=1e-2,batch=256",
+// sweepRounds is the hyperparameter sweep of SWEEP.md: in each round the
+// same number of configurations for every optimizer, each a set of
+// overrides on top of the defaults. Every entry names all the keys the
+// sweep varies, so that the grid means the same whatever the defaults are.
+// Round 1 spans the usual ranges; rounds 2 and 3 extend the winners of the
+// rounds before past the edge of the grid they stood at.
+var sweepRounds = []map[string][]string{
+	{
+		"frog": {
+			"lr=0.01,momentum=0.9,r=32,iters=4,damping=1e-3,batch=128",
+			"lr=0.02,momentum=0.9,r=32,iters=4,damping=1e-2,batch=128",
+			"lr=0.05,momentum=0,r=32,iters=4,damping=1e-3,batch=128",
+			"lr=0.01,momentum=0.9,r=16,iters=2,damping=1e-3,batch=128",
+			"lr=0.02,momentum=0.9,r=32,iters=4,damping=1e-2,batch=256",
+		},
+		"sgd": {
+			"lr=0.02,momentum=0.9,batch=128",
+			"lr=0.05,momentum=0.9,batch=128",
+			"lr=0.1,momentum=0.9,batch=128",
+			"lr=0.1,momentum=0.9,batch=256",
+			"lr=0.2,momentum=0.9,batch=256",
+		},
+		"adamw": {
+			"lr=1e-3,batch=128",
+			"lr=2e-3,batch=128",
+			"lr=4e-3,batch=128",
+			"lr=2e-3,batch=256",
+			"lr=4e-3,batch=256",
+		},
+		"kfrog": {
+			"lr=0.01,momentum=0.9,r=64,iters=4,damping=1e-3,batch=128",
+			"lr=0.03,momentum=0.9,r=64,iters=4,damping=1e-3,batch=128",
+			"lr=0.1,momentum=0.9,r=64,iters=4,damping=1e-3,batch=128",
+			"lr=0.03,momentum=0.9,r=32,iters=2,damping=1e-2,batch=128",
+			"lr=0.03,momentum=0.9,r=64,iters=4,damping=1e-2,batch=256",
+		},
 	},
-	"sgd": {
-		"lr=0.02,momentum=0.9,batch=128",
-		"lr=0.05,momentum=0.9,batch=128",
-		"lr=0.1,momentum=0.9,batch=128",
-		"lr=0.2,momentum=0.9,batch=128",
-		"lr=0.1,momentum=0.9,batch=256",
-		"lr=0.2,momentum=0.9,batch=256",
+	{
+		"frog": {
+			"lr=0.04,momentum=0.9,r=32,iters=4,damping=1e-2,batch=128",
+			"lr=0.02,momentum=0.9,r=16,iters=2,damping=1e-2,batch=128",
+			"lr=0.02,momentum=0.9,r=32,iters=4,damping=1e-1,batch=128",
+		},
+		"sgd": {
+			"lr=0.03,momentum=0.9,batch=128",
+			"lr=0.07,momentum=0.9,batch=128",
+			"lr=0.03,momentum=0.9,batch=64",
+		},
+		"adamw": {
+			"lr=6e-3,batch=128",
+			"lr=8e-3,batch=128",
+			"lr=3e-3,batch=64",
+		},
+		"kfrog": {
+			"lr=0.03,momentum=0.9,r=64,iters=4,damping=1e-1,batch=128",
+			"lr=0.01,momentum=0.9,r=32,iters=2,damping=1e-2,batch=128",
+			"lr=0.05,momentum=0.9,r=64,iters=4,damping=1e-2,batch=128",
+		},
 	},
-	"adamw": {
-		"lr=5e-4,batch=128",
-		"lr=1e-3,batch=128",
-		"lr=2e-3,batch=128",
-		"lr=4e-3,batch=128",
-		"lr=2e-3,batch=256",
-		"lr=4e-3,batch=256",
+	{
+		"frog": {
+			"lr=0.02,momentum=0.9,r=16,iters=2,damping=1e-2,batch=64",
+			"lr=0.02,momentum=0.9,r=32,iters=4,damping=1e-1,batch=64",
+		},
+		"sgd": {
+			"lr=0.015,momentum=0.9,batch=32",
+			"lr=0.05,momentum=0.9,batch=64",
+		},
+		"adamw": {
+			"lr=2e-3,batch=32",
+			"lr=5e-3,batch=64",
+		},
+		"kfrog": {
+			"lr=0.01,momentum=0.9,r=32,iters=2,damping=1e-2,batch=64",
+			"lr=0.03,momentum=0.9,r=32,iters=2,damping=1e-2,batch=64",
+		},
 	},
-	"kfrog": {
-		"lr=0.01,momentum=0.9,r=64,iters=4,damping=1e-3,batch=128",
-		"lr=0.03,momentum=0.9,r=64,iters=4,damping=1e-3,batch=128",
-		"lr=0.1,momentum=0.9,r=64,iters=4,damping=1e-3,batch=128",
-		"lr=0.003,momentum=0.9,r=64,iters=4,damping=1e-3,batch=128",
-		"lr=0.03,momentum=0.9,r=32,iters=2,damping=1e-2,batch=128",
-		"lr=0.03,momentum=0.9,r=64,iters=4,damping=1e-2,batch=256",
-	},
+}
+
+// sweepConfig is one configuration of the sweep.
+type sweepConfig struct {
+	label, spec string
+}
+
+// sweepGrid lists an optimizer's configurations of round (0: every round).
+func sweepGrid(name string, round int) []sweepConfig {
+	var out []sweepConfig
+	for r, grid := range sweepRounds {
+		if round != 0 && round != r+1 {
+			continue
+		}
+		for i, spec := range grid[name] {
+			out = append(out, sweepConfig{fmt.Sprintf("%s#%d.%d", name, r+1, i+1), spec})
+		}
+	}
+	return out
 }
 
 // sweepResult is one configuration's outcome.
@@ -72,8 +131,8 @@ func (s sweepResult) timeTo(acc float64) float64 {
 func runSweep(tr *Trainer, names []string, base map[string]Hyper, o *options, stdout io.Writer) error {
 	total := 0
 	for _, name := range names {
-		for _, spec := range sweepGrid[name] {
-			h, err := sweepHyper(base, name, spec)
+		for _, c := range sweepGrid(name, o.round) {
+			h, err := sweepHyper(base, name, c.spec)
 			if err != nil {
 				return err
 			}
@@ -85,13 +144,13 @@ func runSweep(tr *Trainer, names []string, base map[string]Hyper, o *options, st
 	var all []sweepResult
 	var runs []*Run
 	for _, name := range names {
-		for i, spec := range sweepGrid[name] {
-			h, _ := sweepHyper(base, name, spec)
-			r, err := tr.Run(name, h, init, o.seed, fmt.Sprintf("%s#%d", name, i+1))
+		for _, c := range sweepGrid(name, o.round) {
+			h, _ := sweepHyper(base, name, c.spec)
+			r, err := tr.Run(name, h, init, o.seed, c.label)
 			if err != nil {
 				return err
 			}
-			all = append(all, sweepResult{name, spec, r})
+			all = append(all, sweepResult{name, c.label + " " + c.spec, r})
 			runs = append(runs, r)
 		}
 	}
