@@ -258,3 +258,26 @@ func TestMaxAbsBits(t *testing.T) {
 		t.Fatal("MaxAbsBits(nil) != 0")
 	}
 }
+
+func TestHadamard(t *testing.T) {
+	rng := rand.New(rand.NewPCG(23, 24))
+	for n, off := range vectorCases {
+		xAll, x := guarded(rng, n+off)
+		yAll, y := guarded(rng, n+off)
+		x, y = x[off:], y[off:]
+		if n > 2 {
+			x[n/2] = float32(math.Inf(1)) // Inf times a finite value stays as IEEE says
+			y[n-1] = float32(math.NaN())
+		}
+		want := append([]float32(nil), y...)
+		hadamardRef(x, want)
+		Hadamard(x, y)
+		checkGuards(t, "Hadamard x", xAll, n+off)
+		checkGuards(t, "Hadamard y", yAll, n+off)
+		for i := range y {
+			if math.Float32bits(y[i]) != math.Float32bits(want[i]) {
+				t.Fatalf("Hadamard n=%d off=%d: y[%d] = %v, want %v", n, off, i, y[i], want[i])
+			}
+		}
+	}
+}

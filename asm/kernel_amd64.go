@@ -60,3 +60,8 @@ func TransposePanel(k int, b []float32, ldb int, dst []float32)
 //
 //go:noescape
 func MaxAbsBits(x []float32) uint32
+
+// Hadamard computes y[i] *= x[i] over len(x) elements.
+//
+//go:noescape
+func Hadamard(x, y []float32)

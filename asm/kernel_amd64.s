@@ -498,3 +498,58 @@ maxdone:
 	MOVL       AX, ret+24(FP)
 	VZEROUPPER
 	RET
+
+// func Hadamard(x, y []float32)
+TEXT ·Hadamard(SB), NOSPLIT, $0-48
+	MOVQ x_base+0(FP), SI
+	MOVQ x_len+8(FP), CX
+	MOVQ y_base+24(FP), DI
+	CMPQ CX, $32
+	JL   hadoct
+
+hadloop:
+	VMOVUPS (DI), Y0
+	VMOVUPS 32(DI), Y1
+	VMOVUPS 64(DI), Y2
+	VMOVUPS 96(DI), Y3
+	VMULPS  (SI), Y0, Y0
+	VMULPS  32(SI), Y1, Y1
+	VMULPS  64(SI), Y2, Y2
+	VMULPS  96(SI), Y3, Y3
+	VMOVUPS Y0, (DI)
+	VMOVUPS Y1, 32(DI)
+	VMOVUPS Y2, 64(DI)
+	VMOVUPS Y3, 96(DI)
+	ADDQ    $128, SI
+	ADDQ    $128, DI
+	SUBQ    $32, CX
+	CMPQ    CX, $32
+	JGE     hadloop
+
+hadoct:
+	CMPQ    CX, $8
+	JL      hadtail
+	VMOVUPS (DI), Y0
+	VMULPS  (SI), Y0, Y0
+	VMOVUPS Y0, (DI)
+	ADDQ    $32, SI
+	ADDQ    $32, DI
+	SUBQ    $8, CX
+	JMP     hadoct
+
+hadtail:
+	TESTQ CX, CX
+	JE    haddone
+
+hadone:
+	VMOVSS (DI), X0
+	VMULSS (SI), X0, X0
+	VMOVSS X0, (DI)
+	ADDQ   $4, SI
+	ADDQ   $4, DI
+	DECQ   CX
+	JNZ    hadone
+
+haddone:
+	VZEROUPPER
+	RET

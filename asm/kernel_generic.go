@@ -100,3 +100,12 @@ func TransposePanel(k int, b []float32, ldb int, dst []float32) {
 func MaxAbsBits(x []float32) uint32 {
 	return maxAbsBitsRef(x)
 }
+
+// Hadamard is the loop
+//
+//	for i := range x {
+//		y[i] *= x[i]
+//	}
+func Hadamard(x, y []float32) {
+	hadamardRef(x, y)
+}

@@ -72,3 +72,10 @@ func maxAbsBitsRef(x []float32) uint32 {
 	}
 	return m
 }
+
+func hadamardRef(x, y []float32) {
+	y = y[:len(x)]
+	for i, v := range x {
+		y[i] *= v
+	}
+}

@@ -22,8 +22,18 @@ type FisherProduct struct {
 	P, X, Weights, Q  []float32
 	Alpha, Damping    float32
 
-	points packedPoints
-	work   *fisherWork
+	points   packedPoints
+	weightsT packedWeights
+	work     *fisherWork
+}
+
+// packedWeights is Weights transposed, Points x Rows, so that the fused
+// kernel scales its block x Rows products at unit stride.
+type packedWeights struct {
+	data []float32
+	// w, r and n identify the Weights that data holds; w is nil when none.
+	w    *float32
+	r, n int
 }
 
 // packedPoints is X copied into nr-wide column panels, the layout in which
@@ -56,8 +66,19 @@ func (f *FisherProduct) PackPoints(k Kernels) bool {
 	return pk.packPoints(f)
 }
 
-// ForgetPoints drops the copy PackPoints made: products read X itself.
-func (f *FisherProduct) ForgetPoints() { f.points.x = nil }
+// ForgetPoints drops the copies PackPoints made: products read X and
+// Weights themselves.
+func (f *FisherProduct) ForgetPoints() { f.points.x, f.weightsT.w = nil, nil }
+
+// transposedWeights returns Weights transposed, or nil when PackPoints
+// made no copy of the current Weights.
+func (f *FisherProduct) transposedWeights() []float32 {
+	pw := &f.weightsT
+	if pw.w == nil || len(f.Weights) == 0 || pw.w != &f.Weights[0] || pw.r != f.Rows || pw.n != f.Points {
+		return nil
+	}
+	return pw.data
+}
 
 // packedX returns the packed copy of f.X, or nil when there is none for
 // the current X.
@@ -106,16 +127,17 @@ const fisherChunks = 8
 // Otherwise, with X packed by PackPoints: T = P X^T and Q = Alpha*T X +
 // Damping*P as two products each split by its output, reading the packed X.
 type fisherWork struct {
-	f      *FisherProduct
-	block  int
-	chunks int
-	next   atomic.Int32
-	packed []float32 // P^T in nr-wide panels, Len x nr each
-	prod   [fisherChunks][]float32
-	acc    [fisherChunks][]float32
-	reduce bool
-	t      []float32 // Rows x Points, the unfused path's T
-	pack   packTask
+	f         *FisherProduct
+	block     int
+	chunks    int
+	next      atomic.Int32
+	packed    []float32 // P^T in nr-wide panels, Len x nr each
+	prod      [fisherChunks][]float32
+	acc       [fisherChunks][]float32
+	reduce    bool
+	t         []float32 // Rows x Points, the unfused path's T
+	pack      packTask
+	transpose transposeTask
 }
 
 // l2Budget is the part of a core's L2 cache the fused kernel plans for.
@@ -170,10 +192,7 @@ func (w *fisherWork) twoProducts(f *FisherProduct) bool {
 	// T = P X^T, then T .*= Weights.
 	avx2{}.Gemm(false, true, r, n, d, 1, f.P, d, f.X, d, 0, t, n)
 	if f.Weights != nil {
-		wt := f.Weights[:r*n]
-		for i, v := range wt {
-			t[i] *= v
-		}
+		asm.Hadamard(f.Weights[:r*n], t)
 	}
 	// Q = Damping*P + Alpha*T X, split by the output like Gemm.
 	second := gemmTask{
@@ -257,6 +276,7 @@ func (w *fisherWork) runChunk(ws *workspace, part, c int) {
 	clear(acc)
 	prod := grow(w.prod[part], w.block*r)
 	w.prod[part] = prod
+	weightsT := f.transposedWeights()
 	blocks := (n + w.block - 1) / w.block
 	for b := blocks * c / w.chunks; b < blocks*(c+1)/w.chunks; b++ {
 		n0 := b * w.block
@@ -266,7 +286,10 @@ func (w *fisherWork) runChunk(ws *workspace, part, c int) {
 		clear(s)
 		first := gemmTask{m: nb, n: r, k: d, alpha: 1, a: x, lda: d, c: s, ldc: r, packedB: w.packed}
 		gemmRange(ws, &first, 0, nb, 0, r)
-		if f.Weights != nil {
+		switch {
+		case weightsT != nil:
+			asm.Hadamard(weightsT[n0*r:(n0+nb)*r], s)
+		case f.Weights != nil:
 			for j := 0; j < r; j++ {
 				wt := f.Weights[j*n+n0 : j*n+n0+nb]
 				for i, v := range wt {
@@ -285,13 +308,23 @@ func (w *fisherWork) runChunk(ws *workspace, part, c int) {
 // by ranges of points, unless the fused kernel will run (it reads each
 // block of X while it is in cache, and a copy would only add a pass).
 func (avx2) packPoints(f *FisherProduct) bool {
-	n, d := f.Points, f.Len
-	if fusedBlock(f.Rows, d) != 0 {
-		f.ForgetPoints()
-		return false
-	}
+	n, d, r := f.Points, f.Len, f.Rows
+	f.ForgetPoints()
 	if f.work == nil {
 		f.work = new(fisherWork)
+	}
+	if fusedBlock(r, d) != 0 {
+		if f.Weights == nil {
+			return false
+		}
+		pw := &f.weightsT
+		pw.data = grow(pw.data, n*r)
+		tt := &f.work.transpose
+		*tt = transposeTask{w: f.Weights[:r*n], dst: pw.data, r: r, n: n}
+		Parallel(tt, max(1, r*n>>16))
+		*tt = transposeTask{}
+		pw.w, pw.r, pw.n = &f.Weights[0], r, n
+		return true
 	}
 	pp := &f.points
 	panels := (d + nr - 1) / nr
@@ -331,6 +364,31 @@ func (t *packTask) RunPart(part, parts int) {
 				row := panel[i*nr : i*nr+nr]
 				copy(row, t.x[i*d+full*nr:i*d+d])
 				clear(row[rest:])
+			}
+		}
+	}
+}
+
+// transposeTask writes the Rows x Points weights transposed, a part's
+// range of points at a time, in 16 x 16 tiles.
+type transposeTask struct {
+	w, dst []float32
+	r, n   int
+}
+
+func (t *transposeTask) RunPart(part, parts int) {
+	r, n := t.r, t.n
+	i0, i1 := n*part/parts, n*(part+1)/parts
+	const tile = 16
+	for ib := i0; ib < i1; ib += tile {
+		ie := min(ib+tile, i1)
+		for jb := 0; jb < r; jb += tile {
+			je := min(jb+tile, r)
+			for j := jb; j < je; j++ {
+				src := t.w[j*n+ib : j*n+ie]
+				for i, v := range src {
+					t.dst[(ib+i)*r+j] = v
+				}
 			}
 		}
 	}

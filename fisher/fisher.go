@@ -19,11 +19,12 @@ type Operator struct {
 	fused blas.FisherProduct
 }
 
-// PackPatches tells the operator that Patches holds this step's patches
-// and will not change until the next call: kernels that read the patches
-// as packed panels copy them here once instead of once per Apply. After
-// changing the contents of Patches in place, call PackPatches again: the
-// copy is used while Patches starts at the same element and the shape is
+// PackPatches tells the operator that Patches and Weights hold this
+// step's values and will not change until the next call: kernels that read
+// them in another layout (patches as packed panels, weights transposed)
+// copy them here once instead of once per Apply. After changing the
+// contents of Patches or Weights in place, call PackPatches again: a copy
+// is used while the slice starts at the same element and the shape is
 // unchanged. It reports whether the kernels made a copy.
 func (o *Operator) PackPatches() bool {
 	k := o.Kernels
@@ -32,7 +33,7 @@ func (o *Operator) PackPatches() bool {
 	}
 	f := &o.fused
 	f.Rows, f.Len, f.Points = o.Rows, o.Len, o.Points
-	f.X = o.Patches[:o.Points*o.Len]
+	f.X, f.Weights = o.Patches[:o.Points*o.Len], o.Weights
 	return f.PackPoints(k)
 }
 
