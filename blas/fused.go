@@ -104,11 +104,21 @@ func FuseFisher(k Kernels, f *FisherProduct) bool {
 	return ok && ff.fuseFisher(f)
 }
 
-// fisherChunks is how many pieces the fused kernel cuts the points into
-// (fewer when there are fewer blocks). It is a constant so that the order
-// in which the pieces' sums are added depends on the shape alone; eight
-// keep two to four cores busy with pieces of equal size.
+// fisherChunks is the most pieces the fused kernel cuts the points into
+// (see fisherChunkCount). The count depends on the shape alone, so that
+// the order in which the pieces' sums are added does too; eight keep two
+// to four cores busy with pieces of equal size.
 const fisherChunks = 8
+
+// fisherChunkCount is how many chunks the fused kernel cuts n points into
+// (blocks of block points, rows r), a function of the shape only. Every
+// chunk clears, fills and hands to the reduction an r x d accumulator:
+// they are kept to an eighth of the points' traffic (r per 8r points),
+// but at least two so that two cores share the work.
+func fisherChunkCount(r, n, block int) int {
+	blocks := (n + block - 1) / block
+	return max(1, min(blocks, fisherChunks, max(2, n/(8*r))))
+}
 
 // fisherWork is the Fisher kernels' task and workspace.
 //
@@ -168,8 +178,7 @@ func (avx2) fuseFisher(f *FisherProduct) bool {
 			}
 		}
 	}
-	blocks := (n + block - 1) / block
-	w.chunks = min(blocks, fisherChunks)
+	w.chunks = fisherChunkCount(r, n, block)
 	w.next.Store(0)
 	w.reduce = false
 	Parallel(w, w.chunks)

@@ -28,6 +28,57 @@ type Solver struct {
 	res, p, q  []float32
 	rho, scale []float64
 	done       []bool
+	update     rowUpdate
+}
+
+// rowUpdate is one iteration's update of the rows after the product, in
+// parts of whole rows.
+type rowUpdate struct {
+	s     *Solver
+	k     blas.Kernels
+	it, n int
+	rows  int
+	z     []float32
+}
+
+func (u *rowUpdate) RunPart(part, parts int) {
+	s, k, n := u.s, u.k, u.n
+	rows := u.rows
+	done, broke := s.done[:rows], s.done[rows:2*rows]
+	rho, eps, rho0 := s.rho[:rows], s.rho[rows:2*rows], s.rho[2*rows:3*rows]
+	res, p, q, z := s.res, s.p, s.q, u.z
+	for j := rows * part / parts; j < rows*(part+1)/parts; j++ {
+		if done[j] {
+			continue
+		}
+		if rho[j] == 0 {
+			// The residual is exactly zero: the row has converged, and
+			// alpha = 0 would change nothing; p.q may be 0 too, which is
+			// no breakdown.
+			done[j] = true
+			continue
+		}
+		pj, qj := p[j*n:(j+1)*n], q[j*n:(j+1)*n]
+		rj, zj := res[j*n:(j+1)*n], z[j*n:(j+1)*n]
+		den := k.Dot(pj, qj) + eps[j]
+		if !(den > 0) || math.IsInf(den, 0) {
+			done[j], broke[j] = true, true
+			if u.it == 0 {
+				copy(zj, rj) // steepest descent: z = b (scaled)
+			}
+			continue
+		}
+		alpha := rho[j] / den
+		k.Axpy(float32(alpha), pj, zj)
+		k.Axpy(float32(-alpha), qj, rj)
+		rhoNew := k.Dot(rj, rj)
+		beta := rhoNew / (rho[j] + eps[j])
+		blas.Xpby(k, rj, float32(beta), pj)
+		rho[j] = rhoNew
+		if s.Tolerance > 0 && rhoNew <= s.Tolerance*s.Tolerance*rho0[j] {
+			done[j] = true
+		}
+	}
 }
 
 // Result reports per-row facts of a solve. Its slices are owned by the
@@ -112,38 +163,11 @@ func (s *Solver) Solve(op Operator, b, z []float32, rows, n int) Result {
 		}
 		result.Iterations++
 		op.Apply(q, p)
-		for j := 0; j < rows; j++ {
-			if done[j] {
-				continue
-			}
-			if rho[j] == 0 {
-				// The residual is exactly zero: the row has converged, and
-				// alpha = 0 would change nothing; p.q may be 0 too, which
-				// is no breakdown.
-				done[j] = true
-				continue
-			}
-			pj, qj := p[j*n:(j+1)*n], q[j*n:(j+1)*n]
-			rj, zj := res[j*n:(j+1)*n], z[j*n:(j+1)*n]
-			den := k.Dot(pj, qj) + eps[j]
-			if !(den > 0) || math.IsInf(den, 0) {
-				done[j], broke[j] = true, true
-				if it == 0 {
-					copy(zj, rj) // steepest descent: z = b (scaled)
-				}
-				continue
-			}
-			alpha := rho[j] / den
-			k.Axpy(float32(alpha), pj, zj)
-			k.Axpy(float32(-alpha), qj, rj)
-			rhoNew := k.Dot(rj, rj)
-			beta := rhoNew / (rho[j] + eps[j])
-			blas.Xpby(k, rj, float32(beta), pj)
-			rho[j] = rhoNew
-			if s.Tolerance > 0 && rhoNew <= s.Tolerance*s.Tolerance*rho0[j] {
-				done[j] = true
-			}
-		}
+		// Rows are independent: their updates split across the cores
+		// give the same values as one loop.
+		s.update = rowUpdate{s: s, k: k, it: it, n: n, rows: rows, z: z}
+		blas.Parallel(&s.update, max(1, rows*n>>15))
+		s.update = rowUpdate{}
 	}
 	for j := 0; j < rows; j++ {
 		sc := s.scale[j]
