@@ -281,3 +281,27 @@ func TestHadamard(t *testing.T) {
 		}
 	}
 }
+
+func TestScaleTo(t *testing.T) {
+	rng := rand.New(rand.NewPCG(25, 26))
+	for n, off := range vectorCases {
+		for _, alpha := range []float32{0, 1, -0.375, 1e30} {
+			xAll, x := guarded(rng, n+off)
+			yAll, y := guarded(rng, n+off)
+			x, y = x[off:], y[off:]
+			if n > 2 {
+				x[n/2] = float32(math.NaN())
+			}
+			want := append([]float32(nil), y...)
+			scaleToRef(alpha, x, want)
+			ScaleTo(alpha, x, y)
+			checkGuards(t, "ScaleTo x", xAll, n+off)
+			checkGuards(t, "ScaleTo y", yAll, n+off)
+			for i := range y {
+				if math.Float32bits(y[i]) != math.Float32bits(want[i]) {
+					t.Fatalf("ScaleTo n=%d off=%d alpha=%v: y[%d] = %v, want %v", n, off, alpha, i, y[i], want[i])
+				}
+			}
+		}
+	}
+}

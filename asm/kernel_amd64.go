@@ -65,3 +65,8 @@ func MaxAbsBits(x []float32) uint32
 //
 //go:noescape
 func Hadamard(x, y []float32)
+
+// ScaleTo computes y[i] = alpha*x[i] over len(x) elements.
+//
+//go:noescape
+func ScaleTo(alpha float32, x, y []float32)

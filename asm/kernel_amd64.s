@@ -553,3 +553,53 @@ hadone:
 haddone:
 	VZEROUPPER
 	RET
+
+// func ScaleTo(alpha float32, x, y []float32)
+TEXT ·ScaleTo(SB), NOSPLIT, $0-56
+	VBROADCASTSS alpha+0(FP), Y15
+	MOVQ         x_base+8(FP), SI
+	MOVQ         x_len+16(FP), CX
+	MOVQ         y_base+32(FP), DI
+	CMPQ         CX, $32
+	JL           scaleoct
+
+scaleloop:
+	VMULPS  (SI), Y15, Y0
+	VMULPS  32(SI), Y15, Y1
+	VMULPS  64(SI), Y15, Y2
+	VMULPS  96(SI), Y15, Y3
+	VMOVUPS Y0, (DI)
+	VMOVUPS Y1, 32(DI)
+	VMOVUPS Y2, 64(DI)
+	VMOVUPS Y3, 96(DI)
+	ADDQ    $128, SI
+	ADDQ    $128, DI
+	SUBQ    $32, CX
+	CMPQ    CX, $32
+	JGE     scaleloop
+
+scaleoct:
+	CMPQ    CX, $8
+	JL      scaletail
+	VMULPS  (SI), Y15, Y0
+	VMOVUPS Y0, (DI)
+	ADDQ    $32, SI
+	ADDQ    $32, DI
+	SUBQ    $8, CX
+	JMP     scaleoct
+
+scaletail:
+	TESTQ CX, CX
+	JE    scaledone
+
+scaleone:
+	VMULSS (SI), X15, X0
+	VMOVSS X0, (DI)
+	ADDQ   $4, SI
+	ADDQ   $4, DI
+	DECQ   CX
+	JNZ    scaleone
+
+scaledone:
+	VZEROUPPER
+	RET

@@ -109,3 +109,12 @@ func MaxAbsBits(x []float32) uint32 {
 func Hadamard(x, y []float32) {
 	hadamardRef(x, y)
 }
+
+// ScaleTo is the loop
+//
+//	for i := range x {
+//		y[i] = alpha * x[i]
+//	}
+func ScaleTo(alpha float32, x, y []float32) {
+	scaleToRef(alpha, x, y)
+}

@@ -79,3 +79,10 @@ func hadamardRef(x, y []float32) {
 		y[i] *= v
 	}
 }
+
+func scaleToRef(alpha float32, x, y []float32) {
+	y = y[:len(x)]
+	for i, v := range x {
+		y[i] = alpha * v
+	}
+}

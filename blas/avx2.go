@@ -39,20 +39,26 @@ func (avx2) Gemm(transA, transB bool, m, n, k int, alpha float32, a []float32, l
 		alpha: alpha, beta: beta,
 		a: a, lda: lda, b: b, ldb: ldb, c: c, ldc: ldc,
 	}
-	rowTiles, colTiles := (m+mr-1)/mr, (n+nr-1)/nr
+	runGemm(&t)
+}
+
+// runGemm runs t, split by rows of C or by columns (whichever has more
+// tiles) across the cores when it is big enough to gain from it.
+func runGemm(t *gemmTask) {
+	rowTiles, colTiles := (t.m+mr-1)/mr, (t.n+nr-1)/nr
 	t.byRows = rowTiles >= colTiles
 	tiles := colTiles
 	if t.byRows {
 		tiles = rowTiles
 	}
-	if 2*m*n*k < serialFlops || tiles < 2 {
+	if 2*t.m*t.n*t.k < serialFlops || tiles < 2 {
 		ws := getWorkspace()
 		t.run(0, 1, ws)
 		putWorkspace(ws)
 		return
 	}
 	pt := getTask()
-	*pt = t
+	*pt = *t
 	parallel(pt, tiles)
 	*pt = gemmTask{}
 	putTask(pt)

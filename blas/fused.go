@@ -41,6 +41,9 @@ type packedWeights struct {
 // columns q*nr.. of every point, Points x nr values, the last zero padded.
 type packedPoints struct {
 	data []float32
+	// dataT is X^T in the same layout: panel q holds points q*nr.., Len
+	// x nr values, the last zero padded.
+	dataT []float32
 	// x, n and d identify the X that data holds; x is nil when none.
 	x    *float32
 	n, d int
@@ -198,34 +201,23 @@ func (w *fisherWork) twoProducts(f *FisherProduct) bool {
 	r, d, n := f.Rows, f.Len, f.Points
 	w.t = grow(w.t, r*n)
 	t := w.t
-	// T = P X^T, then T .*= Weights.
-	avx2{}.Gemm(false, true, r, n, d, 1, f.P, d, f.X, d, 0, t, n)
+	// T = P X^T, reading X^T from its packed copy, then T .*= Weights.
+	first := gemmTask{
+		m: r, n: n, k: d, alpha: 1,
+		a: f.P, lda: d, c: t, ldc: n,
+		packedB: f.points.dataT, panelStride: d * nr,
+	}
+	runGemm(&first)
 	if f.Weights != nil {
 		asm.Hadamard(f.Weights[:r*n], t)
 	}
-	// Q = Damping*P + Alpha*T X, split by the output like Gemm.
+	// Q = Damping*P + Alpha*T X.
 	second := gemmTask{
 		m: r, n: d, k: n, alpha: f.Alpha, beta: f.Damping,
 		a: t, lda: n, c: f.Q, ldc: d, start: f.P,
 		packedB: xp, panelStride: n * nr,
 	}
-	rowTiles, colTiles := (r+mr-1)/mr, (d+nr-1)/nr
-	second.byRows = rowTiles >= colTiles
-	tiles := colTiles
-	if second.byRows {
-		tiles = rowTiles
-	}
-	if 2*r*n*d < serialFlops || tiles < 2 {
-		ws := getWorkspace()
-		second.run(0, 1, ws)
-		putWorkspace(ws)
-		return true
-	}
-	pt := getTask()
-	*pt = second
-	parallel(pt, tiles)
-	*pt = gemmTask{}
-	putTask(pt)
+	runGemm(&second)
 	return true
 }
 
@@ -341,19 +333,45 @@ func (avx2) packPoints(f *FisherProduct) bool {
 	pt := &f.work.pack
 	*pt = packTask{x: f.X[:n*d], dst: pp.data, n: n, d: d}
 	Parallel(pt, max(1, n*d>>16))
+	pp.dataT = grow(pp.dataT, (n+nr-1)/nr*nr*d)
+	*pt = packTask{x: f.X[:n*d], dst: pp.dataT, n: n, d: d, transpose: true}
+	Parallel(pt, min((n+nr-1)/nr, max(1, n*d>>16)))
 	*pt = packTask{}
 	pp.x, pp.n, pp.d = &f.X[0], n, d
 	return true
 }
 
-// packTask copies the points of a part's range into every panel.
+// packTask copies the points of a part's range into every panel, or with
+// transpose set, a part's range of panels of X^T.
 type packTask struct {
-	x, dst []float32
-	n, d   int
+	x, dst    []float32
+	n, d      int
+	transpose bool
 }
 
 func (t *packTask) RunPart(part, parts int) {
 	n, d := t.n, t.d
+	if t.transpose {
+		panels := (n + nr - 1) / nr
+		for q := panels * part / parts; q < panels*(part+1)/parts; q++ {
+			panel := t.dst[q*d*nr : (q+1)*d*nr]
+			rows := t.x[q*nr*d:]
+			jn := min(nr, n-q*nr)
+			done := 0
+			if jn == nr {
+				asm.TransposePanel(d, rows, d, panel)
+				done = d &^ 7
+			} else {
+				clear(panel)
+			}
+			for jj := 0; jj < jn; jj++ {
+				for p, v := range rows[jj*d+done : jj*d+d] {
+					panel[(done+p)*nr+jj] = v
+				}
+			}
+		}
+		return
+	}
 	i0, i1 := n*part/parts, n*(part+1)/parts
 	if i0 == i1 {
 		return

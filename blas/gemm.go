@@ -55,12 +55,9 @@ func (t *gemmTask) run(part, parts int, ws *workspace) {
 	if i0 >= i1 || j0 >= j1 {
 		return
 	}
-	if t.start != nil {
+	if t.start != nil && t.beta != 0 {
 		for i := i0; i < i1; i++ {
-			row := t.c[i*t.ldc+j0 : i*t.ldc+j1]
-			for j, v := range t.start[i*t.ldc+j0 : i*t.ldc+j1] {
-				row[j] = t.beta * v
-			}
+			asm.ScaleTo(t.beta, t.start[i*t.ldc+j0:i*t.ldc+j1], t.c[i*t.ldc+j0:i*t.ldc+j1])
 		}
 	} else if t.beta != 1 {
 		for i := i0; i < i1; i++ {
@@ -69,9 +66,7 @@ func (t *gemmTask) run(part, parts int, ws *workspace) {
 				clear(row)
 				continue
 			}
-			for j := range row {
-				row[j] *= t.beta
-			}
+			asm.ScaleTo(t.beta, row, row)
 		}
 	}
 	if t.k == 0 || t.alpha == 0 {
