@@ -206,9 +206,9 @@ func run(args []string, stdout io.Writer) error {
 		what string
 	}{
 		{rows, "Training wall-clock time"},
-		{rowsCPU, "Training CPU time of the process (both cores; less sensitive to other load on the machine)"},
+		{rowsCPU, "Training CPU time of the process, both cores together (less sensitive to other load on the machine),"},
 	} {
-		fmt.Fprintf(stdout, "\n%s (epochs) to reach each test accuracy", t.what)
+		fmt.Fprintf(stdout, "\n%s to reach each test accuracy, epochs in brackets", t.what)
 		if o.seeds > 1 {
 			fmt.Fprintf(stdout, "; medians over %d seeds, [k/N]: seeds that reached it", o.seeds)
 		}

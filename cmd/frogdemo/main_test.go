@@ -119,7 +119,7 @@ func TestSameStartSameOrder(t *testing.T) {
 		Arch: DefaultArch, Log: &bytes.Buffer{}, Progress: NewProgress(&bytes.Buffer{}, 4)}
 	init := NewModel(tr.Arch, 3)
 	h := DefaultHyper("sgd")
-	h["lr"] = 0
+	h["lr"], h["batch"] = 0, 128
 	a, err := tr.Run("sgd", h.Clone(), init, 3, "a")
 	if err != nil {
 		t.Fatal(err)

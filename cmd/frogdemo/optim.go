@@ -20,7 +20,7 @@ type Hyper map[string]float64
 var optimizerNames = []string{"frog", "sgd", "adamw", "kfrog"}
 
 // DefaultHyper returns the defaults of each optimizer: the winners of the
-// sweep in SWEEP.md. Keys:
+// sweep in SWEEP.md (K-FROG was not swept). Keys:
 //
 //	batch     minibatch size
 //	lr        learning rate (the peak of the step schedule)
@@ -35,13 +35,17 @@ var optimizerNames = []string{"frog", "sgd", "adamw", "kfrog"}
 func DefaultHyper(name string) Hyper {
 	switch name {
 	case "frog":
-		return Hyper{"batch": 128, "lr": 0.1, "momentum": 0.9, "nesterov": 0, "wd": 0, "ratio": 1, "r": 32, "iters": 4, "damping": 1e-3}
+		// sweep configuration frog#3.1
+		return Hyper{"batch": 64, "lr": 0.02, "momentum": 0.9, "nesterov": 0, "wd": 0, "ratio": 1, "r": 16, "iters": 2, "damping": 1e-2}
 	case "sgd":
-		return Hyper{"batch": 128, "lr": 0.05, "momentum": 0.9, "nesterov": 1, "wd": 5e-4}
+		// sgd#3.1
+		return Hyper{"batch": 32, "lr": 0.015, "momentum": 0.9, "nesterov": 1, "wd": 5e-4}
 	case "adamw":
-		return Hyper{"batch": 128, "lr": 2e-3, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8, "wd": 1e-2}
+		// adamw#2.3
+		return Hyper{"batch": 64, "lr": 3e-3, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8, "wd": 1e-2}
 	case "kfrog":
-		return Hyper{"batch": 128, "lr": 0.05, "momentum": 0.9, "nesterov": 0, "r": 64, "iters": 4, "damping": 1e-3}
+		// not swept: the best of five learning rates in a -quick check (SWEEP.md)
+		return Hyper{"batch": 64, "lr": 0.1, "momentum": 0.9, "nesterov": 0, "r": 32, "iters": 2, "damping": 1e-2}
 	}
 	return nil
 }

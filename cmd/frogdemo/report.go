@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 
@@ -213,11 +214,14 @@ func plotRuns(path string, runs []*Run, names []string, title, ylabel string, lo
 	p.Title.Text = title
 	p.X.Label.Text = "training wall-clock time (s)"
 	p.Y.Label.Text = ylabel
-	p.Legend.Top = !logY
+	// Loss curves fall and accuracy curves rise: keep the legend where
+	// the curves are not.
+	p.Legend.Top = logY
+	p.X.Min = 0
 	p.Add(plotter.NewGrid())
 	if logY {
 		p.Y.Scale = plot.LogScale{}
-		p.Y.Tick.Marker = plot.LogTicks{Prec: -1}
+		p.Y.Tick.Marker = ticks125{}
 	}
 	lo := math.Inf(1)
 	for i, name := range names {
@@ -293,7 +297,7 @@ func writeMarkdown(path string, res *Results) error {
 	if seeds > 1 {
 		note = fmt.Sprintf(", medians over %d seeds ([k/N]: the seeds that reached it)", seeds)
 	}
-	fmt.Fprintf(&b, "Training wall-clock time (epochs) to reach each test accuracy%s; evaluations excluded; '-': not reached:\n\n", note)
+	fmt.Fprintf(&b, "Training wall-clock time to reach each test accuracy, epochs in brackets%s; evaluations excluded; '-': not reached:\n\n", note)
 	WriteTable(&b, res.Summary)
 	if res.SummaryCPU != nil {
 		fmt.Fprintf(&b, "\nThe same in process CPU time (both cores together), less sensitive to other load on a shared machine:\n\n")
@@ -305,4 +309,30 @@ func writeMarkdown(path string, res *Results) error {
 	}
 	b.WriteString("\n![training loss](loss.svg)\n\n![test accuracy](accuracy.svg)\n")
 	return os.WriteFile(path, []byte(b.String()), 0o644)
+}
+
+// ticks125 marks a logarithmic axis at 1, 2 and 5 times the powers of ten,
+// with labels, and at the other integer multiples without.
+type ticks125 struct{}
+
+func (ticks125) Ticks(lo, hi float64) []plot.Tick {
+	var ticks []plot.Tick
+	if lo <= 0 || hi <= lo {
+		return nil
+	}
+	for e := math.Floor(math.Log10(lo)); math.Pow(10, e) <= hi; e++ {
+		dec := math.Pow(10, e)
+		for m := 1; m <= 9; m++ {
+			v := float64(m) * dec
+			if v < lo || v > hi {
+				continue
+			}
+			t := plot.Tick{Value: v}
+			if m == 1 || m == 2 || m == 5 {
+				t.Label = strconv.FormatFloat(v, 'g', 3, 64)
+			}
+			ticks = append(ticks, t)
+		}
+	}
+	return ticks
 }

@@ -113,7 +113,10 @@ func (t *Trainer) Run(name string, h Hyper, init *Model, seed uint64, label stri
 	n, pix := t.Train.Len(), imageSide*imageSide
 	perEpoch := n / batch
 	total := t.StepsFor(batch)
-	evalEvery := max(1, int(math.Round(float64(perEpoch)/t.EvalsPerEpoch)))
+	// Evaluations at evenly spaced steps, the last one at the end.
+	evals := max(1, int(math.Round(t.EvalsPerEpoch*float64(total)/float64(perEpoch))))
+	evalAt := func(k int) int { return int(math.Round(float64(k) * float64(total) / float64(evals))) }
+	nextEval := 1
 	order := rand.New(rand.NewPCG(seed, 0x0dde))
 	var perm []int
 	labels := make([]uint8, batch)
@@ -147,8 +150,11 @@ func (t *Trainer) Run(name string, h Hyper, init *Model, seed uint64, label stri
 		lossSum += loss
 		lossCount++
 		diverged := math.IsNaN(loss) || math.IsInf(loss, 0) || loss > 1e3
-		if (step+1)%evalEvery != 0 && step+1 != total && !diverged {
+		if step+1 < evalAt(nextEval) && !diverged {
 			continue
+		}
+		for evalAt(nextEval) <= step+1 {
+			nextEval++
 		}
 		testLoss, acc := t.Evaluate(model)
 		p := Point{Step: step + 1, Epoch: float64(step+1) / float64(perEpoch), Time: trained.Seconds(), CPUTime: cpu.Seconds(),
