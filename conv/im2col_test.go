@@ -105,3 +105,15 @@ func TestSquaredNorms(t *testing.T) {
 		t.Errorf("got %v, want [25 2e60] (float64 accumulation, stride skipped)", norms)
 	}
 }
+
+// BenchmarkIm2col unfolds one sample of the l1.conv shape (64 channels,
+// 32x32, 3x3, padding 1).
+func BenchmarkIm2col(b *testing.B) {
+	g := Geometry{InChannels: 64, OutChannels: 64, InH: 32, InW: 32, KernelH: 3, KernelW: 3, PadH: 1, PadW: 1}.Normalized()
+	img := make([]float32, g.ImageLen())
+	dst := make([]float32, g.Locations()*g.PatchLen())
+	b.SetBytes(int64(4 * len(dst)))
+	for b.Loop() {
+		g.Im2col(dst, g.PatchLen(), img, 0)
+	}
+}
