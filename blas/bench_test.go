@@ -79,6 +79,17 @@ func BenchmarkFisher(b *testing.B) {
 		}
 		flops := float64(4 * s.r * s.n * s.d)
 		f := FisherProduct{Rows: s.r, Len: s.d, Points: s.n, P: p, X: x, Weights: w, Q: q, Alpha: 1, Damping: 1e-3}
+		// What a CG iteration runs: X (and the weights) packed once a
+		// step by PackPoints, then the fused or the unfused product.
+		b.Run(s.layer+"/packed", func(b *testing.B) {
+			f.PackPoints(avx2{})
+			defer f.ForgetPoints()
+			b.ReportAllocs()
+			for b.Loop() {
+				(avx2{}).fuseFisher(&f)
+			}
+			b.ReportMetric(flops*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
+		})
 		if (avx2{}).fuseFisher(&f) {
 			b.Run(s.layer+"/fused", func(b *testing.B) {
 				b.ReportAllocs()

@@ -153,6 +153,9 @@ type fisherWork struct {
 	transpose transposeTask
 }
 
+// sPad is the padding of the rows of the fused kernel's block products.
+const sPad = 4
+
 // l2Budget is the part of a core's L2 cache the fused kernel plans for.
 const l2Budget = 768 << 10
 
@@ -275,7 +278,12 @@ func (w *fisherWork) runChunk(ws *workspace, part, c int) {
 	acc := grow(w.acc[c], r*d)
 	w.acc[c] = acc
 	clear(acc)
-	prod := grow(w.prod[part], w.block*r)
+	// The second product reads S^T in place, six values of a row of S a
+	// step: with rows r floats apart (a multiple of 64 bytes) a tile's
+	// steps would fall into a sixteenth of the L1 sets and miss; a padded
+	// stride spreads them.
+	lds := r + sPad
+	prod := grow(w.prod[part], w.block*lds)
 	w.prod[part] = prod
 	weightsT := f.transposedWeights()
 	blocks := (n + w.block - 1) / w.block
@@ -283,24 +291,26 @@ func (w *fisherWork) runChunk(ws *workspace, part, c int) {
 		n0 := b * w.block
 		nb := min(w.block, n-n0)
 		x := f.X[n0*d : (n0+nb)*d]
-		s := prod[:nb*r]
+		s := prod[:nb*lds]
 		clear(s)
-		first := gemmTask{m: nb, n: r, k: d, alpha: 1, a: x, lda: d, c: s, ldc: r, packedB: w.packed}
+		first := gemmTask{m: nb, n: r, k: d, alpha: 1, a: x, lda: d, c: s, ldc: lds, packedB: w.packed}
 		gemmRange(ws, &first, 0, nb, 0, r)
 		switch {
 		case weightsT != nil:
-			asm.Hadamard(weightsT[n0*r:(n0+nb)*r], s)
+			for i := 0; i < nb; i++ {
+				asm.Hadamard(weightsT[(n0+i)*r:(n0+i+1)*r], s[i*lds:])
+			}
 		case f.Weights != nil:
 			for j := 0; j < r; j++ {
 				wt := f.Weights[j*n+n0 : j*n+n0+nb]
 				for i, v := range wt {
-					s[i*r+j] *= v
+					s[i*lds+j] *= v
 				}
 			}
 		}
 		// X_blk is in L2 from the first product: packing it again from
 		// there costs less than reading the packed copy from memory.
-		second := gemmTask{transA: true, m: r, n: d, k: nb, alpha: f.Alpha, a: s, lda: r, b: x, ldb: d, c: acc, ldc: d}
+		second := gemmTask{transA: true, m: r, n: d, k: nb, alpha: f.Alpha, a: s, lda: lds, b: x, ldb: d, c: acc, ldc: d}
 		gemmRange(ws, &second, 0, r, 0, d)
 	}
 }
