@@ -74,14 +74,15 @@ type CPU struct {
 	// Kernels runs the dense products; nil means blas.Current().
 	Kernels blas.Kernels
 
-	patches []float32
-	weights []float32
-	norms   []float64
-	op      fisher.Operator
-	solver  cg.Solver
-	unfold  unfold
-	scale   scaleRows
-	fill    fillWeights
+	patches   []float32
+	weights   []float32
+	norms     []float64
+	op        fisher.Operator
+	solver    cg.Solver
+	unfold    unfold
+	scale     scaleRows
+	fill      fillWeights
+	normalize normalizeRows
 }
 
 // Name returns "cpu".
@@ -146,7 +147,9 @@ func (c *CPU) Precondition(job *Job) error {
 		res := c.solver.Solve(&c.op, grad, dir, rg, d)
 		copy(job.Residual[r0:r0+rg], res.Residual)
 		copy(job.Breakdown[r0:r0+rg], res.Breakdown)
-		NormalizeRows(c.Kernels, dir, grad, job.Scale[r0:r0+rg], d, job.DenomEps)
+		c.normalize = normalizeRows{k: c.Kernels, dir: dir, grad: grad, scale: job.Scale[r0 : r0+rg], d: d, eps: job.DenomEps}
+		blas.Parallel(&c.normalize, min(rg, max(1, rg*d>>15)))
+		c.normalize = normalizeRows{}
 	}
 	return nil
 }
@@ -157,10 +160,27 @@ func (c *CPU) Precondition(job *Job) error {
 // z_j.e_j + eps (possible only after a CG breakdown in finite precision) is
 // taken by magnitude so that c_j stays finite. eps must be positive.
 func NormalizeRows(k blas.Kernels, dir, grad []float32, scale []float64, d int, eps float64) {
+	u := normalizeRows{k: k, dir: dir, grad: grad, scale: scale, d: d, eps: eps}
+	u.RunPart(0, 1)
+}
+
+// normalizeRows is NormalizeRows on a part's range of rows: rows are
+// independent, so parts give the values one loop would.
+type normalizeRows struct {
+	k         blas.Kernels
+	dir, grad []float32
+	scale     []float64
+	d         int
+	eps       float64
+}
+
+func (u *normalizeRows) RunPart(part, parts int) {
+	k, dir, grad, scale, d, eps := u.k, u.dir, u.grad, u.scale, u.d, u.eps
 	if k == nil {
 		k = blas.Current()
 	}
-	for j := range scale {
+	rows := len(scale)
+	for j := rows * part / parts; j < rows*(part+1)/parts; j++ {
 		zj, ej := dir[j*d:(j+1)*d], grad[j*d:(j+1)*d]
 		cj := 1 / math.Sqrt(math.Abs(k.Dot(zj, ej)+eps))
 		scale[j] = cj

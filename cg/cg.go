@@ -31,17 +31,77 @@ type Solver struct {
 	update     rowUpdate
 }
 
-// rowUpdate is one iteration's update of the rows after the product, in
-// parts of whole rows.
+// Phases of a rowUpdate.
+const (
+	startRows  = iota // scale b into r and p, rho, clear z
+	updateRows        // one iteration's update after the product
+	finishRows        // residual norms, z back to the scale of b
+)
+
+// rowUpdate is one phase of the solve on every row, in parts of whole
+// rows: rows are independent, so the parts give the values one loop
+// would.
 type rowUpdate struct {
 	s     *Solver
 	k     blas.Kernels
+	phase int
 	it, n int
 	rows  int
-	z     []float32
+	b, z  []float32
 }
 
 func (u *rowUpdate) RunPart(part, parts int) {
+	switch u.phase {
+	case startRows:
+		u.start(part, parts)
+	case finishRows:
+		u.finish(part, parts)
+	default:
+		u.update(part, parts)
+	}
+}
+
+func (u *rowUpdate) start(part, parts int) {
+	s, k, n, b := u.s, u.k, u.n, u.b
+	rows := u.rows
+	done, broke := s.done[:rows], s.done[rows:2*rows]
+	rho, eps, rho0 := s.rho[:rows], s.rho[rows:2*rows], s.rho[2*rows:3*rows]
+	for j := rows * part / parts; j < rows*(part+1)/parts; j++ {
+		bj := b[j*n : (j+1)*n]
+		sc := blas.Normalizer(bj)
+		s.scale[j] = sc
+		eps[j] = s.Eps * sc * sc
+		rj := s.res[j*n : (j+1)*n]
+		f := float32(sc)
+		for i, v := range bj {
+			rj[i] = v * f
+		}
+		copy(s.p[j*n:(j+1)*n], rj)
+		clear(u.z[j*n : (j+1)*n])
+		rho[j] = k.Dot(rj, rj)
+		rho0[j] = rho[j]
+		done[j] = false
+		broke[j] = false
+	}
+}
+
+func (u *rowUpdate) finish(part, parts int) {
+	s, n, rows := u.s, u.n, u.rows
+	rho, resid := s.rho[:rows], s.rho[3*rows:4*rows]
+	for j := rows * part / parts; j < rows*(part+1)/parts; j++ {
+		sc := s.scale[j]
+		resid[j] = math.Sqrt(rho[j]) / sc
+		if sc != 1 {
+			f := float32(1 / sc)
+			zj := u.z[j*n : (j+1)*n]
+			for i := range zj {
+				zj[i] *= f
+			}
+		}
+	}
+}
+
+func (u *rowUpdate) update(part, parts int) {
 	s, k, n := u.s, u.k, u.n
 	rows := u.rows
 	done, broke := s.done[:rows], s.done[rows:2*rows]
@@ -128,27 +188,13 @@ func (s *Solver) Solve(op Operator, b, z []float32, rows, n int) Result {
 		s.done = make([]bool, 2*rows)
 	}
 	done, broke := s.done[:rows], s.done[rows:2*rows]
-	rho, eps, rho0, resid := s.rho[:rows], s.rho[rows:2*rows], s.rho[2*rows:3*rows], s.rho[3*rows:4*rows]
-	res, p, q := s.res, s.p, s.q
+	resid := s.rho[3*rows : 4*rows]
+	p, q := s.p, s.q
 
 	z = z[:total]
-	clear(z)
-	for j := 0; j < rows; j++ {
-		bj := b[j*n : (j+1)*n]
-		sc := blas.Normalizer(bj)
-		s.scale[j] = sc
-		eps[j] = s.Eps * sc * sc
-		rj := res[j*n : (j+1)*n]
-		f := float32(sc)
-		for i, v := range bj {
-			rj[i] = v * f
-		}
-		rho[j] = k.Dot(rj, rj)
-		rho0[j] = rho[j]
-		done[j] = false
-		broke[j] = false
-	}
-	copy(p, res)
+	s.update = rowUpdate{s: s, k: k, phase: startRows, n: n, rows: rows, b: b, z: z}
+	blas.Parallel(&s.update, max(1, rows*n>>15))
+	s.update = rowUpdate{}
 
 	result := Result{Breakdown: broke}
 	for it := 0; it < s.Iters; it++ {
@@ -165,22 +211,16 @@ func (s *Solver) Solve(op Operator, b, z []float32, rows, n int) Result {
 		op.Apply(q, p)
 		// Rows are independent: their updates split across the cores
 		// give the same values as one loop.
-		s.update = rowUpdate{s: s, k: k, it: it, n: n, rows: rows, z: z}
+		s.update = rowUpdate{s: s, k: k, phase: updateRows, it: it, n: n, rows: rows, z: z}
 		blas.Parallel(&s.update, max(1, rows*n>>15))
 		s.update = rowUpdate{}
 	}
+	s.update = rowUpdate{s: s, k: k, phase: finishRows, n: n, rows: rows, z: z}
+	blas.Parallel(&s.update, max(1, rows*n>>15))
+	s.update = rowUpdate{}
 	for j := 0; j < rows; j++ {
-		sc := s.scale[j]
 		if broke[j] {
 			result.Breakdowns++
-		}
-		resid[j] = math.Sqrt(rho[j]) / sc
-		if sc != 1 {
-			f := float32(1 / sc)
-			zj := z[j*n : (j+1)*n]
-			for i := range zj {
-				zj[i] *= f
-			}
 		}
 	}
 	result.Residual = resid
