@@ -7,4 +7,10 @@
 // backend option and the FROG_BACKEND environment variable end up here).
 // The portable implementation delegates GEMM to gonum's pure-Go BLAS, which
 // splits large products across GOMAXPROCS goroutines.
+//
+// Results do not depend on the number of cores: products are split by
+// their output (rows or columns of C), never by the inner dimension, and
+// the fused Fisher product sums its chunks of points, whose number follows
+// the shape alone, in a fixed order. The same inputs give the same bits
+// with GOMAXPROCS 1 or 64, from run to run.
 package blas
