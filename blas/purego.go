@@ -25,7 +25,84 @@ func (g pureGo) Gemm(transA, transB bool, m, n, k int, alpha float32, a []float3
 		scale(beta, m, n, c, ldc)
 		return
 	}
-	g.impl.Sgemm(transpose(transA), transpose(transB), m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+	rowTiles, colTiles := (m+pureTileRows-1)/pureTileRows, (n+pureTileCols-1)/pureTileCols
+	if rowTiles*colTiles == 1 {
+		g.impl.Sgemm(transpose(transA), transpose(transB), m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+		return
+	}
+	// gonum splits a product of four or more 64x64 blocks of C across
+	// goroutines it starts, and allocates doing so. Cut C into tiles of
+	// three blocks instead (each runs serially in gonum, with the whole
+	// inner dimension) and spread them over the helpers: no allocation,
+	// and the same bits whatever the number of cores.
+	t := getPureTask()
+	*t = pureGemmTask{
+		impl: g.impl, transA: transA, transB: transB, m: m, n: n, k: k,
+		alpha: alpha, beta: beta, a: a, lda: lda, b: b, ldb: ldb, c: c, ldc: ldc,
+		colTiles: colTiles,
+	}
+	tiles := rowTiles * colTiles
+	parts := 1
+	if 2*m*n*k >= serialFlops {
+		parts = tiles
+	}
+	Parallel(t, parts)
+	*t = pureGemmTask{}
+	putPureTask(t)
+}
+
+// Tiles of C for the portable Gemm: three of gonum's 64x64 blocks, fewer
+// than the four from which it goes parallel.
+const pureTileRows, pureTileCols = 64, 192
+
+// pureGemmTask is a portable product cut into tiles of C.
+type pureGemmTask struct {
+	impl           gonum.Implementation
+	transA, transB bool
+	m, n, k        int
+	alpha, beta    float32
+	a              []float32
+	lda            int
+	b              []float32
+	ldb            int
+	c              []float32
+	ldc            int
+	colTiles       int
+}
+
+func (t *pureGemmTask) RunPart(part, parts int) {
+	tiles := (t.m + pureTileRows - 1) / pureTileRows * t.colTiles
+	for tile := tiles * part / parts; tile < tiles*(part+1)/parts; tile++ {
+		i0, j0 := tile/t.colTiles*pureTileRows, tile%t.colTiles*pureTileCols
+		mi, nj := min(pureTileRows, t.m-i0), min(pureTileCols, t.n-j0)
+		a := t.a[i0*t.lda:]
+		if t.transA {
+			a = t.a[i0:]
+		}
+		b := t.b[j0:]
+		if t.transB {
+			b = t.b[j0*t.ldb:]
+		}
+		t.impl.Sgemm(transpose(t.transA), transpose(t.transB), mi, nj, t.k, t.alpha, a, t.lda, b, t.ldb, t.beta, t.c[i0*t.ldc+j0:], t.ldc)
+	}
+}
+
+var freePureTasks = make(chan *pureGemmTask, maxHelpers)
+
+func getPureTask() *pureGemmTask {
+	select {
+	case t := <-freePureTasks:
+		return t
+	default:
+		return new(pureGemmTask)
+	}
+}
+
+func putPureTask(t *pureGemmTask) {
+	select {
+	case freePureTasks <- t:
+	default:
+	}
 }
 
 // Dot is the loop
