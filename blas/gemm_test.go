@@ -40,6 +40,7 @@ func TestGemm(t *testing.T) {
 		{1, 1, 1}, {1, 1, 0}, {2, 3, 4}, {5, 15, 7}, {6, 16, 1}, {7, 17, 3},
 		{6, 16, 256}, {13, 33, 257}, {12, 48, 300}, {64, 27, 40}, {27, 64, 19},
 		{31, 600, 20}, {70, 40, 530}, {100, 300, 64}, {16, 256, 576},
+		{130, 20, 5}, {5, 400, 130}, // tiles of the portable Gemm over a short inner dimension
 	}
 	for _, impl := range implementations() {
 		for _, s := range shapes {

@@ -75,13 +75,18 @@ func (t *pureGemmTask) RunPart(part, parts int) {
 	for tile := tiles * part / parts; tile < tiles*(part+1)/parts; tile++ {
 		i0, j0 := tile/t.colTiles*pureTileRows, tile%t.colTiles*pureTileCols
 		mi, nj := min(pureTileRows, t.m-i0), min(pureTileCols, t.n-j0)
-		a := t.a[i0*t.lda:]
+		// Row i of op(A) starts at a[i*lda] as stored, at a[i] transposed;
+		// column j of op(B) at b[j] as stored, at b[j*ldb] transposed.
+		var a, b []float32
 		if t.transA {
 			a = t.a[i0:]
+		} else {
+			a = t.a[i0*t.lda:]
 		}
-		b := t.b[j0:]
 		if t.transB {
 			b = t.b[j0*t.ldb:]
+		} else {
+			b = t.b[j0:]
 		}
 		t.impl.Sgemm(transpose(t.transA), transpose(t.transB), mi, nj, t.k, t.alpha, a, t.lda, b, t.ldb, t.beta, t.c[i0*t.ldc+j0:], t.ldc)
 	}
