@@ -45,7 +45,16 @@ func close32(got, want, scale float64, k int) bool {
 }
 
 func TestKernel6x16(t *testing.T) {
-	rng := rand.New(rand.NewPCG(1, 2))
+	for _, rows := range []int{6, 4} {
+		testKernel(t, rows)
+	}
+}
+
+// testKernel checks Kernel6x16 or Kernel4x16 (rows 6 or 4) against the
+// reference loop, with A in place or transposed and guards around every
+// buffer.
+func testKernel(t *testing.T, rows int) {
+	rng := rand.New(rand.NewPCG(1, uint64(rows)))
 	for _, k := range []int{0, 1, 2, 3, 4, 5, 7, 16, 33, 100} {
 		for _, trans := range []bool{false, true} {
 			for _, pad := range []int{0, 1, 5} {
@@ -53,11 +62,11 @@ func TestKernel6x16(t *testing.T) {
 					// A is 6 x k, stored with extra pad columns, in place or transposed.
 					var rsa, csa, alen int
 					if trans {
-						rsa, csa = 1, 6+pad
-						alen = (k-1)*csa + 6
+						rsa, csa = 1, rows+pad
+						alen = (k-1)*csa + rows
 					} else {
 						rsa, csa = k+pad, 1
-						alen = 5*rsa + k
+						alen = (rows-1)*rsa + k
 					}
 					if k == 0 {
 						alen = 1
@@ -65,14 +74,19 @@ func TestKernel6x16(t *testing.T) {
 					ldb := 16 + pad
 					blen := max((k-1)*ldb+16, 1)
 					ldc := 16 + 2*pad
-					clen := 5*ldc + 16
+					clen := (rows-1)*ldc + 16
 					aAll, a := guarded(rng, alen)
 					bAll, b := guarded(rng, blen)
 					cAll, c := guarded(rng, clen)
 					want := append([]float32(nil), c...)
-					kernel6x16Ref(k, alpha, a, rsa, csa, b, ldb, want, ldc)
-					Kernel6x16(k, alpha, a, rsa, csa, b, ldb, c, ldc)
+					kernelRowsx16Ref(rows, k, alpha, a, rsa, csa, b, ldb, want, ldc)
 					name := "Kernel6x16"
+					if rows == 4 {
+						name = "Kernel4x16"
+						Kernel4x16(k, alpha, a, rsa, csa, b, ldb, c, ldc)
+					} else {
+						Kernel6x16(k, alpha, a, rsa, csa, b, ldb, c, ldc)
+					}
 					checkGuards(t, name, aAll, alen)
 					checkGuards(t, name, bAll, blen)
 					checkGuards(t, name, cAll, clen)
@@ -80,12 +94,12 @@ func TestKernel6x16(t *testing.T) {
 						inTile := i%ldc < 16
 						if !inTile {
 							if math.Float32bits(c[i]) != math.Float32bits(want[i]) {
-								t.Fatalf("k=%d trans=%v pad=%d: c[%d] outside the tile changed", k, trans, pad, i)
+								t.Fatalf("%s k=%d trans=%v pad=%d: c[%d] outside the tile changed", name, k, trans, pad, i)
 							}
 							continue
 						}
 						if !close32(float64(c[i]), float64(want[i]), 1, k) {
-							t.Fatalf("k=%d trans=%v pad=%d alpha=%v: c[%d] = %v, want %v", k, trans, pad, alpha, i, c[i], want[i])
+							t.Fatalf("%s k=%d trans=%v pad=%d alpha=%v: c[%d] = %v, want %v", name, k, trans, pad, alpha, i, c[i], want[i])
 						}
 					}
 				}

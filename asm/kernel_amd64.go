@@ -70,3 +70,10 @@ func Hadamard(x, y []float32)
 //
 //go:noescape
 func ScaleTo(alpha float32, x, y []float32)
+
+// Kernel4x16 is Kernel6x16 for four rows: for i < 4 and j < 16,
+//
+//	c[i*ldc+j] += alpha * sum_{p<k} a[i*rsa+p*csa] * b[p*ldb+j]
+//
+//go:noescape
+func Kernel4x16(k int, alpha float32, a []float32, rsa, csa int, b []float32, ldb int, c []float32, ldc int)

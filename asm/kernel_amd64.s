@@ -603,3 +603,77 @@ scaleone:
 scaledone:
 	VZEROUPPER
 	RET
+
+// func Kernel4x16(k int, alpha float32, a []float32, rsa, csa int, b []float32, ldb int, c []float32, ldc int)
+//
+// Kernel6x16 for a tile of four rows (Y0..Y7), so that a block of rows
+// that leaves four at the end needs no padded copy and wastes no FMAs.
+TEXT ·Kernel4x16(SB), NOSPLIT, $0-120
+	MOVQ k+0(FP), CX
+	MOVQ a_base+16(FP), AX
+	MOVQ rsa+40(FP), R8
+	SHLQ $2, R8
+	MOVQ csa+48(FP), R11
+	SHLQ $2, R11
+	LEAQ (R8)(R8*2), R9
+	MOVQ b_base+56(FP), BX
+	MOVQ ldb+80(FP), R12
+	SHLQ $2, R12
+
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+	VXORPS Y4, Y4, Y4
+	VXORPS Y5, Y5, Y5
+	VXORPS Y6, Y6, Y6
+	VXORPS Y7, Y7, Y7
+
+	TESTQ CX, CX
+	JLE   store4
+
+	CMPQ CX, $2
+	JL   tail4
+
+pair4:
+	VMOVUPS (BX), Y12
+	VMOVUPS 32(BX), Y13
+	ROW_FMA((AX), Y0, Y1, Y14)
+	ROW_FMA((AX)(R8*1), Y2, Y3, Y15)
+	ROW_FMA((AX)(R8*2), Y4, Y5, Y14)
+	ROW_FMA((AX)(R9*1), Y6, Y7, Y15)
+	ADDQ R11, AX
+	ADDQ R12, BX
+	VMOVUPS (BX), Y12
+	VMOVUPS 32(BX), Y13
+	ROW_FMA((AX), Y0, Y1, Y14)
+	ROW_FMA((AX)(R8*1), Y2, Y3, Y15)
+	ROW_FMA((AX)(R8*2), Y4, Y5, Y14)
+	ROW_FMA((AX)(R9*1), Y6, Y7, Y15)
+	ADDQ R11, AX
+	ADDQ R12, BX
+	SUBQ $2, CX
+	CMPQ CX, $2
+	JGE  pair4
+
+tail4:
+	TESTQ CX, CX
+	JLE   store4
+	VMOVUPS (BX), Y12
+	VMOVUPS 32(BX), Y13
+	ROW_FMA((AX), Y0, Y1, Y14)
+	ROW_FMA((AX)(R8*1), Y2, Y3, Y15)
+	ROW_FMA((AX)(R8*2), Y4, Y5, Y14)
+	ROW_FMA((AX)(R9*1), Y6, Y7, Y15)
+
+store4:
+	VBROADCASTSS alpha+8(FP), Y14
+	MOVQ         c_base+88(FP), DI
+	MOVQ         ldc+112(FP), DX
+	SHLQ         $2, DX
+	STORE_ROW(Y0, Y1)
+	STORE_ROW(Y2, Y3)
+	STORE_ROW(Y4, Y5)
+	STORE_ROW(Y6, Y7)
+	VZEROUPPER
+	RET

@@ -19,7 +19,7 @@ const Enabled = false
 //		}
 //	}
 func Kernel6x16(k int, alpha float32, a []float32, rsa, csa int, b []float32, ldb int, c []float32, ldc int) {
-	kernel6x16Ref(k, alpha, a, rsa, csa, b, ldb, c, ldc)
+	kernelRowsx16Ref(6, k, alpha, a, rsa, csa, b, ldb, c, ldc)
 }
 
 // Dot is the loop
@@ -117,4 +117,19 @@ func Hadamard(x, y []float32) {
 //	}
 func ScaleTo(alpha float32, x, y []float32) {
 	scaleToRef(alpha, x, y)
+}
+
+// Kernel4x16 is the loop
+//
+//	for i := 0; i < 4; i++ {
+//		for j := 0; j < 16; j++ {
+//			var s float32
+//			for p := 0; p < k; p++ {
+//				s += a[i*rsa+p*csa] * b[p*ldb+j]
+//			}
+//			c[i*ldc+j] += alpha * s
+//		}
+//	}
+func Kernel4x16(k int, alpha float32, a []float32, rsa, csa int, b []float32, ldb int, c []float32, ldc int) {
+	kernelRowsx16Ref(4, k, alpha, a, rsa, csa, b, ldb, c, ldc)
 }

@@ -6,11 +6,12 @@ import "math"
 // twins' bodies under !amd64 || noasm, and what the tests compare the
 // assembly against.
 
-func kernel6x16Ref(k int, alpha float32, a []float32, rsa, csa int, b []float32, ldb int, c []float32, ldc int) {
+// kernelRowsx16Ref is the micro-kernel for a tile of rows <= 6 rows.
+func kernelRowsx16Ref(rows, k int, alpha float32, a []float32, rsa, csa int, b []float32, ldb int, c []float32, ldc int) {
 	var acc [6 * 16]float32
 	for p := 0; p < k; p++ {
 		brow := b[p*ldb : p*ldb+16]
-		for i := 0; i < 6; i++ {
+		for i := 0; i < rows; i++ {
 			av := a[i*rsa+p*csa]
 			row := acc[i*16 : i*16+16]
 			for j, bv := range brow {
@@ -18,7 +19,7 @@ func kernel6x16Ref(k int, alpha float32, a []float32, rsa, csa int, b []float32,
 			}
 		}
 	}
-	for i := 0; i < 6; i++ {
+	for i := 0; i < rows; i++ {
 		crow := c[i*ldc : i*ldc+16]
 		for j := range crow {
 			crow[j] += alpha * acc[i*16+j]

@@ -117,7 +117,13 @@ func gemmRange(ws *workspace, t *gemmTask, i0, i1, j0, j1 int) {
 			for ic := i0; ic < i1; ic += mr {
 				mrr := min(mr, i1-ic)
 				at, ars, acs := a[ic*rsa+pc*csa:], rsa, csa
-				if mrr < mr {
+				kernel := asm.Kernel6x16
+				switch {
+				case mrr == 4:
+					// Four rows left (64 = 10*6 + 4, 256 = 42*6 + 4): their
+					// own kernel, on A in place.
+					kernel = asm.Kernel4x16
+				case mrr < mr:
 					at, ars, acs = packA(ws, a, rsa, csa, ic, mrr, pc, kc), 1, mr
 				}
 				for jr := 0; jr < nc; jr += nr {
@@ -129,13 +135,13 @@ func gemmRange(ws *workspace, t *gemmTask, i0, i1, j0, j1 int) {
 						bt = bp[jr*kc:]
 					}
 					btld := nr
-					if mrr == mr && nrr == nr {
-						asm.Kernel6x16(kc, t.alpha, at, ars, acs, bt, btld, c[ic*ldc+jc+jr:], ldc)
+					if (mrr == mr || mrr == 4) && nrr == nr {
+						kernel(kc, t.alpha, at, ars, acs, bt, btld, c[ic*ldc+jc+jr:], ldc)
 						continue
 					}
 					tile := ws.ctile[:]
 					clear(tile)
-					asm.Kernel6x16(kc, t.alpha, at, ars, acs, bt, btld, tile, nr)
+					kernel(kc, t.alpha, at, ars, acs, bt, btld, tile, nr)
 					for i := 0; i < mrr; i++ {
 						crow := c[(ic+i)*ldc+jc+jr:][:nrr]
 						for j, v := range tile[i*nr : i*nr+nrr] {
