@@ -35,14 +35,14 @@ var optimizerNames = []string{"frog", "sgd", "adamw", "kfrog"}
 func DefaultHyper(name string) Hyper {
 	switch name {
 	case "frog":
-		// sweep configuration frog#3.1
-		return Hyper{"batch": 64, "lr": 0.02, "momentum": 0.9, "nesterov": 0, "wd": 0, "ratio": 1, "r": 16, "iters": 2, "damping": 1e-2}
+		// sweep configuration frog#4.2
+		return Hyper{"batch": 128, "lr": 0.01, "momentum": 0.9, "nesterov": 0, "wd": 0, "ratio": 1, "r": 16, "iters": 2, "damping": 1e-2}
 	case "sgd":
 		// sgd#3.1
 		return Hyper{"batch": 32, "lr": 0.015, "momentum": 0.9, "nesterov": 1, "wd": 5e-4}
 	case "adamw":
-		// adamw#2.3
-		return Hyper{"batch": 64, "lr": 3e-3, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8, "wd": 1e-2}
+		// adamw#4.1
+		return Hyper{"batch": 32, "lr": 2e-3, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8, "wd": 1e-2}
 	case "kfrog":
 		// not swept: the best of five learning rates in a -quick check (SWEEP.md)
 		return Hyper{"batch": 64, "lr": 0.1, "momentum": 0.9, "nesterov": 0, "r": 32, "iters": 2, "damping": 1e-2}

@@ -88,6 +88,22 @@ var sweepRounds = []map[string][]string{
 			"lr=0.03,momentum=0.9,r=32,iters=2,damping=1e-2,batch=64",
 		},
 	},
+	{
+		// At the full budget of a default run (-train 60000 -test 10000
+		// -epochs 3), beside the winners of rounds 1 to 3.
+		"frog": {
+			"lr=0.01,momentum=0.9,r=16,iters=2,damping=1e-2,batch=64",
+			"lr=0.01,momentum=0.9,r=16,iters=2,damping=1e-2,batch=128",
+		},
+		"sgd": {
+			"lr=0.03,momentum=0.9,batch=32",
+			"lr=0.03,momentum=0.9,batch=64",
+		},
+		"adamw": {
+			"lr=2e-3,batch=32",
+			"lr=2e-3,batch=64",
+		},
+	},
 }
 
 // sweepConfig is one configuration of the sweep.
