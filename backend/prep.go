@@ -69,9 +69,7 @@ type scaleRows struct {
 func (s *scaleRows) RunPart(part, parts int) {
 	n := len(s.x)
 	x := s.x[n*part/parts : n*(part+1)/parts]
-	for i := range x {
-		x[i] *= s.scale
-	}
+	blas.ScaleTo(s.scale, x, x)
 }
 
 // fillWeights runs fisher.RowWeights.FillRows on ranges of rows, in parts.

@@ -54,3 +54,17 @@ func NormalizerOfBits(top uint32) float64 {
 	_, e := math.Frexp(float64(math.Float32frombits(top)))
 	return math.Ldexp(1, 1-e)
 }
+
+// ScaleTo computes y[i] = alpha*x[i] over len(x) elements (x and y may be
+// the same slice). Each product is rounded once, as the plain loop's, so
+// the result is the same on every kernel set.
+func ScaleTo(alpha float32, x, y []float32) {
+	y = y[:len(x)]
+	if hasAVX2 {
+		asm.ScaleTo(alpha, x, y)
+		return
+	}
+	for i, v := range x {
+		y[i] = alpha * v
+	}
+}

@@ -32,3 +32,27 @@ func TestNormalizer(t *testing.T) {
 		}
 	}
 }
+
+// TestScaleTo: the same bits as the plain loop, in place too.
+func TestScaleTo(t *testing.T) {
+	rng := rand.New(rand.NewPCG(33, 34))
+	for n := 0; n <= 70; n++ {
+		x := make([]float32, n)
+		for i := range x {
+			x[i] = rng.Float32()*2 - 1
+		}
+		for _, alpha := range []float32{0.25, -3, 1e-30} {
+			want := make([]float32, n)
+			for i, v := range x {
+				want[i] = alpha * v
+			}
+			got := append([]float32(nil), x...)
+			ScaleTo(alpha, got, got)
+			for i := range got {
+				if math.Float32bits(got[i]) != math.Float32bits(want[i]) {
+					t.Fatalf("n=%d alpha=%v: [%d] = %v, want %v", n, alpha, i, got[i], want[i])
+				}
+			}
+		}
+	}
+}

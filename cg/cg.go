@@ -72,10 +72,7 @@ func (u *rowUpdate) start(part, parts int) {
 		s.scale[j] = sc
 		eps[j] = s.Eps * sc * sc
 		rj := s.res[j*n : (j+1)*n]
-		f := float32(sc)
-		for i, v := range bj {
-			rj[i] = v * f
-		}
+		blas.ScaleTo(float32(sc), bj, rj)
 		copy(s.p[j*n:(j+1)*n], rj)
 		clear(u.z[j*n : (j+1)*n])
 		rho[j] = k.Dot(rj, rj)
@@ -92,11 +89,8 @@ func (u *rowUpdate) finish(part, parts int) {
 		sc := s.scale[j]
 		resid[j] = math.Sqrt(rho[j]) / sc
 		if sc != 1 {
-			f := float32(1 / sc)
 			zj := u.z[j*n : (j+1)*n]
-			for i := range zj {
-				zj[i] *= f
-			}
+			blas.ScaleTo(float32(1/sc), zj, zj)
 		}
 	}
 }
