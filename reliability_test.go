@@ -17,13 +17,12 @@ import (
 // linear layer with a joint bias, and a plain parameter, with its own
 // deterministic data.
 type rbWorld struct {
-	conv, lin       Layer
-	wConv, bConv    []float32
-	wLin, bLin      []float32
-	theta           []float32
-	batch           int
-	rng             *rand.Rand
-	nextConv, nextL Batch
+	conv, lin    Layer
+	wConv, bConv []float32
+	wLin, bLin   []float32
+	theta        []float32
+	batch        int
+	rng          *rand.Rand
 }
 
 func rbConvLayer() Layer {
