@@ -294,7 +294,7 @@ func (w *fisherWork) runChunk(ws *workspace, part, c int) {
 		s := prod[:nb*lds]
 		clear(s)
 		first := gemmTask{m: nb, n: r, k: d, alpha: 1, a: x, lda: d, c: s, ldc: lds, packedB: w.packed}
-		gemmRange(ws, &first, 0, nb, 0, r)
+		gemmRange(ws, &first, 0, nb, 0, r, false)
 		switch {
 		case weightsT != nil:
 			for i := 0; i < nb; i++ {
@@ -311,7 +311,7 @@ func (w *fisherWork) runChunk(ws *workspace, part, c int) {
 		// X_blk is in L2 from the first product: packing it again from
 		// there costs less than reading the packed copy from memory.
 		second := gemmTask{transA: true, m: r, n: d, k: nb, alpha: f.Alpha, a: s, lda: lds, b: x, ldb: d, c: acc, ldc: d}
-		gemmRange(ws, &second, 0, r, 0, d)
+		gemmRange(ws, &second, 0, r, 0, d, false)
 	}
 }
 

@@ -55,24 +55,33 @@ func (t *gemmTask) run(part, parts int, ws *workspace) {
 	if i0 >= i1 || j0 >= j1 {
 		return
 	}
+	if t.k == 0 || t.alpha == 0 {
+		t.startC(i0, i1, j0, j1)
+		return
+	}
+	gemmRange(ws, t, i0, i1, j0, j1, true)
+}
+
+// startC sets rows i0..i1, columns j0..j1 of C to beta*C (beta == 0
+// clears, whatever C held), or to beta*start when start is set.
+func (t *gemmTask) startC(i0, i1, j0, j1 int) {
 	if t.start != nil && t.beta != 0 {
 		for i := i0; i < i1; i++ {
 			asm.ScaleTo(t.beta, t.start[i*t.ldc+j0:i*t.ldc+j1], t.c[i*t.ldc+j0:i*t.ldc+j1])
 		}
-	} else if t.beta != 1 {
-		for i := i0; i < i1; i++ {
-			row := t.c[i*t.ldc+j0 : i*t.ldc+j1]
-			if t.beta == 0 {
-				clear(row)
-				continue
-			}
-			asm.ScaleTo(t.beta, row, row)
-		}
-	}
-	if t.k == 0 || t.alpha == 0 {
 		return
 	}
-	gemmRange(ws, t, i0, i1, j0, j1)
+	if t.beta == 1 {
+		return
+	}
+	for i := i0; i < i1; i++ {
+		row := t.c[i*t.ldc+j0 : i*t.ldc+j1]
+		if t.beta == 0 {
+			clear(row)
+			continue
+		}
+		asm.ScaleTo(t.beta, row, row)
+	}
 }
 
 // split returns the range of part `part` of `parts` when n is cut into
@@ -85,8 +94,12 @@ func split(n, unit, part, parts int) (lo, hi int) {
 }
 
 // gemmRange accumulates alpha*op(A)*op(B) into rows i0..i1 and columns
-// j0..j1 of C.
-func gemmRange(ws *workspace, t *gemmTask, i0, i1, j0, j1 int) {
+// j0..j1 of C. With startC it first applies beta (or start) to each block
+// of columns of C just before that block's first product, while the block
+// is in cache, instead of in a pass over all of C that the products would
+// then read back from memory; tasks that accumulate into C (the fused
+// kernel's) pass false.
+func gemmRange(ws *workspace, t *gemmTask, i0, i1, j0, j1 int, startC bool) {
 	a, b, c := t.a, t.b, t.c
 	lda, ldb, ldc := t.lda, t.ldb, t.ldc
 	// Element (i, p) of op(A) is a[i*rsa + p*csa].
@@ -100,6 +113,9 @@ func gemmRange(ws *workspace, t *gemmTask, i0, i1, j0, j1 int) {
 	}
 	for jc := j0; jc < j1; jc += ncBlock {
 		nc := min(ncBlock, j1-jc)
+		if startC {
+			t.startC(i0, i1, jc, jc+nc)
+		}
 		// The inner dimension is cut into equal blocks (576 is 3 x 192,
 		// not 256+256+64): a short last block would pay a whole block's
 		// packing and C traffic for a few steps.
