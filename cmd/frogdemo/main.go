@@ -182,7 +182,7 @@ func run(args []string, stdout io.Writer) error {
 	total := 0
 	for range o.seeds {
 		for _, name := range names {
-			total += tr.StepsFor(int(hypers[name]["batch"]))
+			total += tr.StepsFor(int(hypers[name]["batch"])) * int(hypers[name]["batch"])
 		}
 	}
 	tr.Progress = NewProgress(stdout, total)

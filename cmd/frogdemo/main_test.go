@@ -116,7 +116,7 @@ func TestSameStartSameOrder(t *testing.T) {
 		t.Fatal(err)
 	}
 	tr := &Trainer{Train: train, Test: test, Epochs: 1, EvalsPerEpoch: 1, Schedule: Schedule{Factor: 1},
-		Arch: DefaultArch, Log: &bytes.Buffer{}, Progress: NewProgress(&bytes.Buffer{}, 4)}
+		Arch: DefaultArch, Log: &bytes.Buffer{}, Progress: NewProgress(&bytes.Buffer{}, 4*128)}
 	init := NewModel(tr.Arch, 3)
 	h := DefaultHyper("sgd")
 	h["lr"], h["batch"] = 0, 128

@@ -152,7 +152,7 @@ func runSweep(tr *Trainer, names []string, base map[string]Hyper, o *options, st
 			if err != nil {
 				return err
 			}
-			total += tr.StepsFor(int(h["batch"]))
+			total += tr.StepsFor(int(h["batch"])) * int(h["batch"])
 		}
 	}
 	tr.Progress = NewProgress(stdout, total)

@@ -165,9 +165,9 @@ func (t *Trainer) Run(name string, h Hyper, init *Model, seed uint64, label stri
 			p.TrainLoss, p.TestLoss = math.MaxFloat32, math.MaxFloat32
 		}
 		run.Points = append(run.Points, p)
-		t.Progress.Done(label, step+1, total, p)
+		t.Progress.Done(label, step+1, total, batch, p)
 		if diverged {
-			t.Progress.Skip(total - step - 1)
+			t.Progress.Skip((total - step - 1) * batch)
 			fmt.Fprintf(t.Log, "%s diverged at step %d (loss %v); stopping this run\n", label, step+1, loss)
 			break
 		}
@@ -192,31 +192,35 @@ func (t *Trainer) Evaluate(m *Model) (loss float64, acc float64) {
 }
 
 // Progress prints a line per evaluation with the elapsed time and an
-// estimate of the time left for the whole command.
+// estimate of the time left for the whole command, from the training
+// samples processed so far (runs with different batch sizes take
+// different numbers of steps for the same work).
 type Progress struct {
-	Out        io.Writer
-	TotalSteps int
-	start      time.Time
-	done       int
-	lastDone   map[string]int
+	Out          io.Writer
+	TotalSamples int
+	start        time.Time
+	done         int
+	lastDone     map[string]int
 }
 
-// NewProgress starts the clock for a command of totalSteps steps.
-func NewProgress(out io.Writer, totalSteps int) *Progress {
-	return &Progress{Out: out, TotalSteps: totalSteps, start: time.Now(), lastDone: map[string]int{}}
+// NewProgress starts the clock for a command that trains on totalSamples
+// samples (steps times batch size, summed over the runs).
+func NewProgress(out io.Writer, totalSamples int) *Progress {
+	return &Progress{Out: out, TotalSamples: totalSamples, start: time.Now(), lastDone: map[string]int{}}
 }
 
-// Done records that run label has finished step of its total, at p.
-func (pr *Progress) Done(label string, step, total int, p Point) {
-	pr.done += step - pr.lastDone[label]
-	pr.lastDone[label] = step
+// Done records that run label has finished step of its total steps of
+// batch samples each, at p.
+func (pr *Progress) Done(label string, step, total, batch int, p Point) {
+	pr.done += step*batch - pr.lastDone[label]
+	pr.lastDone[label] = step * batch
 	elapsed := time.Since(pr.start)
-	eta := time.Duration(float64(elapsed) / float64(pr.done) * float64(pr.TotalSteps-pr.done))
+	eta := time.Duration(float64(elapsed) / float64(pr.done) * float64(pr.TotalSamples-pr.done))
 	fmt.Fprintf(pr.Out, "%-14s epoch %5.2f  step %5d/%d  lr %-8.3g train loss %.4f  test loss %.4f  acc %6.2f%%  train time %6.1fs | elapsed %s  ETA %s\n",
 		label, p.Epoch, step, total, p.LR, p.TrainLoss, p.TestLoss, p.TestAcc, p.Time, roundDur(elapsed), roundDur(eta))
 }
 
-// Skip removes the steps of a run that stopped early from the estimate.
-func (pr *Progress) Skip(steps int) { pr.TotalSteps -= steps }
+// Skip removes the samples of a run that stopped early from the estimate.
+func (pr *Progress) Skip(samples int) { pr.TotalSamples -= samples }
 
 func roundDur(d time.Duration) time.Duration { return d.Round(time.Second) }
