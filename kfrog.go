@@ -6,9 +6,9 @@ import (
 	"math"
 	"sync"
 
+	"github.com/frogopt/frog/blas"
 	"github.com/frogopt/frog/cg"
 	"github.com/frogopt/frog/fisher"
-	"github.com/frogopt/frog/internal/pow2"
 )
 
 // KConfig holds K-FROG's hyperparameters; DefaultKConfig returns the
@@ -361,7 +361,7 @@ func (kl *kLayer) precondition(cfg KConfig, in *Batch, idx, yIdx []int) error {
 		for i := range diag {
 			diag[i] /= b
 		}
-		ps := pow2.Normalizer(x)
+		ps := blas.Normalizer(x)
 		if ps > 0x1p100 {
 			scaleExact(x, ps) // float32(ps) would overflow (see tinyScale)
 		} else {

@@ -6,7 +6,7 @@ import (
 	"math"
 
 	"github.com/frogopt/frog/backend"
-	"github.com/frogopt/frog/internal/pow2"
+	"github.com/frogopt/frog/blas"
 )
 
 // Reduction says how the loss was reduced over the batch; it sets the scale
@@ -258,11 +258,11 @@ func (p *Preconditioner) solve(in *RowsInput, dir []float32, diag *RowDiagnostic
 // constant 1 too, so a is at most 1. A power of two times the loss scale
 // is exact in float64: k lies in [2^-508, 2^596] for finite float32 data.
 func scaleOf(acts, outGrads []float32, jointBias bool) float64 {
-	a := pow2.Normalizer(acts)
+	a := blas.Normalizer(acts)
 	if jointBias {
 		a = min(a, 1)
 	}
-	c := pow2.Normalizer(outGrads)
+	c := blas.Normalizer(outGrads)
 	return (a * c) * (a * c)
 }
 
@@ -283,7 +283,7 @@ func scaleOf(acts, outGrads []float32, jointBias bool) float64 {
 // tinyScale is the power of two that brings the largest magnitude of s
 // into [1, 2) when that magnitude is below 2^-100, else 1.
 func tinyScale(s []float32) float64 {
-	if a := pow2.Normalizer(s); a > 0x1p100 {
+	if a := blas.Normalizer(s); a > 0x1p100 {
 		return a
 	}
 	return 1
@@ -402,7 +402,12 @@ func checkFinite(named map[string][]float32) error {
 	return nil
 }
 
+// firstNonFinite returns the index of the first NaN or Inf in s, or -1;
+// the common all-finite case is one vector pass.
 func firstNonFinite(s []float32) int {
+	if blas.MaxAbsBits(s) < 0x7f800000 { // below the bits of +Inf
+		return -1
+	}
 	for i, v := range s {
 		if v-v != 0 { // NaN or Inf
 			return i
