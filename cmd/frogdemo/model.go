@@ -166,7 +166,6 @@ type Workspace struct {
 	dlogits, dh []float32 // at the logits, at fc1's pre-activation output
 	dp2, dz2    []float32 // at conv2's pooled output, at its pre-activation output
 	dp1, dz1    []float32
-	inputGrad   bool
 }
 
 // NewWorkspace allocates the buffers of batches of up to capacity samples;
