@@ -80,7 +80,6 @@ type CPU struct {
 	op        fisher.Operator
 	solver    cg.Solver
 	unfold    unfold
-	scale     scaleRows
 	fill      fillWeights
 	normalize normalizeRows
 }
@@ -109,19 +108,18 @@ func (c *CPU) Precondition(job *Job) error {
 		if k == nil {
 			k = blas.Current()
 		}
-		// One pass over the samples, split across the cores: im2col, the
-		// squared norms and the largest magnitude of the patches.
+		// Two passes over the samples, split across the cores: the
+		// power-of-two scale from the activations, then im2col, the
+		// squared norms and the scaling, a few patch rows at a time.
 		c.unfold = unfold{
 			geom: g, group: grp, samples: job.Samples, rowLen: d, jointBias: job.JointBias,
-			acts: job.Acts, patches: x, norms: norms, kernels: k,
+			acts: job.Acts, patches: x, norms: norms, kernels: k, scan: true,
 		}
 		parts := min(job.Samples, maxParts, runtime.GOMAXPROCS(0))
 		blas.Parallel(&c.unfold, parts)
 		ps := c.unfold.normalizer(parts)
-		if ps != 1 {
-			c.scale = scaleRows{x: x, scale: float32(ps)}
-			blas.Parallel(&c.scale, min(maxParts, runtime.GOMAXPROCS(0), max(1, len(x)>>16)))
-		}
+		c.unfold.scan, c.unfold.scale = false, float32(ps)
+		blas.Parallel(&c.unfold, parts)
 		r0 := grp * rg
 		rw := fisher.RowWeights{
 			OutGrads:     job.OutGrads,

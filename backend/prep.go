@@ -1,6 +1,8 @@
 package backend
 
 import (
+	"math"
+
 	"github.com/frogopt/frog/blas"
 	"github.com/frogopt/frog/conv"
 	"github.com/frogopt/frog/fisher"
@@ -10,9 +12,11 @@ import (
 const maxParts = 64
 
 // unfold is the once-a-step pass over one channel group: im2col, the
-// squared patch norms (for the traces) and the largest patch magnitude
-// (for the power-of-two scale), one sample range per part, each sample's
-// patches handled while they are in cache.
+// squared patch norms (for the traces) and the power-of-two scale, one
+// sample range per part. The scale comes first, from the activations
+// (scanActs): then each piece of a few patch rows is unfolded, its norms
+// taken and scaled while it is in cache, and the patches are written
+// once instead of written, read back and rewritten by a separate pass.
 type unfold struct {
 	geom      conv.Geometry
 	group     int
@@ -23,53 +27,74 @@ type unfold struct {
 	patches   []float32
 	norms     []float64
 	kernels   blas.Kernels
+	// scale is the power of two the patches are multiplied by.
+	scale float32
+	// scan selects the first pass: the largest magnitude of the group's
+	// activations, into maxBits.
+	scan bool
 	// maxBits[part] is the largest |value| bit pattern its part saw; the
 	// bit patterns of non-negative floats order as the floats do, and NaN
 	// and Inf sort above every finite value.
 	maxBits [maxParts]uint32
 }
 
+// unfoldFloats is the size of the pieces of patch rows that unfold
+// handles at a time: they stay in the L1 cache.
+const unfoldFloats = 8 << 10
+
 func (u *unfold) RunPart(part, parts int) {
 	g, d := u.geom, u.rowLen
 	L := g.Locations()
 	s0, s1 := u.samples*part/parts, u.samples*(part+1)/parts
-	var top uint32
+	if u.scan {
+		// Every patch value is an activation of the group, a zero of the
+		// padding or the bias's 1; the activations may hold more (a
+		// strided 1x1 window skips some), which gives the same or a
+		// larger power of two, and any power of two gives the same
+		// operator.
+		cg, hw := g.GroupInChannels(), g.InH*g.InW
+		var top uint32
+		for s := s0; s < s1; s++ {
+			img := u.acts[s*g.ImageLen()+u.group*cg*hw:][:cg*hw]
+			top = max(top, blas.MaxAbsBits(img))
+		}
+		if u.jointBias && s1 > s0 {
+			top = max(top, math.Float32bits(1))
+		}
+		u.maxBits[part] = top
+		return
+	}
+	rows := max(1, unfoldFloats/d)
 	for s := s0; s < s1; s++ {
 		x := u.patches[s*L*d : (s+1)*L*d]
-		g.Im2col(x, d, u.acts[s*g.ImageLen():], u.group)
-		for l := 0; l < L; l++ {
-			row := x[l*d : (l+1)*d]
-			if u.jointBias {
-				row[d-1] = 1
+		img := u.acts[s*g.ImageLen():]
+		for l0 := 0; l0 < L; l0 += rows {
+			l1 := min(l0+rows, L)
+			piece := x[l0*d : l1*d]
+			g.Im2colRange(piece, d, img, u.group, l0, l1)
+			for l := l0; l < l1; l++ {
+				row := x[l*d : (l+1)*d]
+				if u.jointBias {
+					row[d-1] = 1
+				}
+				u.norms[s*L+l] = u.kernels.Dot(row, row)
 			}
-			u.norms[s*L+l] = u.kernels.Dot(row, row)
-			top = max(top, blas.MaxAbsBits(row))
+			if u.scale != 1 {
+				blas.ScaleTo(u.scale, piece, piece)
+			}
 		}
 	}
-	u.maxBits[part] = top
 }
 
-// normalizer is pow2.Normalizer of all the patches: 2^-e bringing the
-// largest magnitude into [1, 2), or 1 when all are zero or one is not
-// finite.
+// normalizer is pow2.Normalizer of all the patches' values (see RunPart):
+// 2^-e bringing the largest magnitude into [1, 2), or 1 when all are zero
+// or one is not finite.
 func (u *unfold) normalizer(parts int) float64 {
 	var top uint32
 	for _, b := range u.maxBits[:parts] {
 		top = max(top, b)
 	}
 	return blas.NormalizerOfBits(top)
-}
-
-// scaleRows multiplies the patches by a power of two, in parts.
-type scaleRows struct {
-	x     []float32
-	scale float32
-}
-
-func (s *scaleRows) RunPart(part, parts int) {
-	n := len(s.x)
-	x := s.x[n*part/parts : n*(part+1)/parts]
-	blas.ScaleTo(s.scale, x, x)
 }
 
 // fillWeights runs fisher.RowWeights.FillRows on ranges of rows, in parts.

@@ -93,45 +93,51 @@ func (g Geometry) OutputLen() int { return g.OutChannels * g.Locations() }
 // column(s) of each row are left as they are (the caller may keep a
 // constant 1 there for a bias).
 func (g Geometry) Im2col(dst []float32, ld int, img []float32, group int) {
-	oh, ow := g.OutH(), g.OutW()
+	g.Im2colRange(dst, ld, img, group, 0, g.Locations())
+}
+
+// Im2colRange is Im2col for the locations l0 <= l < l1 only, row l at
+// dst[(l-l0)*ld:]: a caller can unfold an image a few rows at a time and
+// use each piece while it is in cache.
+func (g Geometry) Im2colRange(dst []float32, ld int, img []float32, group, l0, l1 int) {
+	ow := g.OutW()
 	kh, kw := g.KernelH, g.KernelW
 	cg := g.GroupInChannels()
 	c0 := group * cg
 	hw := g.InH * g.InW
 	d := g.PatchLen()
 	spanH, spanW := (kh-1)*g.DilationH, (kw-1)*g.DilationW
-	for oy := 0; oy < oh; oy++ {
+	for l := l0; l < l1; l++ {
+		oy, ox := l/ow, l%ow
 		y0 := oy*g.StrideH - g.PadH
 		yInside := y0 >= 0 && y0+spanH < g.InH
-		for ox := 0; ox < ow; ox++ {
-			x0 := ox*g.StrideW - g.PadW
-			row := dst[(oy*ow+ox)*ld:][:d]
-			if yInside && x0 >= 0 && x0+spanW < g.InW {
-				// The whole window lies inside the image: no test per
-				// element, and each kernel row is a run of the input line.
-				g.interiorPatch(row, img[c0*hw+y0*g.InW+x0:], cg, hw)
-				continue
-			}
-			k := 0
-			for c := 0; c < cg; c++ {
-				plane := img[(c0+c)*hw : (c0+c+1)*hw]
-				for i := 0; i < kh; i++ {
-					y := y0 + i*g.DilationH
-					if y < 0 || y >= g.InH {
-						clear(row[k : k+kw])
-						k += kw
-						continue
+		x0 := ox*g.StrideW - g.PadW
+		row := dst[(l-l0)*ld:][:d]
+		if yInside && x0 >= 0 && x0+spanW < g.InW {
+			// The whole window lies inside the image: no test per
+			// element, and each kernel row is a run of the input line.
+			g.interiorPatch(row, img[c0*hw+y0*g.InW+x0:], cg, hw)
+			continue
+		}
+		k := 0
+		for c := 0; c < cg; c++ {
+			plane := img[(c0+c)*hw : (c0+c+1)*hw]
+			for i := 0; i < kh; i++ {
+				y := y0 + i*g.DilationH
+				if y < 0 || y >= g.InH {
+					clear(row[k : k+kw])
+					k += kw
+					continue
+				}
+				line := plane[y*g.InW : (y+1)*g.InW]
+				for j := 0; j < kw; j++ {
+					x := x0 + j*g.DilationW
+					if x < 0 || x >= g.InW {
+						row[k] = 0
+					} else {
+						row[k] = line[x]
 					}
-					line := plane[y*g.InW : (y+1)*g.InW]
-					for j := 0; j < kw; j++ {
-						x := x0 + j*g.DilationW
-						if x < 0 || x >= g.InW {
-							row[k] = 0
-						} else {
-							row[k] = line[x]
-						}
-						k++
-					}
+					k++
 				}
 			}
 		}
