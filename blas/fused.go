@@ -204,16 +204,17 @@ func (w *fisherWork) twoProducts(f *FisherProduct) bool {
 	r, d, n := f.Rows, f.Len, f.Points
 	w.t = grow(w.t, r*n)
 	t := w.t
-	// T = P X^T, reading X^T from its packed copy, then T .*= Weights.
+	// T = P X^T, reading X^T from its packed copy, times Weights block by
+	// block as the product completes it.
 	first := gemmTask{
 		m: r, n: n, k: d, alpha: 1,
 		a: f.P, lda: d, c: t, ldc: n,
 		packedB: f.points.dataT, panelStride: d * nr,
 	}
-	runGemm(&first)
 	if f.Weights != nil {
-		asm.Hadamard(f.Weights[:r*n], t)
+		first.scaleBy, first.ldScaleBy = f.Weights[:r*n], n
 	}
+	runGemm(&first)
 	// Q = Damping*P + Alpha*T X.
 	second := gemmTask{
 		m: r, n: d, k: n, alpha: f.Alpha, beta: f.Damping,
@@ -308,9 +309,10 @@ func (w *fisherWork) runChunk(ws *workspace, part, c int) {
 				}
 			}
 		}
-		// X_blk is in L2 from the first product: packing it again from
-		// there costs less than reading the packed copy from memory.
-		second := gemmTask{transA: true, m: r, n: d, k: nb, alpha: f.Alpha, a: s, lda: lds, b: x, ldb: d, c: acc, ldc: d}
+		// X_blk is in L2 from the first product: the kernels read it
+		// there in place (a packed copy from memory would cost more, and
+		// packing it again one more pass over X per iteration).
+		second := gemmTask{transA: true, m: r, n: d, k: nb, alpha: f.Alpha, a: s, lda: lds, b: x, ldb: d, c: acc, ldc: d, inPlaceB: d%nr == 0}
 		gemmRange(ws, &second, 0, r, 0, d, false)
 	}
 }

@@ -39,6 +39,18 @@ type gemmTask struct {
 	// p*nr, the last panel zero padded.
 	packedB     []float32
 	panelStride int
+	// inPlaceB, for a B that is not transposed and whose columns fill
+	// whole nr-wide panels, has the kernels read B where it is (row
+	// stride ldb) instead of a packed copy: the fused kernel's B is a
+	// block of X that the first product has just brought into L2, and
+	// packing it would be one more pass over X per iteration.
+	inPlaceB bool
+	// scaleBy, when set, holds an m x n matrix (row stride ldScaleBy)
+	// that C is multiplied by elementwise once its product is complete,
+	// block by block while the block is in cache: the Fisher product's
+	// T .*= Weights, on every core instead of in a serial pass.
+	scaleBy   []float32
+	ldScaleBy int
 	// start, when set, holds the matrix (row stride ldc) whose beta
 	// multiple C starts from instead of C's own contents: each part copies
 	// its own range, so no serial pass copies it into C first.
@@ -127,7 +139,7 @@ func gemmRange(ws *workspace, t *gemmTask, i0, i1, j0, j1 int, startC bool) {
 			// streams it at unit stride, whatever ldb (a large power-of-two
 			// multiple as row stride would alias in the caches).
 			var bp []float32
-			if t.packedB == nil {
+			if t.packedB == nil && !t.inPlaceB {
 				bp = packB(ws, b, ldb, t.transB, pc, kc, jc, nc)
 			}
 			for ic := i0; ic < i1; ic += mr {
@@ -145,12 +157,15 @@ func gemmRange(ws *workspace, t *gemmTask, i0, i1, j0, j1 int, startC bool) {
 				for jr := 0; jr < nc; jr += nr {
 					nrr := min(nr, nc-jr)
 					var bt []float32
-					if t.packedB != nil {
+					btld := nr
+					switch {
+					case t.packedB != nil:
 						bt = t.packedB[(jc+jr)/nr*stride+pc*nr:]
-					} else {
+					case t.inPlaceB:
+						bt, btld = b[pc*ldb+jc+jr:], ldb
+					default:
 						bt = bp[jr*kc:]
 					}
-					btld := nr
 					if (mrr == mr || mrr == 4) && nrr == nr {
 						kernel(kc, t.alpha, at, ars, acs, bt, btld, c[ic*ldc+jc+jr:], ldc)
 						continue
@@ -165,6 +180,11 @@ func gemmRange(ws *workspace, t *gemmTask, i0, i1, j0, j1 int, startC bool) {
 						}
 					}
 				}
+			}
+		}
+		if t.scaleBy != nil {
+			for i := i0; i < i1; i++ {
+				asm.Hadamard(t.scaleBy[i*t.ldScaleBy+jc:][:nc], c[i*ldc+jc:][:nc])
 			}
 		}
 	}
