@@ -74,7 +74,11 @@ func (u *rowUpdate) start(part, parts int) {
 		rj := s.res[j*n : (j+1)*n]
 		blas.ScaleTo(float32(sc), bj, rj)
 		copy(s.p[j*n:(j+1)*n], rj)
-		clear(u.z[j*n : (j+1)*n])
+		if s.Iters <= 0 {
+			// Otherwise the first iteration writes z_j (alpha p_j, b_j
+			// or 0) without reading it: no pass clearing it first.
+			clear(u.z[j*n : (j+1)*n])
+		}
 		rho[j] = k.Dot(rj, rj)
 		rho0[j] = rho[j]
 		done[j] = false
@@ -110,6 +114,9 @@ func (u *rowUpdate) update(part, parts int) {
 			// alpha = 0 would change nothing; p.q may be 0 too, which is
 			// no breakdown.
 			done[j] = true
+			if u.it == 0 {
+				clear(z[j*n : (j+1)*n])
+			}
 			continue
 		}
 		pj, qj := p[j*n:(j+1)*n], q[j*n:(j+1)*n]
@@ -123,7 +130,13 @@ func (u *rowUpdate) update(part, parts int) {
 			continue
 		}
 		alpha := rho[j] / den
-		k.Axpy(float32(alpha), pj, zj)
+		if u.it == 0 {
+			// z_j is 0 + alpha p_j: the same values as the axpy (up to
+			// the sign of a zero), without reading z_j.
+			blas.ScaleTo(float32(alpha), pj, zj)
+		} else {
+			k.Axpy(float32(alpha), pj, zj)
+		}
 		k.Axpy(float32(-alpha), qj, rj)
 		rhoNew := k.Dot(rj, rj)
 		beta := rhoNew / (rho[j] + eps[j])

@@ -152,3 +152,30 @@ func TestSolveBreakdown(t *testing.T) {
 		}
 	}
 }
+
+// The solve writes every value of z whatever z held before: a zero row,
+// a row that breaks down and an ordinary row, with z full of NaN, and no
+// iteration at all.
+func TestSolveOverwritesZ(t *testing.T) {
+	const n, rows = 4, 3
+	b := []float32{1, 2, 3, 4, 0, 0, 0, 0, 1, -2, 3, -4}
+	for _, iters := range []int{0, 1, 3} {
+		z := make([]float32, rows*n)
+		for i := range z {
+			z[i] = float32(math.NaN())
+		}
+		s := Solver{Iters: iters, Eps: 1e-10}
+		s.Solve(negRow{n: n}, b, z, rows, n)
+		for i, v := range z {
+			if v != v {
+				t.Fatalf("%d iterations: z[%d] = %v", iters, i, v)
+			}
+			if i >= n && i < 2*n && v != 0 {
+				t.Fatalf("%d iterations: z[%d] = %v for a zero row", iters, i, v)
+			}
+			if iters == 0 && v != 0 {
+				t.Fatalf("no iteration: z[%d] = %v, want 0", i, v)
+			}
+		}
+	}
+}
