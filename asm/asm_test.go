@@ -319,3 +319,27 @@ func TestScaleTo(t *testing.T) {
 		}
 	}
 }
+
+func TestScaleTo64(t *testing.T) {
+	rng := rand.New(rand.NewPCG(27, 28))
+	for n, off := range vectorCases {
+		for _, alpha := range []float64{0, 1, -0.375, 1.0 / 3, 1e30, 0x1p-140} {
+			xAll, x := guarded(rng, n+off)
+			yAll, y := guarded(rng, n+off)
+			x, y = x[off:], y[off:]
+			if n > 2 {
+				x[n/2] = float32(math.NaN())
+			}
+			want := append([]float32(nil), y...)
+			scaleTo64Ref(alpha, x, want)
+			ScaleTo64(alpha, x, y)
+			checkGuards(t, "ScaleTo64 x", xAll, n+off)
+			checkGuards(t, "ScaleTo64 y", yAll, n+off)
+			for i := range y {
+				if math.Float32bits(y[i]) != math.Float32bits(want[i]) {
+					t.Fatalf("ScaleTo64 n=%d off=%d alpha=%v: y[%d] = %v, want %v", n, off, alpha, i, y[i], want[i])
+				}
+			}
+		}
+	}
+}

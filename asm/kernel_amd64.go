@@ -71,6 +71,12 @@ func Hadamard(x, y []float32)
 //go:noescape
 func ScaleTo(alpha float32, x, y []float32)
 
+// ScaleTo64 computes y[i] = float32(float64(x[i]) * alpha) over len(x)
+// elements: the product in float64, rounded once.
+//
+//go:noescape
+func ScaleTo64(alpha float64, x, y []float32)
+
 // Kernel4x16 is Kernel6x16 for four rows: for i < 4 and j < 16,
 //
 //	c[i*ldc+j] += alpha * sum_{p<k} a[i*rsa+p*csa] * b[p*ldb+j]

@@ -677,3 +677,68 @@ store4:
 	STORE_ROW(Y6, Y7)
 	VZEROUPPER
 	RET
+
+// func ScaleTo64(alpha float64, x, y []float32)
+//
+// Each value is widened to float64 (exact), multiplied by alpha there and
+// rounded once to float32: the bits of float32(float64(x[i])*alpha).
+TEXT ·ScaleTo64(SB), NOSPLIT, $0-56
+	VBROADCASTSD alpha+0(FP), Y15
+	MOVQ         x_base+8(FP), SI
+	MOVQ         x_len+16(FP), CX
+	MOVQ         y_base+32(FP), DI
+	CMPQ         CX, $16
+	JL           scale64quad
+
+scale64loop:
+	VCVTPS2PD (SI), Y0
+	VCVTPS2PD 16(SI), Y1
+	VCVTPS2PD 32(SI), Y2
+	VCVTPS2PD 48(SI), Y3
+	VMULPD    Y15, Y0, Y0
+	VMULPD    Y15, Y1, Y1
+	VMULPD    Y15, Y2, Y2
+	VMULPD    Y15, Y3, Y3
+	VCVTPD2PSY Y0, X0
+	VCVTPD2PSY Y1, X1
+	VCVTPD2PSY Y2, X2
+	VCVTPD2PSY Y3, X3
+	VMOVUPS   X0, (DI)
+	VMOVUPS   X1, 16(DI)
+	VMOVUPS   X2, 32(DI)
+	VMOVUPS   X3, 48(DI)
+	ADDQ      $64, SI
+	ADDQ      $64, DI
+	SUBQ      $16, CX
+	CMPQ      CX, $16
+	JGE       scale64loop
+
+scale64quad:
+	CMPQ       CX, $4
+	JL         scale64tail
+	VCVTPS2PD  (SI), Y0
+	VMULPD     Y15, Y0, Y0
+	VCVTPD2PSY Y0, X0
+	VMOVUPS    X0, (DI)
+	ADDQ       $16, SI
+	ADDQ       $16, DI
+	SUBQ       $4, CX
+	JMP        scale64quad
+
+scale64tail:
+	TESTQ CX, CX
+	JE    scale64done
+
+scale64one:
+	VCVTSS2SD (SI), X0, X0
+	VMULSD    X15, X0, X0
+	VCVTSD2SS X0, X0, X0
+	VMOVSS    X0, (DI)
+	ADDQ      $4, SI
+	ADDQ      $4, DI
+	DECQ      CX
+	JNZ       scale64one
+
+scale64done:
+	VZEROUPPER
+	RET

@@ -119,6 +119,15 @@ func ScaleTo(alpha float32, x, y []float32) {
 	scaleToRef(alpha, x, y)
 }
 
+// ScaleTo64 is the loop
+//
+//	for i := range x {
+//		y[i] = float32(float64(x[i]) * alpha)
+//	}
+func ScaleTo64(alpha float64, x, y []float32) {
+	scaleTo64Ref(alpha, x, y)
+}
+
 // Kernel4x16 is the loop
 //
 //	for i := 0; i < 4; i++ {

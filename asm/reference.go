@@ -81,6 +81,13 @@ func hadamardRef(x, y []float32) {
 	}
 }
 
+func scaleTo64Ref(alpha float64, x, y []float32) {
+	y = y[:len(x)]
+	for i, v := range x {
+		y[i] = float32(float64(v) * alpha)
+	}
+}
+
 func scaleToRef(alpha float32, x, y []float32) {
 	y = y[:len(x)]
 	for i, v := range x {

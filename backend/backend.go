@@ -102,6 +102,9 @@ func (c *CPU) Precondition(job *Job) error {
 	norms := c.norms[:n]
 	c.solver.Iters, c.solver.Tolerance, c.solver.Eps = job.Iters, job.Tolerance, job.DenomEps
 	c.solver.Kernels = c.Kernels
+	// The row normalization scales z anyway: it takes CG's power-of-two
+	// factors along (see normalizeRows).
+	c.solver.KeepScaled = true
 	for grp := 0; grp < g.Groups; grp++ {
 		x := c.patches[:n*d]
 		k := c.Kernels
@@ -145,7 +148,7 @@ func (c *CPU) Precondition(job *Job) error {
 		res := c.solver.Solve(&c.op, grad, dir, rg, d)
 		copy(job.Residual[r0:r0+rg], res.Residual)
 		copy(job.Breakdown[r0:r0+rg], res.Breakdown)
-		c.normalize = normalizeRows{k: c.Kernels, dir: dir, grad: grad, scale: job.Scale[r0 : r0+rg], d: d, eps: job.DenomEps}
+		c.normalize = normalizeRows{k: c.Kernels, dir: dir, grad: grad, scale: job.Scale[r0 : r0+rg], d: d, eps: job.DenomEps, cgScale: res.Scale}
 		blas.Parallel(&c.normalize, min(rg, max(1, rg*d>>15)))
 		c.normalize = normalizeRows{}
 	}
@@ -170,6 +173,10 @@ type normalizeRows struct {
 	scale     []float64
 	d         int
 	eps       float64
+	// cgScale, when set, holds the power of two each row of dir is still
+	// multiplied by (cg.Solver.KeepScaled). Dividing by it is exact, in
+	// the dot as in the values, so it joins c_j: one pass over dir.
+	cgScale []float64
 }
 
 func (u *normalizeRows) RunPart(part, parts int) {
@@ -180,11 +187,13 @@ func (u *normalizeRows) RunPart(part, parts int) {
 	rows := len(scale)
 	for j := rows * part / parts; j < rows*(part+1)/parts; j++ {
 		zj, ej := dir[j*d:(j+1)*d], grad[j*d:(j+1)*d]
-		cj := 1 / math.Sqrt(math.Abs(k.Dot(zj, ej)+eps))
-		scale[j] = cj
-		for i, v := range zj {
-			zj[i] = float32(float64(v) * cj)
+		sc := 1.0
+		if u.cgScale != nil {
+			sc = u.cgScale[j]
 		}
+		cj := 1 / math.Sqrt(math.Abs(k.Dot(zj, ej)/sc+eps))
+		scale[j] = cj
+		blas.ScaleTo64(cj/sc, zj, zj)
 	}
 }
 

@@ -68,3 +68,17 @@ func ScaleTo(alpha float32, x, y []float32) {
 		y[i] = alpha * v
 	}
 }
+
+// ScaleTo64 computes y[i] = float32(float64(x[i])*alpha) over len(x)
+// elements (x and y may be the same slice): the product in float64,
+// rounded once, the same bits on every kernel set.
+func ScaleTo64(alpha float64, x, y []float32) {
+	y = y[:len(x)]
+	if hasAVX2 {
+		asm.ScaleTo64(alpha, x, y)
+		return
+	}
+	for i, v := range x {
+		y[i] = float32(float64(v) * alpha)
+	}
+}

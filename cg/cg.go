@@ -24,6 +24,10 @@ type Solver struct {
 	Eps float64
 	// Kernels runs the vector kernels; nil means blas.Current().
 	Kernels blas.Kernels
+	// KeepScaled, when set, leaves every z_j multiplied by the power of
+	// two Result.Scale[j] that CG ran b_j at, for a caller that scales z
+	// anyway and so saves a pass over it.
+	KeepScaled bool
 
 	res, p, q  []float32
 	rho, scale []float64
@@ -92,7 +96,7 @@ func (u *rowUpdate) finish(part, parts int) {
 	for j := rows * part / parts; j < rows*(part+1)/parts; j++ {
 		sc := s.scale[j]
 		resid[j] = math.Sqrt(rho[j]) / sc
-		if sc != 1 {
+		if sc != 1 && !s.KeepScaled {
 			zj := u.z[j*n : (j+1)*n]
 			blas.ScaleTo(float32(1/sc), zj, zj)
 		}
@@ -162,6 +166,9 @@ type Result struct {
 	Breakdowns int
 	// Iterations is the number of iterations run.
 	Iterations int
+	// Scale is the power of two each row of b was multiplied by; with
+	// Solver.KeepScaled, z_j holds Scale[j] times the solution.
+	Scale []float64
 }
 
 func grow32(s []float32, n int) []float32 {
@@ -231,5 +238,6 @@ func (s *Solver) Solve(op Operator, b, z []float32, rows, n int) Result {
 		}
 	}
 	result.Residual = resid
+	result.Scale = s.scale[:rows]
 	return result
 }
