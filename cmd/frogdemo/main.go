@@ -227,6 +227,6 @@ func run(args []string, stdout io.Writer) error {
 	if err := WriteOutputs(o.out, res, names, o.png); err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "wrote %s/{loss.svg,accuracy.svg,results.json} at %s\n", o.out, time.Now().Format(time.TimeOnly))
+	fmt.Fprintf(stdout, "wrote %s/{loss.svg,accuracy.svg,results.json,results.md} at %s\n", o.out, time.Now().Format(time.TimeOnly))
 	return nil
 }
