@@ -343,3 +343,55 @@ func TestScaleTo64(t *testing.T) {
 		}
 	}
 }
+
+func TestPatch3x3(t *testing.T) {
+	rng := rand.New(rand.NewPCG(29, 30))
+	for _, c := range []struct{ channels, h, w, y0, x0 int }{
+		{1, 3, 3, 0, 0}, {2, 3, 3, 0, 0}, {3, 5, 4, 1, 1}, {7, 4, 9, 1, 6}, {64, 32, 32, 29, 29}, {5, 8, 8, 0, 3},
+	} {
+		plane := c.h * c.w
+		// src starts at the window's top-left value of the first channel
+		// and ends with the last channel's window: nothing after it.
+		start := c.y0*c.w + c.x0
+		n := (c.channels-1)*plane + 2*c.w + 3
+		srcAll, src := guarded(rng, start+n)
+		src = src[start:]
+		rowAll, row := guarded(rng, 9*c.channels)
+		want := make([]float32, 9*c.channels)
+		patch3x3Ref(want, src, c.channels, plane, c.w)
+		Patch3x3(row, src, c.channels, plane, c.w)
+		checkGuards(t, "Patch3x3 src", srcAll, start+n)
+		checkGuards(t, "Patch3x3 row", rowAll, 9*c.channels)
+		for i := range row {
+			if math.Float32bits(row[i]) != math.Float32bits(want[i]) {
+				t.Fatalf("Patch3x3 %+v: row[%d] = %v, want %v", c, i, row[i], want[i])
+			}
+		}
+	}
+}
+
+func TestScaleToNT(t *testing.T) {
+	rng := rand.New(rand.NewPCG(31, 32))
+	for n, off := range vectorCases {
+		for _, yOff := range []int{0, 1, 3, 7} {
+			for _, alpha := range []float32{1, -0.375, 0x1p-20} {
+				xAll, x := guarded(rng, n+off)
+				yAll, y := guarded(rng, n+yOff)
+				x, y = x[off:], y[yOff:]
+				if n > 2 {
+					x[n/2] = float32(math.Inf(-1))
+				}
+				want := append([]float32(nil), y...)
+				scaleToRef(alpha, x, want)
+				ScaleToNT(alpha, x, y)
+				checkGuards(t, "ScaleToNT x", xAll, n+off)
+				checkGuards(t, "ScaleToNT y", yAll, n+yOff)
+				for i := range y {
+					if math.Float32bits(y[i]) != math.Float32bits(want[i]) {
+						t.Fatalf("ScaleToNT n=%d off=%d/%d alpha=%v: y[%d] = %v, want %v", n, off, yOff, alpha, i, y[i], want[i])
+					}
+				}
+			}
+		}
+	}
+}

@@ -77,6 +77,25 @@ func ScaleTo(alpha float32, x, y []float32)
 //go:noescape
 func ScaleTo64(alpha float64, x, y []float32)
 
+// Patch3x3 writes the 3x3 windows of channels input planes (plane values
+// apart, rows line values apart) that start at src[0], src[plane], ...
+// into row, nine values a channel:
+//
+//	row[9*c+3*i+j] = src[c*plane+i*line+j]   (c < channels, i, j < 3)
+//
+// Every channel but the last reads src[c*plane+2*line+3] too, which
+// must lie inside src.
+//
+//go:noescape
+func Patch3x3(row, src []float32, channels, plane, line int)
+
+// ScaleToNT is ScaleTo (the same bits) storing y past the cache: for a
+// large output written once and read much later, it saves the reads of
+// the lines it overwrites. x and y must not overlap.
+//
+//go:noescape
+func ScaleToNT(alpha float32, x, y []float32)
+
 // Kernel4x16 is Kernel6x16 for four rows: for i < 4 and j < 16,
 //
 //	c[i*ldc+j] += alpha * sum_{p<k} a[i*rsa+p*csa] * b[p*ldb+j]

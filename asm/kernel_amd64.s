@@ -742,3 +742,124 @@ scale64one:
 scale64done:
 	VZEROUPPER
 	RET
+
+// func Patch3x3(row, src []float32, channels, plane, line int)
+//
+// Each channel's nine values are three runs of three: a 16-byte load and
+// store per run, the fourth value of each store overwritten by the next
+// one. The last channel is written exactly (8 + 4 bytes a run), so that
+// nothing past its nine values is read or written.
+TEXT ·Patch3x3(SB), NOSPLIT, $0-72
+	MOVQ row_base+0(FP), DI
+	MOVQ src_base+24(FP), SI
+	MOVQ channels+48(FP), CX
+	MOVQ plane+56(FP), R8
+	SHLQ $2, R8
+	MOVQ line+64(FP), R9
+	SHLQ $2, R9
+	LEAQ (SI)(R9*1), R10   // second input line
+	LEAQ (SI)(R9*2), R11   // third input line
+	TESTQ CX, CX
+	JLE   p3done
+	DECQ  CX
+	JZ    p3last
+
+p3loop:
+	VMOVUPS (SI), X0
+	VMOVUPS (R10), X1
+	VMOVUPS (R11), X2
+	VMOVUPS X0, (DI)
+	VMOVUPS X1, 12(DI)
+	VMOVUPS X2, 24(DI)
+	ADDQ    R8, SI
+	ADDQ    R8, R10
+	ADDQ    R8, R11
+	ADDQ    $36, DI
+	DECQ    CX
+	JNZ     p3loop
+
+p3last:
+	MOVQ  (SI), AX
+	MOVQ  AX, (DI)
+	MOVL  8(SI), AX
+	MOVL  AX, 8(DI)
+	MOVQ  (R10), AX
+	MOVQ  AX, 12(DI)
+	MOVL  8(R10), AX
+	MOVL  AX, 20(DI)
+	MOVQ  (R11), AX
+	MOVQ  AX, 24(DI)
+	MOVL  8(R11), AX
+	MOVL  AX, 32(DI)
+
+p3done:
+	RET
+
+// func ScaleToNT(alpha float32, x, y []float32)
+//
+// ScaleTo with non-temporal stores from the first 32-byte boundary of y
+// on: the values go to memory without the cache first reading the lines
+// they overwrite, for outputs too large to stay in cache.
+TEXT ·ScaleToNT(SB), NOSPLIT, $0-56
+	VBROADCASTSS alpha+0(FP), Y15
+	MOVQ         x_base+8(FP), SI
+	MOVQ         x_len+16(FP), CX
+	MOVQ         y_base+32(FP), DI
+
+ntscalehead:
+	TESTQ CX, CX
+	JE    ntscaledone
+	TESTQ $31, DI
+	JZ    ntscalebody
+	VMULSS (SI), X15, X0
+	VMOVSS X0, (DI)
+	ADDQ   $4, SI
+	ADDQ   $4, DI
+	DECQ   CX
+	JMP    ntscalehead
+
+ntscalebody:
+	CMPQ CX, $32
+	JL   ntscaleoct
+
+ntscaleloop:
+	VMULPS   (SI), Y15, Y0
+	VMULPS   32(SI), Y15, Y1
+	VMULPS   64(SI), Y15, Y2
+	VMULPS   96(SI), Y15, Y3
+	VMOVNTPS Y0, (DI)
+	VMOVNTPS Y1, 32(DI)
+	VMOVNTPS Y2, 64(DI)
+	VMOVNTPS Y3, 96(DI)
+	ADDQ     $128, SI
+	ADDQ     $128, DI
+	SUBQ     $32, CX
+	CMPQ     CX, $32
+	JGE      ntscaleloop
+
+ntscaleoct:
+	CMPQ     CX, $8
+	JL       ntscaletail
+	VMULPS   (SI), Y15, Y0
+	VMOVNTPS Y0, (DI)
+	ADDQ     $32, SI
+	ADDQ     $32, DI
+	SUBQ     $8, CX
+	JMP      ntscaleoct
+
+ntscaletail:
+	TESTQ CX, CX
+	JE    ntscaledone
+
+ntscaleone:
+	VMULSS (SI), X15, X0
+	VMOVSS X0, (DI)
+	ADDQ   $4, SI
+	ADDQ   $4, DI
+	DECQ   CX
+	JNZ    ntscaleone
+
+ntscaledone:
+	SFENCE
+	VZEROUPPER
+	RET

@@ -128,6 +128,28 @@ func ScaleTo64(alpha float64, x, y []float32) {
 	scaleTo64Ref(alpha, x, y)
 }
 
+// Patch3x3 is the loop
+//
+//	for c := 0; c < channels; c++ {
+//		for i := 0; i < 3; i++ {
+//			for j := 0; j < 3; j++ {
+//				row[9*c+3*i+j] = src[c*plane+i*line+j]
+//			}
+//		}
+//	}
+func Patch3x3(row, src []float32, channels, plane, line int) {
+	patch3x3Ref(row, src, channels, plane, line)
+}
+
+// ScaleToNT is the loop of ScaleTo (stores through the cache here)
+//
+//	for i := range x {
+//		y[i] = alpha * x[i]
+//	}
+func ScaleToNT(alpha float32, x, y []float32) {
+	scaleToRef(alpha, x, y)
+}
+
 // Kernel4x16 is the loop
 //
 //	for i := 0; i < 4; i++ {

@@ -81,6 +81,16 @@ func hadamardRef(x, y []float32) {
 	}
 }
 
+func patch3x3Ref(row, src []float32, channels, plane, line int) {
+	for c := 0; c < channels; c++ {
+		r := row[9*c : 9*c+9]
+		for i := 0; i < 3; i++ {
+			s := src[c*plane+i*line:][:3]
+			r[3*i], r[3*i+1], r[3*i+2] = s[0], s[1], s[2]
+		}
+	}
+}
+
 func scaleTo64Ref(alpha float64, x, y []float32) {
 	y = y[:len(x)]
 	for i, v := range x {

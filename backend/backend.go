@@ -80,6 +80,7 @@ type CPU struct {
 	op        fisher.Operator
 	solver    cg.Solver
 	unfold    unfold
+	pieces    [maxParts][]float32
 	fill      fillWeights
 	normalize normalizeRows
 }
@@ -116,7 +117,8 @@ func (c *CPU) Precondition(job *Job) error {
 		// squared norms and the scaling, a few patch rows at a time.
 		c.unfold = unfold{
 			geom: g, group: grp, samples: job.Samples, rowLen: d, jointBias: job.JointBias,
-			acts: job.Acts, patches: x, norms: norms, kernels: k, scan: true,
+			acts: job.Acts, patches: x, norms: norms, kernels: k, scan: true, pieces: &c.pieces,
+			bypass: 4*len(x) > bypassBytes,
 		}
 		parts := min(job.Samples, maxParts, runtime.GOMAXPROCS(0))
 		blas.Parallel(&c.unfold, parts)

@@ -29,6 +29,12 @@ type unfold struct {
 	kernels   blas.Kernels
 	// scale is the power of two the patches are multiplied by.
 	scale float32
+	// pieces[part] is the part's piece of patch rows, unfolded in cache
+	// and then stored into patches past the cache.
+	pieces *[maxParts][]float32
+	// bypass stores the patches past the cache: they are too many to be
+	// found there again when the products next read them.
+	bypass bool
 	// scan selects the first pass: the largest magnitude of the group's
 	// activations, into maxBits.
 	scan bool
@@ -37,6 +43,12 @@ type unfold struct {
 	// and Inf sort above every finite value.
 	maxBits [maxParts]uint32
 }
+
+// bypassBytes is the size of patches from which unfold stores them past
+// the cache: larger than a last-level cache, so that the products read
+// them from memory either way. Smaller ones stay in the cache for the
+// packing and the first product that follow.
+const bypassBytes = 32 << 20
 
 // unfoldFloats is the size of the pieces of patch rows that unfold
 // handles at a time: they stay in the L1 cache.
@@ -65,22 +77,28 @@ func (u *unfold) RunPart(part, parts int) {
 		return
 	}
 	rows := max(1, unfoldFloats/d)
+	if cap(u.pieces[part]) < rows*d {
+		u.pieces[part] = make([]float32, rows*d)
+	}
+	buf := u.pieces[part][:rows*d]
 	for s := s0; s < s1; s++ {
 		x := u.patches[s*L*d : (s+1)*L*d]
 		img := u.acts[s*g.ImageLen():]
 		for l0 := 0; l0 < L; l0 += rows {
 			l1 := min(l0+rows, L)
-			piece := x[l0*d : l1*d]
+			piece := buf[:(l1-l0)*d]
 			g.Im2colRange(piece, d, img, u.group, l0, l1)
 			for l := l0; l < l1; l++ {
-				row := x[l*d : (l+1)*d]
+				row := piece[(l-l0)*d : (l-l0+1)*d]
 				if u.jointBias {
 					row[d-1] = 1
 				}
 				u.norms[s*L+l] = u.kernels.Dot(row, row)
 			}
-			if u.scale != 1 {
-				blas.ScaleTo(u.scale, piece, piece)
+			if u.bypass {
+				blas.ScaleToNT(u.scale, piece, x[l0*d:l1*d])
+			} else {
+				blas.ScaleTo(u.scale, piece, x[l0*d:l1*d])
 			}
 		}
 	}

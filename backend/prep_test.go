@@ -59,7 +59,7 @@ func TestUnfoldMatchesIm2col(t *testing.T) {
 					}
 					norms := make([]float64, samples*L)
 					u := unfold{geom: g, group: grp, samples: samples, rowLen: d, jointBias: jointBias,
-						acts: acts, patches: x, norms: norms, kernels: blas.Current(), scan: true}
+						acts: acts, patches: x, norms: norms, kernels: blas.Current(), scan: true, pieces: new([maxParts][]float32)}
 					for p := 0; p < parts; p++ {
 						u.RunPart(p, parts)
 					}
@@ -67,7 +67,7 @@ func TestUnfoldMatchesIm2col(t *testing.T) {
 					if float32(got) != ps {
 						t.Fatalf("geometry %d, bias %v, group %d, %d parts: scale %v, want %v", gi, jointBias, grp, parts, got, ps)
 					}
-					u.scan, u.scale = false, float32(got)
+					u.scan, u.scale, u.bypass = false, float32(got), parts%2 == 0
 					for p := 0; p < parts; p++ {
 						u.RunPart(p, parts)
 					}

@@ -82,3 +82,18 @@ func ScaleTo64(alpha float64, x, y []float32) {
 		y[i] = float32(float64(v) * alpha)
 	}
 }
+
+// ScaleToNT is ScaleTo (the same bits) for a large output written once
+// and read much later: where the assembly runs, y is stored past the
+// cache, which saves reading the lines it overwrites. x and y must not
+// overlap.
+func ScaleToNT(alpha float32, x, y []float32) {
+	y = y[:len(x)]
+	if hasAVX2 {
+		asm.ScaleToNT(alpha, x, y)
+		return
+	}
+	for i, v := range x {
+		y[i] = alpha * v
+	}
+}

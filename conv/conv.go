@@ -3,6 +3,8 @@ package conv
 import (
 	"errors"
 	"fmt"
+
+	"github.com/frogopt/frog/asm"
 )
 
 // Geometry describes a 2-D convolution: the input it reads and the kernel
@@ -152,18 +154,9 @@ func (g Geometry) interiorPatch(row, src []float32, cg, hw int) {
 	dh, dw := g.DilationH*g.InW, g.DilationW
 	switch {
 	case kw == 3 && kh == 3 && dw == 1:
-		// The common 3x3 window: nine values a channel, with one bounds
-		// check each for the destination and the three input rows.
-		for c := 0; c < cg; c++ {
-			plane := src[c*hw:]
-			r := row[9*c : 9*c+9]
-			s0 := plane[0:3]
-			s1 := plane[dh : dh+3]
-			s2 := plane[2*dh : 2*dh+3]
-			r[0], r[1], r[2] = s0[0], s0[1], s0[2]
-			r[3], r[4], r[5] = s1[0], s1[1], s1[2]
-			r[6], r[7], r[8] = s2[0], s2[1], s2[2]
-		}
+		// The common 3x3 window: nine values a channel, three runs of
+		// three, in assembly where available.
+		asm.Patch3x3(row[:9*cg], src, cg, hw, dh)
 	case kw == 3 && dw == 1:
 		k := 0
 		for c := 0; c < cg; c++ {
