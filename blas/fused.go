@@ -153,6 +153,9 @@ type fisherWork struct {
 	transpose transposeTask
 }
 
+// tPad is the padding of the rows of the unfused product's T.
+const tPad = 16
+
 // sPad is the padding of the rows of the fused kernel's block products.
 const sPad = 4
 
@@ -202,13 +205,17 @@ func (w *fisherWork) twoProducts(f *FisherProduct) bool {
 		return false
 	}
 	r, d, n := f.Rows, f.Len, f.Points
-	w.t = grow(w.t, r*n)
+	// T's rows are padded: N is a power of two for every ResNet shape,
+	// and rows that far apart put the six values a tile of the second
+	// product reads each step into the same L1 set.
+	ldt := n + tPad
+	w.t = grow(w.t, r*ldt)
 	t := w.t
 	// T = P X^T, reading X^T from its packed copy, times Weights block by
 	// block as the product completes it.
 	first := gemmTask{
 		m: r, n: n, k: d, alpha: 1,
-		a: f.P, lda: d, c: t, ldc: n,
+		a: f.P, lda: d, c: t, ldc: ldt,
 		packedB: f.points.dataT, panelStride: d * nr,
 	}
 	if f.Weights != nil {
@@ -218,7 +225,7 @@ func (w *fisherWork) twoProducts(f *FisherProduct) bool {
 	// Q = Damping*P + Alpha*T X.
 	second := gemmTask{
 		m: r, n: d, k: n, alpha: f.Alpha, beta: f.Damping,
-		a: t, lda: n, c: f.Q, ldc: d, start: f.P,
+		a: t, lda: ldt, c: f.Q, ldc: d, start: f.P,
 		packedB: xp, panelStride: n * nr,
 	}
 	runGemm(&second)
