@@ -425,8 +425,23 @@ type transposeTask struct {
 func (t *transposeTask) RunPart(part, parts int) {
 	r, n := t.r, t.n
 	i0, i1 := n*part/parts, n*(part+1)/parts
+	ib := i0
+	if r%nr == 0 {
+		// Sixteen rows at a time, a chunk of points transposed eight by
+		// eight in registers into a panel in L1, each point's sixteen
+		// values then copied to its row of the result.
+		var panel [transposeChunk * nr]float32
+		for ; ib+transposeChunk <= i1; ib += transposeChunk {
+			for q := 0; q < r/nr; q++ {
+				asm.TransposePanel(transposeChunk, t.w[q*nr*n+ib:], n, panel[:])
+				for p := 0; p < transposeChunk; p++ {
+					copy(t.dst[(ib+p)*r+q*nr:][:nr], panel[p*nr:(p+1)*nr])
+				}
+			}
+		}
+	}
 	const tile = 16
-	for ib := i0; ib < i1; ib += tile {
+	for ; ib < i1; ib += tile {
 		ie := min(ib+tile, i1)
 		for jb := 0; jb < r; jb += tile {
 			je := min(jb+tile, r)
@@ -439,3 +454,7 @@ func (t *transposeTask) RunPart(part, parts int) {
 		}
 	}
 }
+
+// transposeChunk is how many points transposeTask takes at a time (a
+// multiple of eight).
+const transposeChunk = 64

@@ -164,3 +164,30 @@ func TestPackPointsUnfused(t *testing.T) {
 		}
 	}
 }
+
+// The weights' transpose, on every split into parts, on row counts that
+// are and are not multiples of the panel width.
+func TestTransposeWeights(t *testing.T) {
+	for _, r := range []int{16, 48, 20, 1} {
+		for _, n := range []int{1, 63, 64, 130, 1031} {
+			w := make([]float32, r*n)
+			for i := range w {
+				w[i] = float32(i) + 0.5
+			}
+			for parts := 1; parts <= 3; parts++ {
+				dst := make([]float32, n*r)
+				task := transposeTask{w: w, dst: dst, r: r, n: n}
+				for p := 0; p < parts; p++ {
+					task.RunPart(p, parts)
+				}
+				for j := 0; j < r; j++ {
+					for i := 0; i < n; i++ {
+						if dst[i*r+j] != w[j*n+i] {
+							t.Fatalf("r=%d n=%d parts=%d: dst[%d][%d] = %v, want %v", r, n, parts, i, j, dst[i*r+j], w[j*n+i])
+						}
+					}
+				}
+			}
+		}
+	}
+}
