@@ -395,3 +395,20 @@ func TestScaleToNT(t *testing.T) {
 		}
 	}
 }
+
+// PrefetchRows changes nothing, whatever the rows, stride and length.
+func TestPrefetchRows(t *testing.T) {
+	rng := rand.New(rand.NewPCG(33, 34))
+	for _, c := range []struct{ rows, ld, cols int }{{0, 5, 5}, {1, 1, 1}, {6, 576, 192}, {3, 17, 16}, {6, 64, 64}} {
+		n := max(0, (c.rows-1)*c.ld+c.cols)
+		all, a := guarded(rng, n)
+		want := append([]float32(nil), a...)
+		PrefetchRows(a, c.rows, c.ld, c.cols)
+		checkGuards(t, "PrefetchRows", all, n)
+		for i := range a {
+			if math.Float32bits(a[i]) != math.Float32bits(want[i]) {
+				t.Fatalf("PrefetchRows %+v changed a[%d]", c, i)
+			}
+		}
+	}
+}

@@ -96,6 +96,12 @@ func Patch3x3(row, src []float32, channels, plane, line int)
 //go:noescape
 func ScaleToNT(alpha float32, x, y []float32)
 
+// PrefetchRows asks the cache for the lines of rows rows of cols values,
+// ld apart, starting at a[0], and returns without waiting for them.
+//
+//go:noescape
+func PrefetchRows(a []float32, rows, ld, cols int)
+
 // Kernel4x16 is Kernel6x16 for four rows: for i < 4 and j < 16,
 //
 //	c[i*ldc+j] += alpha * sum_{p<k} a[i*rsa+p*csa] * b[p*ldb+j]

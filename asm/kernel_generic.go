@@ -150,6 +150,9 @@ func ScaleToNT(alpha float32, x, y []float32) {
 	scaleToRef(alpha, x, y)
 }
 
+// PrefetchRows is a hint only: here it does nothing.
+func PrefetchRows(a []float32, rows, ld, cols int) {}
+
 // Kernel4x16 is the loop
 //
 //	for i := 0; i < 4; i++ {

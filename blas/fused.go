@@ -301,7 +301,9 @@ func (w *fisherWork) runChunk(ws *workspace, part, c int) {
 		x := f.X[n0*d : (n0+nb)*d]
 		s := prod[:nb*lds]
 		clear(s)
-		first := gemmTask{m: nb, n: r, k: d, alpha: 1, a: x, lda: d, c: s, ldc: lds, packedB: w.packed}
+		// X_blk comes from memory: the next tile's rows are asked for
+		// while the kernels run on the current one.
+		first := gemmTask{m: nb, n: r, k: d, alpha: 1, a: x, lda: d, c: s, ldc: lds, packedB: w.packed, prefetchA: true}
 		gemmRange(ws, &first, 0, nb, 0, r, false)
 		switch {
 		case weightsT != nil:

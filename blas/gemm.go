@@ -51,6 +51,10 @@ type gemmTask struct {
 	// T .*= Weights, on every core instead of in a serial pass.
 	scaleBy   []float32
 	ldScaleBy int
+	// prefetchA, for an A read in place (not transposed) that comes
+	// from memory, asks for the next tile's rows of A while the kernels
+	// run on the current one.
+	prefetchA bool
 	// start, when set, holds the matrix (row stride ldc) whose beta
 	// multiple C starts from instead of C's own contents: each part copies
 	// its own range, so no serial pass copies it into C first.
@@ -145,6 +149,17 @@ func gemmRange(ws *workspace, t *gemmTask, i0, i1, j0, j1 int, startC bool) {
 			for ic := i0; ic < i1; ic += mr {
 				mrr := min(mr, i1-ic)
 				at, ars, acs := a[ic*rsa+pc*csa:], rsa, csa
+				if t.prefetchA && !t.transA {
+					switch {
+					case ic+mr < i1:
+						asm.PrefetchRows(a[(ic+mr)*rsa+pc:], min(mr, i1-ic-mr), rsa, kc)
+					case kb+1 < kBlocks:
+						// The first tile of the next block of the inner
+						// dimension.
+						pn := t.k * (kb + 1) / kBlocks
+						asm.PrefetchRows(a[i0*rsa+pn:], min(mr, i1-i0), rsa, t.k*(kb+2)/kBlocks-pn)
+					}
+				}
 				kernel := asm.Kernel6x16
 				switch {
 				case mrr == 4:
