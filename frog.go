@@ -127,12 +127,9 @@ func (c Config) dampingAt(t int64) float64 {
 // the caller's weights in place. Steps of different layers may run
 // concurrently; steps of one layer are serialized.
 type Optimizer struct {
-	mu      sync.RWMutex
+	registry[*frogLayer]
 	cfg     Config
 	backend string
-	layers  map[string]*frogLayer
-	params  map[string]*param
-	order   []string // registration order of layers and params, for checkpoints
 }
 
 type frogLayer struct {
@@ -163,7 +160,7 @@ func New(cfg Config) (*Optimizer, error) {
 		return nil, err
 	}
 	name, _ := resolveBackend(cfg.Backend)
-	return &Optimizer{cfg: cfg, backend: name, layers: map[string]*frogLayer{}, params: map[string]*param{}}, nil
+	return &Optimizer{registry: newRegistry[*frogLayer](), cfg: cfg, backend: name}, nil
 }
 
 // Config returns the optimizer's current configuration.
@@ -190,7 +187,7 @@ func (o *Optimizer) SetLR(lr float64) error {
 func (o *Optimizer) AddLayer(l Layer, weight, bias []float32) error {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	if err := checkNewName(l.Name, o.layers, o.params); err != nil {
+	if err := o.checkNewName(l.Name); err != nil {
 		return err
 	}
 	fl := &frogLayer{}
@@ -222,28 +219,17 @@ func (o *Optimizer) AddLayer(l Layer, weight, bias []float32) error {
 // scale, a final classifier): it takes momentum SGD at lr*LROtherRatio
 // with coupled L2 weight decay (FROG.md item 8).
 func (o *Optimizer) AddParam(name string, theta []float32) error {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	if err := checkNewName(name, o.layers, o.params); err != nil {
-		return err
-	}
-	p, err := newParam(name, theta)
-	if err != nil {
-		return err
-	}
-	o.params[name] = p
-	o.order = append(o.order, name)
-	return nil
+	return o.addParam(name, theta)
 }
 
 // StepParam updates a parameter registered with AddParam from its gradient.
 func (o *Optimizer) StepParam(name string, grad []float32) error {
 	o.mu.RLock()
-	p, ok := o.params[name]
+	p, err := o.param(name)
 	cfg := o.cfg
 	o.mu.RUnlock()
-	if !ok {
-		return &LayerError{Layer: name, Err: fmt.Errorf("no parameter of this name was registered")}
+	if err != nil {
+		return err
 	}
 	return p.step(grad, cfg.LR*cfg.LROtherRatio, cfg.Momentum, cfg.WeightDecay, cfg.Nesterov, cfg.SkipNonFinite, name)
 }
@@ -262,11 +248,11 @@ func (o *Optimizer) StepParam(name string, grad []float32) error {
 // at least BatchSize takes the whole batch, as the reference does.
 func (o *Optimizer) Step(name string, in Batch) error {
 	o.mu.RLock()
-	fl, ok := o.layers[name]
+	fl, err := o.layer(name)
 	cfg := o.cfg
 	o.mu.RUnlock()
-	if !ok {
-		return &LayerError{Layer: name, Err: fmt.Errorf("no layer of this name was registered")}
+	if err != nil {
+		return err
 	}
 	fl.mu.Lock()
 	defer fl.mu.Unlock()
@@ -278,8 +264,7 @@ func (o *Optimizer) Step(name string, in Batch) error {
 		return l.errorf("FROG takes no separate output-gradient subsample (YSamples is for K-FROG)")
 	}
 	rngSaved := fl.pcg
-	err := fl.propose(cfg, &in)
-	if err != nil {
+	if err := fl.propose(cfg, &in); err != nil {
 		fl.pcg = rngSaved
 		if cfg.SkipNonFinite && errors.Is(err, ErrNonFinite) {
 			fl.skipped++
@@ -407,10 +392,10 @@ type LayerStats struct {
 // Stats returns a copy of a preconditioned layer's statistics.
 func (o *Optimizer) Stats(name string) (LayerStats, error) {
 	o.mu.RLock()
-	fl, ok := o.layers[name]
+	fl, err := o.layer(name)
 	o.mu.RUnlock()
-	if !ok {
-		return LayerStats{}, &LayerError{Layer: name, Err: fmt.Errorf("no layer of this name was registered")}
+	if err != nil {
+		return LayerStats{}, err
 	}
 	fl.mu.Lock()
 	defer fl.mu.Unlock()

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"sync"
 
 	"github.com/frogopt/frog/blas"
 	"github.com/frogopt/frog/cg"
@@ -82,11 +81,8 @@ func (c KConfig) Validate() error {
 // KFROG is the legacy Kronecker variant of FROG, on the CPU. Steps of
 // different layers may run concurrently.
 type KFROG struct {
-	mu     sync.RWMutex
-	cfg    KConfig
-	layers map[string]*kLayer
-	params map[string]*param
-	order  []string
+	registry[*kLayer]
+	cfg KConfig
 }
 
 type kLayer struct {
@@ -113,7 +109,7 @@ func NewKFROG(cfg KConfig) (*KFROG, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	return &KFROG{cfg: cfg, layers: map[string]*kLayer{}, params: map[string]*param{}}, nil
+	return &KFROG{registry: newRegistry[*kLayer](), cfg: cfg}, nil
 }
 
 // SetLR changes the learning rate for the following steps.
@@ -132,7 +128,7 @@ func (o *KFROG) SetLR(lr float64) error {
 func (o *KFROG) AddLayer(l Layer, weight, bias []float32) error {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	if err := checkNewName(l.Name, o.layers, o.params); err != nil {
+	if err := o.checkNewName(l.Name); err != nil {
 		return err
 	}
 	kl := &kLayer{}
@@ -176,10 +172,10 @@ type KStats struct {
 // Stats returns a copy of a layer's statistics.
 func (o *KFROG) Stats(name string) (KStats, error) {
 	o.mu.RLock()
-	kl, ok := o.layers[name]
+	kl, err := o.layer(name)
 	o.mu.RUnlock()
-	if !ok {
-		return KStats{}, &LayerError{Layer: name, Err: fmt.Errorf("no layer of this name was registered")}
+	if err != nil {
+		return KStats{}, err
 	}
 	kl.mu.Lock()
 	defer kl.mu.Unlock()
@@ -196,11 +192,11 @@ func (o *KFROG) Stats(name string) (KStats, error) {
 // result that would not be finite) is handled as in Optimizer.Step.
 func (o *KFROG) Step(name string, in Batch) error {
 	o.mu.RLock()
-	kl, ok := o.layers[name]
+	kl, err := o.layer(name)
 	cfg := o.cfg
 	o.mu.RUnlock()
-	if !ok {
-		return &LayerError{Layer: name, Err: fmt.Errorf("no layer of this name was registered")}
+	if err != nil {
+		return err
 	}
 	kl.mu.Lock()
 	defer kl.mu.Unlock()
@@ -259,15 +255,7 @@ func (kl *kLayer) drawY(r, batch int) []int {
 		kl.yPerm = make([]int, batch)
 		kl.ySamples = make([]int, batch)
 	}
-	perm := kl.yPerm[:batch]
-	for i := range perm {
-		perm[i] = i
-	}
-	for i := 0; i < r; i++ {
-		j := i + kl.rng.IntN(batch-i)
-		perm[i], perm[j] = perm[j], perm[i]
-	}
-	return append(kl.ySamples[:0], perm[:r]...)
+	return drawDistinct(kl.rng, kl.yPerm[:batch], kl.ySamples[:r])
 }
 
 // precondition computes P2 into kl.solutionNew and the direction P2 .* xs
@@ -458,28 +446,17 @@ func columnSquares(dst []float64, x []float32, n, d int) {
 // AddParam registers a parameter that is not preconditioned: it takes the
 // plain step theta -= lr*e with K-FROG's momentum.
 func (o *KFROG) AddParam(name string, theta []float32) error {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	if err := checkNewName(name, o.layers, o.params); err != nil {
-		return err
-	}
-	p, err := newParam(name, theta)
-	if err != nil {
-		return err
-	}
-	o.params[name] = p
-	o.order = append(o.order, name)
-	return nil
+	return o.addParam(name, theta)
 }
 
 // StepParam updates a parameter registered with AddParam from its gradient.
 func (o *KFROG) StepParam(name string, grad []float32) error {
 	o.mu.RLock()
-	p, ok := o.params[name]
+	p, err := o.param(name)
 	cfg := o.cfg
 	o.mu.RUnlock()
-	if !ok {
-		return &LayerError{Layer: name, Err: fmt.Errorf("no parameter of this name was registered")}
+	if err != nil {
+		return err
 	}
 	return p.step(grad, cfg.LR, cfg.Momentum, 0, cfg.Nesterov, cfg.SkipNonFinite, name)
 }

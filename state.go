@@ -182,17 +182,21 @@ func (b *layerBase) draw(r, batch int) []int {
 		}
 		return s
 	}
-	perm := b.perm[:batch]
+	return drawDistinct(b.rng, b.perm[:batch], b.samples[:r])
+}
+
+// drawDistinct fills dst with len(dst) distinct indices of [0, len(perm))
+// by a partial Fisher-Yates shuffle of perm, and returns dst.
+func drawDistinct(rng *rand.Rand, perm, dst []int) []int {
 	for i := range perm {
 		perm[i] = i
 	}
-	for i := 0; i < r; i++ {
-		j := i + b.rng.IntN(batch-i)
+	for i := range dst {
+		j := i + rng.IntN(len(perm)-i)
 		perm[i], perm[j] = perm[j], perm[i]
 	}
-	s := b.samples[:r]
-	copy(s, perm[:r])
-	return s
+	copy(dst, perm)
+	return dst
 }
 
 // gather copies the rows idx of src (each of size width) into dst.
@@ -269,20 +273,6 @@ func checkHyper(name string, v float64, allowZero bool) error {
 	return nil
 }
 
-// checkNewName rejects an empty name or one already registered as a layer
-// or a parameter.
-func checkNewName[L any](name string, layers map[string]L, params map[string]*param) error {
-	if name == "" {
-		return &LayerError{Layer: name, Err: fmt.Errorf("a layer or parameter needs a name")}
-	}
-	_, isLayer := layers[name]
-	_, isParam := params[name]
-	if isLayer || isParam {
-		return &LayerError{Layer: name, Err: fmt.Errorf("the name is already registered")}
-	}
-	return nil
-}
-
 // newParam validates a plain parameter's registration.
 func newParam(name string, theta []float32) (*param, error) {
 	if len(theta) == 0 {
@@ -326,4 +316,66 @@ func (p *param) step(grad []float32, lr, mu, wd float64, nesterov, skipNonFinite
 	}
 	p.steps++
 	return nil
+}
+
+// registry holds an optimizer's registrations: its preconditioned layers
+// (of type L), its plain parameters, and their order (for checkpoints).
+// mu guards them and the optimizer's configuration.
+type registry[L any] struct {
+	mu     sync.RWMutex
+	layers map[string]L
+	params map[string]*param
+	order  []string
+}
+
+func newRegistry[L any]() registry[L] {
+	return registry[L]{layers: map[string]L{}, params: map[string]*param{}}
+}
+
+// addParam registers a plain parameter under a new name.
+func (r *registry[L]) addParam(name string, theta []float32) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if err := r.checkNewName(name); err != nil {
+		return err
+	}
+	p, err := newParam(name, theta)
+	if err != nil {
+		return err
+	}
+	r.params[name] = p
+	r.order = append(r.order, name)
+	return nil
+}
+
+// param looks a plain parameter up; the caller holds mu.
+func (r *registry[L]) param(name string) (*param, error) {
+	p, ok := r.params[name]
+	if !ok {
+		return nil, &LayerError{Layer: name, Err: fmt.Errorf("no parameter of this name was registered")}
+	}
+	return p, nil
+}
+
+// checkNewName rejects an empty name or one already registered as a layer
+// or a parameter; the caller holds mu.
+func (r *registry[L]) checkNewName(name string) error {
+	if name == "" {
+		return &LayerError{Layer: name, Err: fmt.Errorf("a layer or parameter needs a name")}
+	}
+	_, isLayer := r.layers[name]
+	_, isParam := r.params[name]
+	if isLayer || isParam {
+		return &LayerError{Layer: name, Err: fmt.Errorf("the name is already registered")}
+	}
+	return nil
+}
+
+// layer looks a preconditioned layer up; the caller holds mu.
+func (r *registry[L]) layer(name string) (L, error) {
+	l, ok := r.layers[name]
+	if !ok {
+		return l, &LayerError{Layer: name, Err: fmt.Errorf("no layer of this name was registered")}
+	}
+	return l, nil
 }
