@@ -143,8 +143,11 @@ func (u *rowUpdate) update(part, parts int) {
 		}
 		k.Axpy(float32(-alpha), qj, rj)
 		rhoNew := k.Dot(rj, rj)
-		beta := rhoNew / (rho[j] + eps[j])
-		blas.Xpby(k, rj, float32(beta), pj)
+		if u.it+1 < s.Iters {
+			// The last iteration's direction would never be used.
+			beta := rhoNew / (rho[j] + eps[j])
+			blas.Xpby(k, rj, float32(beta), pj)
+		}
 		rho[j] = rhoNew
 		if s.Tolerance > 0 && rhoNew <= s.Tolerance*s.Tolerance*rho0[j] {
 			done[j] = true
