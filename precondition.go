@@ -297,16 +297,11 @@ func scaleExact(s []float32, f float64) {
 	}
 }
 
-// tinyRow reports a row that is not zero but has only subnormal values.
+// tinyRow reports a row that is not zero but has no value above the
+// smallest normal float32 2^-126 (bits 0x00800000), in one vector pass.
 func tinyRow(row []float32) bool {
-	nonzero := false
-	for _, v := range row {
-		if v < -0x1p-126 || v > 0x1p-126 {
-			return false
-		}
-		nonzero = nonzero || v != 0
-	}
-	return nonzero
+	m := blas.MaxAbsBits(row)
+	return m != 0 && m <= 0x00800000
 }
 
 func hasTinyRows(s []float32, d int) bool {
