@@ -171,15 +171,7 @@ func (o *Optimizer) Config() Config {
 }
 
 // SetLR changes the learning rate for the following steps (schedules).
-func (o *Optimizer) SetLR(lr float64) error {
-	if err := checkHyper("lr", lr, true); err != nil {
-		return err
-	}
-	o.mu.Lock()
-	o.cfg.LR = lr
-	o.mu.Unlock()
-	return nil
-}
+func (o *Optimizer) SetLR(lr float64) error { return o.setLR(&o.cfg.LR, lr) }
 
 // AddLayer registers a preconditioned layer. weight (WeightLen() values)
 // and bias (Rows() values, nil without a bias) are the caller's slices;
@@ -195,12 +187,6 @@ func (o *Optimizer) AddLayer(l Layer, weight, bias []float32) error {
 		return err
 	}
 	fl.pre.engine, fl.pre.fallback = newEngine(o.backend)
-	fl.mom = make([]float32, l.WeightLen())
-	fl.newMom = make([]float32, l.WeightLen())
-	if bias != nil {
-		fl.momB = make([]float32, l.Rows())
-		fl.newMomB = make([]float32, l.Rows())
-	}
 	n := l.Rows() * l.SolveLen()
 	if l.Bias == JointBias {
 		fl.effW = make([]float32, l.WeightLen())
@@ -210,8 +196,7 @@ func (o *Optimizer) AddLayer(l Layer, weight, bias []float32) error {
 	fl.dir = make([]float32, n)
 	fl.diag = newRowDiagnostics(l.Rows())
 	fl.diagNew = newRowDiagnostics(l.Rows())
-	o.layers[l.Name] = fl
-	o.order = append(o.order, l.Name)
+	o.addLayer(l.Name, fl)
 	return nil
 }
 

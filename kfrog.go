@@ -113,15 +113,7 @@ func NewKFROG(cfg KConfig) (*KFROG, error) {
 }
 
 // SetLR changes the learning rate for the following steps.
-func (o *KFROG) SetLR(lr float64) error {
-	if err := checkHyper("lr", lr, true); err != nil {
-		return err
-	}
-	o.mu.Lock()
-	o.cfg.LR = lr
-	o.mu.Unlock()
-	return nil
-}
+func (o *KFROG) SetLR(lr float64) error { return o.setLR(&o.cfg.LR, lr) }
 
 // AddLayer registers a preconditioned layer; see Optimizer.AddLayer. A
 // PlainBias bias takes the plain step theta -= lr*e.
@@ -136,12 +128,6 @@ func (o *KFROG) AddLayer(l Layer, weight, bias []float32) error {
 		return err
 	}
 	r, sd := l.Rows(), l.SolveLen()
-	kl.mom = make([]float32, l.WeightLen())
-	kl.newMom = make([]float32, l.WeightLen())
-	if bias != nil {
-		kl.momB = make([]float32, r)
-		kl.newMomB = make([]float32, r)
-	}
 	kl.eff = make([]float32, l.WeightLen())
 	kl.ybuf = make([]float64, r)
 	kl.ybufNew = make([]float64, r)
@@ -153,8 +139,7 @@ func (o *KFROG) AddLayer(l Layer, weight, bias []float32) error {
 	kl.rhs = make([]float32, r*sd)
 	kl.residual = make([]float64, r)
 	kl.residualNew = make([]float64, r)
-	o.layers[l.Name] = kl
-	o.order = append(o.order, l.Name)
+	o.addLayer(l.Name, kl)
 	return nil
 }
 

@@ -35,7 +35,7 @@ type layerBase struct {
 	layer  Layer
 	weight []float32 // the caller's weights, updated in place
 	bias   []float32 // the caller's bias, or nil
-	mom    []float32 // momentum of the weight, or nil before the first step
+	mom    []float32 // momentum of the weight, zero before the first step
 	momB   []float32 // momentum of the bias
 	steps  int64
 	pcg    rand.PCG
@@ -102,8 +102,12 @@ func (b *layerBase) init(l Layer, weight, bias []float32, seed uint64, index int
 	b.layer, b.weight, b.bias = l, weight, bias
 	b.pcg = *rand.NewPCG(seed, uint64(index)+0x9e3779b97f4a7c15)
 	b.rng = rand.New(&b.pcg)
+	b.mom = make([]float32, l.WeightLen())
+	b.newMom = make([]float32, l.WeightLen())
 	b.newW = make([]float32, l.WeightLen())
 	if bias != nil {
+		b.momB = make([]float32, l.Rows())
+		b.newMomB = make([]float32, l.Rows())
 		b.newB = make([]float32, l.Rows())
 	}
 	return nil
@@ -330,6 +334,24 @@ type registry[L any] struct {
 
 func newRegistry[L any]() registry[L] {
 	return registry[L]{layers: map[string]L{}, params: map[string]*param{}}
+}
+
+// addLayer records a registered layer; the caller holds mu.
+func (r *registry[L]) addLayer(name string, l L) {
+	r.layers[name] = l
+	r.order = append(r.order, name)
+}
+
+// setLR stores a new learning rate into *lr (a field of the optimizer's
+// configuration, which mu guards).
+func (r *registry[L]) setLR(lr *float64, value float64) error {
+	if err := checkHyper("lr", value, true); err != nil {
+		return err
+	}
+	r.mu.Lock()
+	*lr = value
+	r.mu.Unlock()
+	return nil
 }
 
 // addParam registers a plain parameter under a new name.
