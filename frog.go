@@ -1,7 +1,6 @@
 package frog
 
 import (
-	"errors"
 	"fmt"
 	"math"
 	"sync"
@@ -248,17 +247,9 @@ func (o *Optimizer) Step(name string, in Batch) error {
 	if in.YSamples != nil {
 		return l.errorf("FROG takes no separate output-gradient subsample (YSamples is for K-FROG)")
 	}
-	rngSaved := fl.pcg
-	if err := fl.propose(cfg, &in); err != nil {
-		fl.pcg = rngSaved
-		if cfg.SkipNonFinite && errors.Is(err, ErrNonFinite) {
-			fl.skipped++
-			return nil
-		}
-		return l.errorf("%w", err)
-	}
-	fl.commit(cfg)
-	return nil
+	return fl.transact(cfg.SkipNonFinite,
+		func() error { return fl.propose(cfg, &in) },
+		func() { fl.commit(cfg) })
 }
 
 // propose computes a step into scratch (new momentum, new weights and
@@ -294,13 +285,8 @@ func (fl *frogLayer) propose(cfg Config, in *Batch) error {
 		return err
 	}
 	fl.proposeUpdate(cfg, in)
-	if err := checkProposal("weight", fl.newW, "bias", fl.newB); err != nil {
+	if err := fl.checkProposals(cfg.Momentum != 0); err != nil {
 		return err
-	}
-	if cfg.Momentum != 0 {
-		if err := checkProposal("momentum", fl.newMom, "bias momentum", fl.newMomB); err != nil {
-			return err
-		}
 	}
 	fl.lastSamplesNew = append(fl.lastSamplesNew[:0], idx...)
 	return nil

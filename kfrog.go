@@ -1,7 +1,6 @@
 package frog
 
 import (
-	"errors"
 	"fmt"
 	"math"
 
@@ -185,21 +184,12 @@ func (o *KFROG) Step(name string, in Batch) error {
 	}
 	kl.mu.Lock()
 	defer kl.mu.Unlock()
-	l := kl.layer
 	if err := kl.checkBatch(&in); err != nil {
-		return l.errorf("%w", err)
+		return kl.layer.errorf("%w", err)
 	}
-	rngSaved := kl.pcg
-	if err := kl.propose(cfg, &in); err != nil {
-		kl.pcg = rngSaved
-		if cfg.SkipNonFinite && errors.Is(err, ErrNonFinite) {
-			kl.skipped++
-			return nil
-		}
-		return l.errorf("%w", err)
-	}
-	kl.commitK(cfg)
-	return nil
+	return kl.transact(cfg.SkipNonFinite,
+		func() error { return kl.propose(cfg, &in) },
+		func() { kl.commitK(cfg) })
 }
 
 // propose computes a step into scratch, leaving the committed state alone
@@ -223,15 +213,7 @@ func (kl *kLayer) propose(cfg KConfig, in *Batch) error {
 		return err
 	}
 	kl.proposeUpdate(cfg, in)
-	if err := checkProposal("weight", kl.newW, "bias", kl.newB); err != nil {
-		return err
-	}
-	if cfg.Momentum != 0 {
-		if err := checkProposal("momentum", kl.newMom, "bias momentum", kl.newMomB); err != nil {
-			return err
-		}
-	}
-	return nil
+	return kl.checkProposals(cfg.Momentum != 0)
 }
 
 // drawY draws K-FROG's independent Y subsample after the X draw.

@@ -1,6 +1,7 @@
 package frog
 
 import (
+	"errors"
 	"fmt"
 	"math"
 	"math/rand/v2"
@@ -76,6 +77,36 @@ func checkProposal(named ...any) error {
 			return fmt.Errorf("the step would make %s[%d] %v (overflow; is the learning rate too large?): %w", what, k, s[k], ErrNonFinite)
 		}
 	}
+	return nil
+}
+
+// checkProposals reports a non-finite proposed weight or bias, and, when
+// the step uses momentum, a non-finite proposed momentum.
+func (b *layerBase) checkProposals(withMomentum bool) error {
+	if err := checkProposal("weight", b.newW, "bias", b.newB); err != nil {
+		return err
+	}
+	if withMomentum {
+		return checkProposal("momentum", b.newMom, "bias momentum", b.newMomB)
+	}
+	return nil
+}
+
+// transact runs one step as a transaction: propose computes it into
+// scratch, commit applies it. When propose fails the random generator is
+// restored, so nothing has changed; a non-finite failure with
+// skipNonFinite is counted as a skipped step instead of an error.
+func (b *layerBase) transact(skipNonFinite bool, propose func() error, commit func()) error {
+	rngSaved := b.pcg
+	if err := propose(); err != nil {
+		b.pcg = rngSaved
+		if skipNonFinite && errors.Is(err, ErrNonFinite) {
+			b.skipped++
+			return nil
+		}
+		return b.layer.errorf("%w", err)
+	}
+	commit()
 	return nil
 }
 
