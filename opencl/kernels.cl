@@ -54,6 +54,28 @@ double patch_scale(__global const uint *maxbits, int g, int bias) {
 	return pow2_normalizer(m);
 }
 
+// tile_fma adds the product of the staged TK-deep tiles to this
+// work-item's WM x WN register block: rows ty + a*RTM of As, columns
+// tx + b*RTN of Bs. Both products of the Fisher operator share it.
+void tile_fma(__local float As[TK][TM + 1], __local float Bs[TK][TN + 1],
+		float acc[WM][WN], int tx, int ty) {
+	for (int kk = 0; kk < TK; kk++) {
+		float ra[WM];
+		float rb[WN];
+		for (int a = 0; a < WM; a++) {
+			ra[a] = As[kk][ty + a * RTM];
+		}
+		for (int b = 0; b < WN; b++) {
+			rb[b] = Bs[kk][tx + b * RTN];
+		}
+		for (int a = 0; a < WM; a++) {
+			for (int b = 0; b < WN; b++) {
+				acc[a][b] = fma(ra[a], rb[b], acc[a][b]);
+			}
+		}
+	}
+}
+
 // block_sum returns the sum of v over the work-group, in a fixed order so
 // that results do not depend on scheduling.
 double block_sum(double v, __local double *buf) {
@@ -224,12 +246,7 @@ void fisher_pxt(__global const float *P, __global const float *X, __global const
 	const int tid = ty * RTN + tx;
 	const int m0 = get_group_id(1) * TM;
 	const int n0 = get_group_id(0) * TN;
-	float acc[WM][WN];
-	for (int a = 0; a < WM; a++) {
-		for (int b = 0; b < WN; b++) {
-			acc[a][b] = 0.0f;
-		}
-	}
+	float acc[WM][WN] = {{0.0f}};
 	for (int k0 = 0; k0 < d; k0 += TK) {
 		for (int e = tid; e < TM * TK; e += RTM * RTN) {
 			int m = e / TK;
@@ -246,21 +263,7 @@ void fisher_pxt(__global const float *P, __global const float *X, __global const
 			Bs[kk][n] = (gn < N && gk < d) ? X[(long)gn * d + gk] : 0.0f;
 		}
 		barrier(CLK_LOCAL_MEM_FENCE);
-		for (int kk = 0; kk < TK; kk++) {
-			float ra[WM];
-			float rb[WN];
-			for (int a = 0; a < WM; a++) {
-				ra[a] = As[kk][ty + a * RTM];
-			}
-			for (int b = 0; b < WN; b++) {
-				rb[b] = Bs[kk][tx + b * RTN];
-			}
-			for (int a = 0; a < WM; a++) {
-				for (int b = 0; b < WN; b++) {
-					acc[a][b] = fma(ra[a], rb[b], acc[a][b]);
-				}
-			}
-		}
+		tile_fma(As, Bs, acc, tx, ty);
 		barrier(CLK_LOCAL_MEM_FENCE);
 	}
 	for (int a = 0; a < WM; a++) {
@@ -299,12 +302,7 @@ void fisher_tx(__global const float *T, __global const float *X, __global float 
 	const int n0 = get_group_id(0) * TN;
 	int kbeg = s * chunk;
 	int kend = min(N, kbeg + chunk);
-	float acc[WM][WN];
-	for (int a = 0; a < WM; a++) {
-		for (int b = 0; b < WN; b++) {
-			acc[a][b] = 0.0f;
-		}
-	}
+	float acc[WM][WN] = {{0.0f}};
 	for (int k0 = kbeg; k0 < kend; k0 += TK) {
 		for (int e = tid; e < TM * TK; e += RTM * RTN) {
 			int m = e / TK;
@@ -321,21 +319,7 @@ void fisher_tx(__global const float *T, __global const float *X, __global float 
 			Bs[kk][n] = (gn < d && gk < kend) ? X[(long)gk * d + gn] : 0.0f;
 		}
 		barrier(CLK_LOCAL_MEM_FENCE);
-		for (int kk = 0; kk < TK; kk++) {
-			float ra[WM];
-			float rb[WN];
-			for (int a = 0; a < WM; a++) {
-				ra[a] = As[kk][ty + a * RTM];
-			}
-			for (int b = 0; b < WN; b++) {
-				rb[b] = Bs[kk][tx + b * RTN];
-			}
-			for (int a = 0; a < WM; a++) {
-				for (int b = 0; b < WN; b++) {
-					acc[a][b] = fma(ra[a], rb[b], acc[a][b]);
-				}
-			}
-		}
+		tile_fma(As, Bs, acc, tx, ty);
 		barrier(CLK_LOCAL_MEM_FENCE);
 	}
 	for (int a = 0; a < WM; a++) {
