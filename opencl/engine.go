@@ -58,10 +58,22 @@ type Engine struct {
 	// minSplit, when positive, forces at least this many partial sums in
 	// the second product (tests use it to cover split-K on small devices).
 	minSplit int
+	// forceTiles, for tests, overrides the choice of tiles for both
+	// products: tilesAuto (by size), tilesMain or tilesSmall (when the
+	// device has small tiles), so that every case can run both on any
+	// device, whatever its number of compute units.
+	forceTiles int
 	// usedSmall records which products of the last run took the small
 	// tiles, for tests.
 	usedSmall [2]bool
 }
+
+// Values of Engine.forceTiles.
+const (
+	tilesAuto = iota
+	tilesMain
+	tilesSmall
+)
 
 type devBuffer struct {
 	mem   *cl.MemObject
@@ -415,13 +427,22 @@ func (e *Engine) run(p *problem) error {
 	// Each product takes the small tiles when the main ones would leave
 	// compute units idle (fewer than two work-groups per unit, after
 	// splitting the second product's contraction).
+	pickSmall := func(autoSmall bool) bool {
+		switch e.forceTiles {
+		case tilesMain:
+			return false
+		case tilesSmall:
+			return true
+		}
+		return autoSmall
+	}
 	pxtK, pxtT := e.pxt, t
-	if e.pxtSmall != nil && ceilDiv(N, t.TN)*ceilDiv(rg, t.TM)*G < 2*e.dev.units {
+	if e.pxtSmall != nil && pickSmall(ceilDiv(N, t.TN)*ceilDiv(rg, t.TM)*G < 2*e.dev.units) {
 		pxtK, pxtT = e.pxtSmall, e.dev.smallTiles
 	}
 	txK, txT := e.tx, t
 	parts, chunk := e.split(t, rg, d, G, N)
-	if e.txSmall != nil && ceilDiv(d, t.TN)*ceilDiv(rg, t.TM)*G*parts < 2*e.dev.units {
+	if e.txSmall != nil && pickSmall(ceilDiv(d, t.TN)*ceilDiv(rg, t.TM)*G*parts < 2*e.dev.units) {
 		txK, txT = e.txSmall, e.dev.smallTiles
 		parts, chunk = e.split(txT, rg, d, G, N)
 	}

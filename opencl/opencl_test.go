@@ -163,33 +163,56 @@ func caseTol(c layerCase) float64 {
 	return 1e-5
 }
 
+// TestMatchesCPU runs every case with the tiles chosen by size and then
+// with each tile size forced, so that both sizes of both products run on
+// any device (on a GPU with many compute units the size rule alone picks
+// the small tiles for every case here).
 func TestMatchesCPU(t *testing.T) {
 	e := testEngine(t)
 	t.Logf("device %s, tiles %v, small tiles %v", e.Device().Name(), e.Device().Tiles(), e.Device().smallTiles)
+	modes := []struct {
+		name  string
+		force int
+	}{{"auto", tilesAuto}, {"main", tilesMain}}
+	if e.dev.small != nil {
+		modes = append(modes, struct {
+			name  string
+			force int
+		}{"small", tilesSmall})
+	}
 	var variants [2][2]bool // [product][small]
 	defer func() {
-		if e.dev.small != nil && variants != [2][2]bool{{true, true}, {true, true}} {
+		want := [2][2]bool{{true, false}, {true, false}}
+		if e.dev.small != nil {
+			want = [2][2]bool{{true, true}, {true, true}}
+		}
+		if variants != want {
 			t.Errorf("the cases did not run both tile sizes of both products: %v", variants)
 		}
 	}()
-	for i, c := range geometryCases() {
-		t.Run(c.name, func(t *testing.T) {
-			defer func() {
+	for _, m := range modes {
+		for i, c := range geometryCases() {
+			t.Run(m.name+"/"+c.name, func(t *testing.T) {
+				e.forceTiles = m.force
+				defer func() { e.forceTiles = tilesAuto }()
+				want := newJob(c, uint64(i), 1)
+				var cpu backend.CPU
+				if err := cpu.Precondition(want); err != nil {
+					t.Fatal(err)
+				}
+				got := cloneOutputs(want)
+				if err := e.Precondition(got); err != nil {
+					t.Fatal(err)
+				}
 				for k, small := range e.usedSmall {
+					if m.force != tilesAuto && small != (m.force == tilesSmall) {
+						t.Errorf("product %d: forced %s tiles, ran small=%v", k, m.name, small)
+					}
 					variants[k][btoi(small)] = true
 				}
-			}()
-			want := newJob(c, uint64(i), 1)
-			var cpu backend.CPU
-			if err := cpu.Precondition(want); err != nil {
-				t.Fatal(err)
-			}
-			got := cloneOutputs(want)
-			if err := e.Precondition(got); err != nil {
-				t.Fatal(err)
-			}
-			compare(t, got, want, caseTol(c))
-		})
+				compare(t, got, want, caseTol(c))
+			})
+		}
 	}
 }
 
