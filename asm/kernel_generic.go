@@ -167,3 +167,25 @@ func PrefetchRows(a []float32, rows, ld, cols int) {}
 func Kernel4x16(k int, alpha float32, a []float32, rsa, csa int, b []float32, ldb int, c []float32, ldc int) {
 	kernelRowsx16Ref(4, k, alpha, a, rsa, csa, b, ldb, c, ldc)
 }
+
+// Kernel8x32 is the loop
+//
+//	for i := 0; i < 8; i++ {
+//		for j := 0; j < 32; j++ {
+//			var s float32
+//			for p := 0; p < k; p++ {
+//				off := p*ldb + j
+//				if j >= 16 {
+//					off += boff - 16
+//				}
+//				s += a[i*rsa+p*csa] * b[off]
+//			}
+//			c[i*ldc+j] += alpha * s
+//		}
+//	}
+func Kernel8x32(k int, alpha float32, a []float32, rsa, csa int, b []float32, ldb, boff int, c []float32, ldc int) {
+	kernel8x32Ref(k, alpha, a, rsa, csa, b, ldb, boff, c, ldc)
+}
+
+// FMALoop512 is FMALoop: without the assembly there is no wider peak.
+func FMALoop512(n int) { FMALoop(n) }

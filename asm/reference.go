@@ -104,3 +104,28 @@ func scaleToRef(alpha float32, x, y []float32) {
 		y[i] = alpha * v
 	}
 }
+
+// kernel8x32Ref is the AVX-512 micro-kernel: two 16-wide halves of B boff
+// values apart.
+func kernel8x32Ref(k int, alpha float32, a []float32, rsa, csa int, b []float32, ldb, boff int, c []float32, ldc int) {
+	var acc [8 * 32]float32
+	for p := 0; p < k; p++ {
+		for i := 0; i < 8; i++ {
+			av := a[i*rsa+p*csa]
+			row := acc[i*32 : i*32+32]
+			for j := range row {
+				off := p*ldb + j
+				if j >= 16 {
+					off += boff - 16
+				}
+				row[j] += av * b[off]
+			}
+		}
+	}
+	for i := 0; i < 8; i++ {
+		crow := c[i*ldc : i*ldc+32]
+		for j := range crow {
+			crow[j] += alpha * acc[i*32+j]
+		}
+	}
+}

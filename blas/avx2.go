@@ -1,23 +1,61 @@
 package blas
 
 import (
+	"os"
+
 	"golang.org/x/sys/cpu"
 
 	"github.com/frogopt/frog/asm"
 )
 
-// avx2 runs products and vector kernels in the AVX2+FMA assembly of
-// package asm. It is registered, and preferred, only when the assembly is
-// compiled in (not under the noasm tag) and the CPU has AVX2 and FMA.
+// avx2 runs products and vector kernels in the assembly of package asm.
+// It is registered, and preferred, only when the assembly is compiled in
+// (not under the noasm tag) and the CPU has AVX2 and FMA. Its products run
+// on the AVX-512 micro-kernel (8 x 32 tiles) when the CPU has AVX-512F,
+// unless FROG_ISA=avx2; the two micro-kernels give the same bits.
 type avx2 struct{}
 
-// hasAVX2 reports whether the avx2 kernels can run here.
-var hasAVX2 = asm.Enabled && cpu.X86.HasAVX2 && cpu.X86.HasFMA
+// hasAVX2 reports whether the avx2 kernels can run here, and hasAVX512
+// whether their products can use the AVX-512 micro-kernel.
+var (
+	hasAVX2   = asm.Enabled && cpu.X86.HasAVX2 && cpu.X86.HasFMA
+	hasAVX512 = hasAVX2 && cpu.X86.HasAVX512F
+)
+
+// ISAEnv is the environment variable that, set to "avx2", keeps the
+// products on the AVX2 micro-kernel on a CPU with AVX-512 (to compare the
+// two, or where AVX-512 lowers the clock).
+const ISAEnv = "FROG_ISA"
 
 func init() {
 	if hasAVX2 {
+		if hasAVX512 && os.Getenv(ISAEnv) != "avx2" {
+			isa = avx512Kernels
+		}
 		register(avx2{}, true)
 	}
+}
+
+// PeakLoop returns the assembly loop of independent FMAs on the registers
+// of the micro-kernel in use (asm.FMALoop512 with AVX-512, else
+// asm.FMALoop) and the flops of one of its rounds: the arithmetic peak
+// that the products' GFLOP/s compare with.
+func PeakLoop() (loop func(rounds int), flopsPerRound int) {
+	if MicroKernel() == "avx512" {
+		return asm.FMALoop512, 384
+	}
+	return asm.FMALoop, 192
+}
+
+// MicroKernel names the instruction set of the products' micro-kernel in
+// use: "avx512", "avx2", or "" when the assembly is not in use (noasm,
+// another architecture, or a CPU without AVX2 and FMA). Measurements of the
+// peak should use the matching asm loop (FMALoop512 or FMALoop).
+func MicroKernel() string {
+	if !hasAVX2 {
+		return ""
+	}
+	return isa.name
 }
 
 func (avx2) Name() string { return "avx2" }
@@ -45,7 +83,7 @@ func (avx2) Gemm(transA, transB bool, m, n, k int, alpha float32, a []float32, l
 // runGemm runs t, split by rows of C or by columns (whichever has more
 // tiles) across the cores when it is big enough to gain from it.
 func runGemm(t *gemmTask) {
-	rowTiles, colTiles := (t.m+mr-1)/mr, (t.n+nr-1)/nr
+	rowTiles, colTiles := (t.m+isa.rows-1)/isa.rows, (t.n+isa.cols-1)/isa.cols
 	t.byRows = rowTiles >= colTiles
 	tiles := colTiles
 	if t.byRows {

@@ -236,9 +236,13 @@ func (w *fisherWork) twoProducts(f *FisherProduct) bool {
 // when the shape does not suit it: P^T, the accumulator and a block of X
 // must share the L2 cache, and the rows fill whole panels.
 func fusedBlock(r, d int) int {
+	// Blocks are whole tiles of both micro-kernels (6 and 8 rows), so
+	// that the blocks, and with them the order of the sums, are the same
+	// whichever runs.
+	const blockUnit = 24
 	room := l2Budget - 4*2*r*d
-	block := min(room/(4*d), kcBlock) / mr * mr
-	if r%nr != 0 || block < 8*mr {
+	block := min(room/(4*d), kcBlock) / blockUnit * blockUnit
+	if r%nr != 0 || block < 2*blockUnit {
 		return 0
 	}
 	return block

@@ -74,8 +74,8 @@ func randSlice(rng *rand.Rand, n int) []float32 {
 }
 
 // TestFisherDeterministic: the Fisher product is bit for bit the same with
-// GOMAXPROCS 1, 2 and 3, and with X read in place or from the copy
-// PackPoints makes, on the fused and the unfused path.
+// GOMAXPROCS 1, 2 and 3, with X read in place or from the copy PackPoints
+// makes, and on either micro-kernel, on the fused and the unfused path.
 func TestFisherDeterministic(t *testing.T) {
 	if !hasAVX2 {
 		t.Skip("no AVX2")
@@ -88,29 +88,32 @@ func TestFisherDeterministic(t *testing.T) {
 		r, d, n := s[0], s[1], s[2]
 		p, x, w := randSlice(rng, r*d), randSlice(rng, n*d), randSlice(rng, r*n)
 		var want []float32
-		for _, procs := range []int{2, 1, 3} {
-			for _, packed := range []bool{false, true} {
-				q := make([]float32, r*d)
-				f := FisherProduct{Rows: r, Len: d, Points: n, P: p, X: x, Weights: w, Q: q, Alpha: 0.5, Damping: 0.25}
-				prev := runtime.GOMAXPROCS(procs)
-				if packed && !f.PackPoints(avx2{}) {
-					t.Fatal("avx2 made no copy of X or the weights")
-				}
-				done := (avx2{}).fuseFisher(&f)
-				runtime.GOMAXPROCS(prev)
-				if !done {
-					if packed {
-						t.Fatalf("R=%d D=%d N=%d: no product with packed X", r, d, n)
+		for _, set := range kernelSets() {
+			for _, procs := range []int{2, 1, 3} {
+				for _, packed := range []bool{false, true} {
+					q := make([]float32, r*d)
+					f := FisherProduct{Rows: r, Len: d, Points: n, P: p, X: x, Weights: w, Q: q, Alpha: 0.5, Damping: 0.25}
+					prev := runtime.GOMAXPROCS(procs)
+					if packed && !f.PackPoints(avx2{}) {
+						t.Fatal("avx2 made no copy of X or the weights")
 					}
-					continue
-				}
-				if want == nil {
-					want = q
-					continue
-				}
-				for i := range q {
-					if math.Float32bits(q[i]) != math.Float32bits(want[i]) {
-						t.Fatalf("R=%d D=%d N=%d GOMAXPROCS=%d packed=%v: Q[%d] = %v, want %v", r, d, n, procs, packed, i, q[i], want[i])
+					var done bool
+					withKernels(set, func() { done = (avx2{}).fuseFisher(&f) })
+					runtime.GOMAXPROCS(prev)
+					if !done {
+						if packed {
+							t.Fatalf("R=%d D=%d N=%d: no product with packed X", r, d, n)
+						}
+						continue
+					}
+					if want == nil {
+						want = q
+						continue
+					}
+					for i := range q {
+						if math.Float32bits(q[i]) != math.Float32bits(want[i]) {
+							t.Fatalf("R=%d D=%d N=%d %s GOMAXPROCS=%d packed=%v: Q[%d] = %v, want %v", r, d, n, set.name, procs, packed, i, q[i], want[i])
+						}
 					}
 				}
 			}

@@ -2,27 +2,65 @@ package blas
 
 import "github.com/frogopt/frog/asm"
 
-// Blocking of the assembly GEMM. The micro-kernel keeps a tile of mr x nr
-// values of C in registers over kc steps of the inner dimension; a block
-// of kc x nc values of B (256 KiB at most) stays in the 1 MiB L2 cache
-// while every mr-row tile of A, read in place and kept in L1, runs across
-// it.
+// Blocking of the assembly GEMM. The micro-kernel keeps a tile of C in
+// registers over kc steps of the inner dimension (isa.rows x isa.cols: 6 x
+// 16 with AVX2, 8 x 32 with AVX-512); a block of kc x nc values of B (256
+// KiB at most) stays in the 1 MiB L2 cache while every tile-high strip of
+// A, read in place and kept in L1, runs across it. B is read as nr-wide
+// panels whatever the tile width (an AVX-512 tile spans two).
 const (
 	mr      = 6
 	nr      = 16
 	kcBlock = 256
 	ncBlock = 256
+	// maxRows and maxCols bound the tiles of every kernel set.
+	maxRows = 8
+	maxCols = 32
 )
+
+// kernelFunc is a micro-kernel over a tile of C: the columns below nr
+// read b[p*ldb+j], those from nr on b[p*ldb+boff+j-nr] (a kernel nr wide
+// ignores boff).
+type kernelFunc func(k int, alpha float32, a []float32, rsa, csa int, b []float32, ldb, boff int, c []float32, ldc int)
+
+// kernelSet is the micro-kernels gemmRange runs: kernel on rows x cols
+// tiles, and kernel4 (when not nil) on a last strip of four rows.
+type kernelSet struct {
+	name       string
+	rows, cols int
+	kernel     kernelFunc
+	kernel4    kernelFunc
+}
+
+var (
+	avx2Kernels = kernelSet{
+		name: "avx2", rows: mr, cols: nr,
+		kernel: func(k int, alpha float32, a []float32, rsa, csa int, b []float32, ldb, _ int, c []float32, ldc int) {
+			asm.Kernel6x16(k, alpha, a, rsa, csa, b, ldb, c, ldc)
+		},
+		kernel4: func(k int, alpha float32, a []float32, rsa, csa int, b []float32, ldb, _ int, c []float32, ldc int) {
+			asm.Kernel4x16(k, alpha, a, rsa, csa, b, ldb, c, ldc)
+		},
+	}
+	avx512Kernels = kernelSet{
+		name: "avx512", rows: 8, cols: 2 * nr,
+		kernel: asm.Kernel8x32,
+	}
+)
+
+// isa is the kernel set in use: chosen once at init (see avx2.go), or by
+// tests that compare the two, never while a product runs.
+var isa = avx2Kernels
 
 // workspace is one goroutine's packing memory; it never shrinks.
 type workspace struct {
-	bpack []float32             // kc x nc block of B in nr-wide panels
-	apack [mr * kcBlock]float32 // a partial tile of A, zero padded
-	ctile [mr * nr]float32      // a partial tile of C
+	bpack []float32                  // kc x nc block of B in nr-wide panels
+	apack [maxRows * kcBlock]float32 // a partial tile of A, zero padded
+	ctile [maxRows * maxCols]float32 // a partial tile of C
 }
 
 // gemmTask is one product C = alpha*op(A)*op(B) + beta*C split by rows
-// (in units of mr) or columns (in units of nr) of C.
+// (in units of the kernel's tile) or columns of C.
 type gemmTask struct {
 	transA, transB bool
 	m, n, k        int
@@ -64,9 +102,9 @@ type gemmTask struct {
 func (t *gemmTask) run(part, parts int, ws *workspace) {
 	i0, i1, j0, j1 := 0, t.m, 0, t.n
 	if t.byRows {
-		i0, i1 = split(t.m, mr, part, parts)
+		i0, i1 = split(t.m, isa.rows, part, parts)
 	} else {
-		j0, j1 = split(t.n, nr, part, parts)
+		j0, j1 = split(t.n, isa.cols, part, parts)
 	}
 	if i0 >= i1 || j0 >= j1 {
 		return
@@ -146,53 +184,64 @@ func gemmRange(ws *workspace, t *gemmTask, i0, i1, j0, j1 int, startC bool) {
 			if t.packedB == nil && !t.inPlaceB {
 				bp = packB(ws, b, ldb, t.transB, pc, kc, jc, nc)
 			}
-			for ic := i0; ic < i1; ic += mr {
-				mrr := min(mr, i1-ic)
+			tm, tn := isa.rows, isa.cols
+			for ic := i0; ic < i1; ic += tm {
+				mrr := min(tm, i1-ic)
 				at, ars, acs := a[ic*rsa+pc*csa:], rsa, csa
 				if t.prefetchA && !t.transA {
 					switch {
-					case ic+mr < i1:
-						asm.PrefetchRows(a[(ic+mr)*rsa+pc:], min(mr, i1-ic-mr), rsa, kc)
+					case ic+tm < i1:
+						asm.PrefetchRows(a[(ic+tm)*rsa+pc:], min(tm, i1-ic-tm), rsa, kc)
 					case kb+1 < kBlocks:
 						// The first tile of the next block of the inner
 						// dimension.
 						pn := t.k * (kb + 1) / kBlocks
-						asm.PrefetchRows(a[i0*rsa+pn:], min(mr, i1-i0), rsa, t.k*(kb+2)/kBlocks-pn)
+						asm.PrefetchRows(a[i0*rsa+pn:], min(tm, i1-i0), rsa, t.k*(kb+2)/kBlocks-pn)
 					}
 				}
-				kernel := asm.Kernel6x16
+				kernel, full := isa.kernel, mrr == tm
 				switch {
-				case mrr == 4:
+				case isa.kernel4 != nil && mrr == 4:
 					// Four rows left (64 = 10*6 + 4, 256 = 42*6 + 4): their
 					// own kernel, on A in place.
-					kernel = asm.Kernel4x16
-				case mrr < mr:
-					at, ars, acs = packA(ws, a, rsa, csa, ic, mrr, pc, kc), 1, mr
+					kernel, full = isa.kernel4, true
+				case mrr < tm:
+					at, ars, acs = packA(ws, a, rsa, csa, ic, mrr, tm, pc, kc), 1, tm
 				}
-				for jr := 0; jr < nc; jr += nr {
-					nrr := min(nr, nc-jr)
+				for jr := 0; jr < nc; jr += tn {
+					nrr := min(tn, nc-jr)
+					// The tile's columns are one or two nr-wide panels
+					// of B; boff is the distance of the second, 0 when
+					// there is none (the kernel then reads the first
+					// twice, into the part of the tile that is dropped).
 					var bt []float32
-					btld := nr
+					btld, boff := nr, 0
 					switch {
 					case t.packedB != nil:
-						bt = t.packedB[(jc+jr)/nr*stride+pc*nr:]
+						bt, boff = t.packedB[(jc+jr)/nr*stride+pc*nr:], stride
 					case t.inPlaceB:
-						bt, btld = b[pc*ldb+jc+jr:], ldb
+						bt, btld, boff = b[pc*ldb+jc+jr:], ldb, nr
 					default:
-						bt = bp[jr*kc:]
+						bt, boff = bp[jr*kc:], kc*nr
 					}
-					if (mrr == mr || mrr == 4) && nrr == nr {
-						kernel(kc, t.alpha, at, ars, acs, bt, btld, c[ic*ldc+jc+jr:], ldc)
+					if nrr <= nr {
+						boff = 0
+					}
+					if full && nrr == tn {
+						kernel(kc, t.alpha, at, ars, acs, bt, btld, boff, c[ic*ldc+jc+jr:], ldc)
 						continue
 					}
-					tile := ws.ctile[:]
+					// A partial tile runs on a copy of its part of C, so
+					// that its values are rounded as a full tile's are
+					// (one FMA of the sum into C), whatever the tiling.
+					tile := ws.ctile[:tm*tn]
 					clear(tile)
-					kernel(kc, t.alpha, at, ars, acs, bt, btld, tile, nr)
 					for i := 0; i < mrr; i++ {
-						crow := c[(ic+i)*ldc+jc+jr:][:nrr]
-						for j, v := range tile[i*nr : i*nr+nrr] {
-							crow[j] += v
-						}
+						copy(tile[i*tn:i*tn+nrr], c[(ic+i)*ldc+jc+jr:][:nrr])
+					}
+					kernel(kc, t.alpha, at, ars, acs, bt, btld, boff, tile, tn)
+					for i := 0; i < mrr; i++ {
+						copy(c[(ic+i)*ldc+jc+jr:][:nrr], tile[i*tn:i*tn+nrr])
 					}
 				}
 			}
@@ -247,15 +296,15 @@ func packB(ws *workspace, b []float32, ldb int, trans bool, pc, kc, j0, n int) [
 	return dst
 }
 
-// packA copies the mrr < mr rows ic.. of op(A), columns pc..pc+kc, as a
-// transposed tile padded with zero rows (element (i, p) at p*mr + i).
-func packA(ws *workspace, a []float32, rsa, csa, ic, mrr, pc, kc int) []float32 {
-	dst := ws.apack[:kc*mr]
+// packA copies the mrr < tm rows ic.. of op(A), columns pc..pc+kc, as a
+// transposed tile padded with zero rows (element (i, p) at p*tm + i).
+func packA(ws *workspace, a []float32, rsa, csa, ic, mrr, tm, pc, kc int) []float32 {
+	dst := ws.apack[:kc*tm]
 	clear(dst)
 	for i := 0; i < mrr; i++ {
 		base := (ic+i)*rsa + pc*csa
 		for p := 0; p < kc; p++ {
-			dst[p*mr+i] = a[base+p*csa]
+			dst[p*tm+i] = a[base+p*csa]
 		}
 	}
 	return dst

@@ -5,6 +5,8 @@ import (
 	"math"
 	"math/rand/v2"
 	"testing"
+
+	"github.com/frogopt/frog/asm"
 )
 
 // implementations lists the kernels under test: the assembly driver runs
@@ -15,6 +17,24 @@ func implementations() []Kernels {
 }
 
 var nan32 = float32(math.NaN())
+
+// kernelSets lists the micro-kernel sets that can run here: both always
+// under noasm (the pure-Go twins), the AVX-512 one with the assembly only
+// on a CPU with AVX-512F.
+func kernelSets() []kernelSet {
+	if asm.Enabled && !hasAVX512 {
+		return []kernelSet{avx2Kernels}
+	}
+	return []kernelSet{avx2Kernels, avx512Kernels}
+}
+
+// withKernels runs f with the products on set s.
+func withKernels(s kernelSet, f func()) {
+	prev := isa
+	isa = s
+	defer func() { isa = prev }()
+	f()
+}
 
 // matrix returns a rows x cols matrix with leading dimension ld inside NaN
 // guards: NaN before, after, and in the ld-cols padding of every row.
@@ -42,14 +62,62 @@ func TestGemm(t *testing.T) {
 		{31, 600, 20}, {70, 40, 530}, {100, 300, 64}, {16, 256, 576},
 		{130, 20, 5}, {5, 400, 130}, // tiles of the portable Gemm over a short inner dimension
 	}
-	for _, impl := range implementations() {
+	run := func(impl Kernels, label string) {
 		for _, s := range shapes {
 			m, n, k := s[0], s[1], s[2]
 			for _, ta := range []bool{false, true} {
 				for _, tb := range []bool{false, true} {
 					for _, ab := range [][2]float32{{1, 0}, {-2, 1}, {0.5, 0.25}, {0, 0.5}} {
-						name := fmt.Sprintf("%s/%dx%dx%d/ta=%v/tb=%v/alpha=%v/beta=%v", impl.Name(), m, n, k, ta, tb, ab[0], ab[1])
+						name := fmt.Sprintf("%s/%dx%dx%d/ta=%v/tb=%v/alpha=%v/beta=%v", label, m, n, k, ta, tb, ab[0], ab[1])
 						checkGemm(t, name, rng, impl, ta, tb, m, n, k, ab[0], ab[1])
+					}
+				}
+			}
+		}
+	}
+	run(pureGo{}, "purego")
+	for _, set := range kernelSets() {
+		withKernels(set, func() { run(avx2{}, set.name) })
+	}
+}
+
+// TestMicroKernelsAgree: the products give the same bits on the AVX2 and
+// the AVX-512 micro-kernel, for every transpose, partial tiles of rows and
+// columns, B packed per block and read in place.
+func TestMicroKernelsAgree(t *testing.T) {
+	sets := kernelSets()
+	if len(sets) < 2 {
+		t.Log("no AVX-512F here: one micro-kernel only")
+		return
+	}
+	rng := rand.New(rand.NewPCG(17, 18))
+	shapes := [][3]int{{8, 32, 5}, {13, 47, 300}, {64, 576, 192}, {130, 48, 530}, {6, 16, 256}, {100, 300, 64}, {27, 27, 27}}
+	for _, s := range shapes {
+		m, n, k := s[0], s[1], s[2]
+		for _, ta := range []bool{false, true} {
+			for _, tb := range []bool{false, true} {
+				lda, ldb := k+3, n+1
+				if ta {
+					lda = m + 2
+				}
+				if tb {
+					ldb = k + 5
+				}
+				a := randSlice(rng, max(m, k)*lda)
+				b := randSlice(rng, max(n, k)*ldb)
+				c0 := randSlice(rng, m*n)
+				var want []float32
+				for _, set := range sets {
+					c := append([]float32(nil), c0...)
+					withKernels(set, func() { avx2{}.Gemm(ta, tb, m, n, k, 0.75, a, lda, b, ldb, 0.5, c, n) })
+					if want == nil {
+						want = c
+						continue
+					}
+					for i := range c {
+						if math.Float32bits(c[i]) != math.Float32bits(want[i]) {
+							t.Fatalf("%dx%dx%d ta=%v tb=%v: C[%d] = %v on %s, %v on %s", m, n, k, ta, tb, i, c[i], set.name, want[i], sets[0].name)
+						}
 					}
 				}
 			}

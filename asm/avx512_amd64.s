@@ -1,0 +1,148 @@
+//go:build !noasm
+
+#include "textflag.h"
+
+// The 8x32 tile of C lives in Z0..Z15 (row i in Z(2i), Z(2i+1)); Z16 and
+// Z17 hold the current row of B, Z18..Z21 the broadcast values of A.
+#define ROW_FMA512(src, lo, hi, bc) \
+	VBROADCASTSS src, bc; \
+	VFMADD231PS  Z16, bc, lo; \
+	VFMADD231PS  Z17, bc, hi
+
+// One step of p: a row of B (two 16-wide halves, boff bytes apart) times
+// a column of A's eight rows.
+#define STEP8X32 \
+	VMOVUPS (BX), Z16; \
+	VMOVUPS (BX)(R13*1), Z17; \
+	ROW_FMA512((AX), Z0, Z1, Z18); \
+	ROW_FMA512((AX)(R8*1), Z2, Z3, Z19); \
+	ROW_FMA512((AX)(R8*2), Z4, Z5, Z20); \
+	ROW_FMA512((AX)(R9*1), Z6, Z7, Z21); \
+	ROW_FMA512((R10), Z8, Z9, Z18); \
+	ROW_FMA512((R10)(R8*1), Z10, Z11, Z19); \
+	ROW_FMA512((R10)(R8*2), Z12, Z13, Z20); \
+	ROW_FMA512((R10)(R9*1), Z14, Z15, Z21); \
+	ADDQ R11, AX; \
+	ADDQ R11, R10; \
+	ADDQ R12, BX
+
+#define STORE_ROW512(lo, hi) \
+	VMOVUPS     (DI), Z16; \
+	VMOVUPS     64(DI), Z17; \
+	VFMADD231PS lo, Z18, Z16; \
+	VFMADD231PS hi, Z18, Z17; \
+	VMOVUPS     Z16, (DI); \
+	VMOVUPS     Z17, 64(DI); \
+	ADDQ        DX, DI
+
+// func Kernel8x32(k int, alpha float32, a []float32, rsa, csa int, b []float32, ldb, boff int, c []float32, ldc int)
+TEXT ·Kernel8x32(SB), NOSPLIT, $0-128
+	MOVQ k+0(FP), CX
+	MOVQ a_base+16(FP), AX
+	MOVQ rsa+40(FP), R8
+	SHLQ $2, R8            // row stride of A in bytes
+	MOVQ csa+48(FP), R11
+	SHLQ $2, R11           // column stride of A in bytes
+	LEAQ (R8)(R8*2), R9    // 3 rows
+	LEAQ (AX)(R8*4), R10   // row 4
+	MOVQ b_base+56(FP), BX
+	MOVQ ldb+80(FP), R12
+	SHLQ $2, R12
+	MOVQ boff+88(FP), R13
+	SHLQ $2, R13           // second half of a row of B, in bytes
+
+	VPXORD Z0, Z0, Z0
+	VPXORD Z1, Z1, Z1
+	VPXORD Z2, Z2, Z2
+	VPXORD Z3, Z3, Z3
+	VPXORD Z4, Z4, Z4
+	VPXORD Z5, Z5, Z5
+	VPXORD Z6, Z6, Z6
+	VPXORD Z7, Z7, Z7
+	VPXORD Z8, Z8, Z8
+	VPXORD Z9, Z9, Z9
+	VPXORD Z10, Z10, Z10
+	VPXORD Z11, Z11, Z11
+	VPXORD Z12, Z12, Z12
+	VPXORD Z13, Z13, Z13
+	VPXORD Z14, Z14, Z14
+	VPXORD Z15, Z15, Z15
+
+	TESTQ CX, CX
+	JLE   store
+
+	// Four steps of p per round while at least four remain.
+	CMPQ CX, $4
+	JL   tail
+
+quad:
+	STEP8X32
+	STEP8X32
+	STEP8X32
+	STEP8X32
+	SUBQ $4, CX
+	CMPQ CX, $4
+	JGE  quad
+
+tail:
+	TESTQ CX, CX
+	JLE   store
+	STEP8X32
+	DECQ  CX
+	JMP   tail
+
+store:
+	VBROADCASTSS alpha+8(FP), Z18
+	MOVQ         c_base+96(FP), DI
+	MOVQ         ldc+120(FP), DX
+	SHLQ         $2, DX
+	STORE_ROW512(Z0, Z1)
+	STORE_ROW512(Z2, Z3)
+	STORE_ROW512(Z4, Z5)
+	STORE_ROW512(Z6, Z7)
+	STORE_ROW512(Z8, Z9)
+	STORE_ROW512(Z10, Z11)
+	STORE_ROW512(Z12, Z13)
+	STORE_ROW512(Z14, Z15)
+	VZEROUPPER
+	RET
+
+// func FMALoop512(n int)
+TEXT ·FMALoop512(SB), NOSPLIT, $0-8
+	MOVQ   n+0(FP), CX
+	VPXORD Z0, Z0, Z0
+	VPXORD Z1, Z1, Z1
+	VPXORD Z2, Z2, Z2
+	VPXORD Z3, Z3, Z3
+	VPXORD Z4, Z4, Z4
+	VPXORD Z5, Z5, Z5
+	VPXORD Z6, Z6, Z6
+	VPXORD Z7, Z7, Z7
+	VPXORD Z8, Z8, Z8
+	VPXORD Z9, Z9, Z9
+	VPXORD Z10, Z10, Z10
+	VPXORD Z11, Z11, Z11
+	VPXORD Z12, Z12, Z12
+	VPXORD Z13, Z13, Z13
+	TESTQ  CX, CX
+	JLE    fma512done
+
+fma512loop:
+	VFMADD231PS Z12, Z13, Z0
+	VFMADD231PS Z12, Z13, Z1
+	VFMADD231PS Z12, Z13, Z2
+	VFMADD231PS Z12, Z13, Z3
+	VFMADD231PS Z12, Z13, Z4
+	VFMADD231PS Z12, Z13, Z5
+	VFMADD231PS Z12, Z13, Z6
+	VFMADD231PS Z12, Z13, Z7
+	VFMADD231PS Z12, Z13, Z8
+	VFMADD231PS Z12, Z13, Z9
+	VFMADD231PS Z12, Z13, Z10
+	VFMADD231PS Z12, Z13, Z11
+	DECQ        CX
+	JNZ         fma512loop
+
+fma512done:
+	VZEROUPPER
+	RET

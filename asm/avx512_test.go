@@ -1,0 +1,128 @@
+package asm
+
+import (
+	"math"
+	"math/rand/v2"
+	"testing"
+
+	"golang.org/x/sys/cpu"
+)
+
+// hasAVX512 is whether Kernel8x32 and FMALoop512 may run on this CPU: the
+// pure-Go twins run anywhere, the assembly needs AVX-512F.
+var hasAVX512 = !Enabled || cpu.X86.HasAVX512F
+
+// TestKernel8x32 checks the AVX-512 kernel against the reference loop,
+// with A in place or transposed, the two halves of B together or apart,
+// and guards around every buffer; and that its sums are the bits of
+// Kernel6x16 on the same values (the two kernels must be interchangeable).
+func TestKernel8x32(t *testing.T) {
+	if !hasAVX512 {
+		t.Log("no AVX-512F on this CPU: Kernel8x32 is not used here")
+		return
+	}
+	rng := rand.New(rand.NewPCG(3, 8))
+	for _, k := range []int{0, 1, 2, 3, 4, 5, 7, 8, 9, 16, 33, 100, 257} {
+		for _, trans := range []bool{false, true} {
+			for _, pad := range []int{0, 1, 5} {
+				for _, apart := range []bool{false, true} {
+					alpha := float32(1)
+					if pad == 1 {
+						alpha = -0.5
+					}
+					var rsa, csa, alen int
+					if trans {
+						rsa, csa = 1, 8+pad
+						alen = (k-1)*csa + 8
+					} else {
+						rsa, csa = k+pad, 1
+						alen = 7*rsa + k
+					}
+					if k == 0 {
+						alen = 1
+					}
+					// B: rows of 32 together (boff 16), or two panels
+					// of k x 16 values each (boff = the panel size).
+					ldb, boff := 32+pad, 16
+					blen := max((k-1)*ldb+32, 1)
+					if apart {
+						ldb, boff = 16, k*16+pad
+						blen = max(boff+(k-1)*ldb+16, 1)
+					}
+					ldc := 32 + 2*pad
+					clen := 7*ldc + 32
+					aAll, a := guarded(rng, alen)
+					bAll, b := guarded(rng, blen)
+					cAll, c := guarded(rng, clen)
+					want := append([]float32(nil), c...)
+					kernel8x32Ref(k, alpha, a, rsa, csa, b, ldb, boff, want, ldc)
+					// The same tile through the 6x16 kernel: rows 0-5 and
+					// 6-7 (as 4 rows from row 4), each half of B.
+					same := append([]float32(nil), c...)
+					if k > 0 {
+						for half, off := range []int{0, boff} {
+							Kernel6x16(k, alpha, a, rsa, csa, b[off:], ldb, same[16*half:], ldc)
+							tmp := append([]float32(nil), c...)
+							Kernel4x16(k, alpha, a[4*rsa:], rsa, csa, b[off:], ldb, tmp[4*ldc+16*half:], ldc)
+							for i := 6; i < 8; i++ {
+								copy(same[i*ldc+16*half:][:16], tmp[i*ldc+16*half:][:16])
+							}
+						}
+					}
+					Kernel8x32(k, alpha, a, rsa, csa, b, ldb, boff, c, ldc)
+					name := "Kernel8x32"
+					checkGuards(t, name, aAll, alen)
+					checkGuards(t, name, bAll, blen)
+					checkGuards(t, name, cAll, clen)
+					for i := range c {
+						if i%ldc >= 32 {
+							if math.Float32bits(c[i]) != math.Float32bits(want[i]) {
+								t.Fatalf("k=%d trans=%v pad=%d apart=%v: c[%d] outside the tile changed", k, trans, pad, apart, i)
+							}
+							continue
+						}
+						if !close32(float64(c[i]), float64(want[i]), 1, k) {
+							t.Fatalf("k=%d trans=%v pad=%d apart=%v: c[%d] = %v, want %v", k, trans, pad, apart, i, c[i], want[i])
+						}
+						if Enabled && math.Float32bits(c[i]) != math.Float32bits(same[i]) {
+							t.Fatalf("k=%d trans=%v pad=%d apart=%v: c[%d] = %v, Kernel6x16 gives %v", k, trans, pad, apart, i, c[i], same[i])
+						}
+					}
+				}
+			}
+		}
+	}
+}
+
+func TestFMALoop512(t *testing.T) {
+	if !hasAVX512 {
+		return
+	}
+	FMALoop512(0)
+	FMALoop512(1000)
+}
+
+func BenchmarkFMALoop512(b *testing.B) {
+	if !hasAVX512 {
+		b.Skip("no AVX-512F")
+	}
+	const rounds = 1 << 16
+	for b.Loop() {
+		FMALoop512(rounds)
+	}
+	b.ReportMetric(float64(rounds)*384*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
+}
+
+func BenchmarkKernel8x32(b *testing.B) {
+	if !hasAVX512 {
+		b.Skip("no AVX-512F")
+	}
+	const k = 256
+	a := make([]float32, 8*k)
+	bm := make([]float32, 32*k)
+	c := make([]float32, 8*32)
+	for b.Loop() {
+		Kernel8x32(k, 1, a, 1, 8, bm, 16, 16*k, c, 32)
+	}
+	b.ReportMetric(float64(k)*512*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
+}
