@@ -22,10 +22,39 @@ type FisherProduct struct {
 	P, X, Weights, Q  []float32
 	Alpha, Damping    float32
 
-	points   packedPoints
 	weightsT packedWeights
+	pointsT  packedPoints
 	work     *fisherWork
 }
+
+// packedPoints is X copied into nr-wide column panels (panel q holds
+// columns q*nr.. of every point, Points x nr values) and X^T in the same
+// layout (panel q holds points q*nr.., Len x nr values), the last panels
+// zero padded: the unfused product's B operands when it reads P in place
+// (see rowsInPlace).
+type packedPoints struct {
+	data, dataT []float32
+	// x, n and d identify the X that data holds; x is nil when none.
+	x    *float32
+	n, d int
+}
+
+// packedX returns the packed copies of X and X^T, or nils when there are
+// none for the current X.
+func (f *FisherProduct) packedX() (x, xt []float32) {
+	pp := &f.pointsT
+	if pp.x == nil || len(f.X) == 0 || pp.x != &f.X[0] || pp.n != f.Points || pp.d != f.Len {
+		return nil, nil
+	}
+	return pp.data, pp.dataT
+}
+
+// rowsInPlace reports whether the unfused product reads P in place, with X
+// and X^T packed once a step (the copies cost 2 N x D a step), rather than
+// X in place with P^T packed at every product (R x D a product): with
+// about four products a step, when R >= N/2. (Read in place, the rows of a
+// long X lie many pages apart; the packed copy is also read faster.)
+func rowsInPlace(r, n int) bool { return 2*r >= n }
 
 // packedWeights is Weights transposed, Points x Rows, so that the fused
 // kernel scales its block x Rows products at unit stride.
@@ -36,29 +65,17 @@ type packedWeights struct {
 	r, n int
 }
 
-// packedPoints is X copied into nr-wide column panels, the layout in which
-// the kernels read it as the right-hand operand of T X: panel q holds
-// columns q*nr.. of every point, Points x nr values, the last zero padded.
-type packedPoints struct {
-	data []float32
-	// dataT is X^T in the same layout: panel q holds points q*nr.., Len
-	// x nr values, the last zero padded.
-	dataT []float32
-	// x, n and d identify the X that data holds; x is nil when none.
-	x    *float32
-	n, d int
-}
-
 // pointPacker is implemented by kernels that read X as packed panels.
 type pointPacker interface {
 	packPoints(f *FisherProduct) bool
 }
 
-// PackPoints copies X, as it is now, into the layout in which k's fused
-// kernel reads it, so that the products that follow (all the CG
-// iterations of a step) do not copy it again, and reports whether k uses
-// such a copy for this shape. The copy is used while f.X starts at the same element and
-// the shape is unchanged: after changing X's contents in place call
+// PackPoints copies what k's Fisher kernel reads in another layout than
+// f's (Weights transposed, or for some unfused shapes X^T in panels), as
+// it is now, so that the products that follow (all the CG iterations of a
+// step) do not copy it again, and reports whether k made such a copy. A
+// copy is used while f.Weights (f.X) starts at the same element and the
+// shape is unchanged: after changing their contents in place call
 // PackPoints again, or ForgetPoints.
 func (f *FisherProduct) PackPoints(k Kernels) bool {
 	pk, ok := k.(pointPacker)
@@ -71,7 +88,7 @@ func (f *FisherProduct) PackPoints(k Kernels) bool {
 
 // ForgetPoints drops the copies PackPoints made: products read X and
 // Weights themselves.
-func (f *FisherProduct) ForgetPoints() { f.points.x, f.weightsT.w = nil, nil }
+func (f *FisherProduct) ForgetPoints() { f.weightsT.w, f.pointsT.x = nil, nil }
 
 // transposedWeights returns Weights transposed, or nil when PackPoints
 // made no copy of the current Weights.
@@ -83,25 +100,15 @@ func (f *FisherProduct) transposedWeights() []float32 {
 	return pw.data
 }
 
-// packedX returns the packed copy of f.X, or nil when there is none for
-// the current X.
-func (f *FisherProduct) packedX() []float32 {
-	pp := &f.points
-	if pp.x == nil || len(f.X) == 0 || pp.x != &f.X[0] || pp.n != f.Points || pp.d != f.Len {
-		return nil
-	}
-	return pp.data
-}
-
 // fisherFuser is implemented by kernels with their own Fisher product.
 type fisherFuser interface {
 	fuseFisher(f *FisherProduct) bool
 }
 
 // FuseFisher computes f's product with k's own Fisher kernel when k has
-// one that suits the shape (one pass over each block of X, or the two
-// products on the copy of X that PackPoints made), and reports whether it
-// did; otherwise it does nothing and the caller runs the two products.
+// one that suits the shape (one pass over each block of X, or two products
+// on the copies PackPoints made), and reports whether it did; otherwise it
+// does nothing and the caller runs the two products.
 func FuseFisher(k Kernels, f *FisherProduct) bool {
 	ff, ok := k.(fisherFuser)
 	return ok && ff.fuseFisher(f)
@@ -137,8 +144,13 @@ func fisherChunkCount(r, n, block int) int {
 // the chunks handed to whichever core is free, and Q = Damping*P + Acc_0 +
 // Acc_1 + ... in that order at the end, split by elements of Q.
 //
-// Otherwise, with X packed by PackPoints: T = P X^T and Q = Alpha*T X +
-// Damping*P as two products each split by its output, reading the packed X.
+// Otherwise two products, each split by its output: T = P X^T .*= Weights
+// and Q = Alpha*T X + Damping*P. Where P is the larger (rowsInPlace) they
+// read P in place and the copies of X^T and X that PackPoints made; else
+// they read X in place (a block of rows from memory at a time) with P^T
+// packed once a call, the first computing T^T (Points x Rows, scaled by
+// the transposed weights). The sums are the same, in the same order,
+// either way.
 type fisherWork struct {
 	f         *FisherProduct
 	block     int
@@ -148,16 +160,22 @@ type fisherWork struct {
 	prod      [fisherChunks][]float32
 	acc       [fisherChunks][]float32
 	reduce    bool
-	t         []float32 // Rows x Points, the unfused path's T
+	t         []float32 // the unfused path's T, or T^T
 	pack      packTask
 	transpose transposeTask
 }
 
-// tPad is the padding of the rows of the unfused product's T.
-const tPad = 16
-
-// sPad is the padding of the rows of the fused kernel's block products.
+// sPad is the padding of the rows of the block products S = X_blk P^T
+// (and of the unfused T^T): the second product reads S^T in place, eight
+// values of a row of S a step, and rows a multiple of 64 bytes apart
+// would put a whole tile's steps into a sixteenth of the L1 sets.
 const sPad = 4
+
+// tPad is the padding of the rows of the unfused product's T (N is a
+// power of two for every ResNet shape, and rows that far apart put the
+// eight values a tile of the second product reads each step into the same
+// L1 set).
+const tPad = 16
 
 // l2Budget is the part of a core's L2 cache the fused kernel plans for.
 const l2Budget = 768 << 10
@@ -176,17 +194,7 @@ func (avx2) fuseFisher(f *FisherProduct) bool {
 		return w.twoProducts(f)
 	}
 	w.f, w.block = f, block
-	w.packed = grow(w.packed, r*d)
-	for q := 0; q < r/nr; q++ {
-		panel := w.packed[q*d*nr : (q+1)*d*nr]
-		rows := f.P[q*nr*d:]
-		asm.TransposePanel(d, rows, d, panel)
-		for jj := 0; jj < nr; jj++ {
-			for p := d &^ 7; p < d; p++ {
-				panel[p*nr+jj] = rows[jj*d+p]
-			}
-		}
-	}
+	w.packRows(f)
 	w.chunks = fisherChunkCount(r, n, block)
 	w.next.Store(0)
 	w.reduce = false
@@ -197,36 +205,69 @@ func (avx2) fuseFisher(f *FisherProduct) bool {
 	return true
 }
 
-// twoProducts runs the unfused product on the packed X, or reports false
-// when there is none.
+// packRows copies P^T into nr-wide panels, the last zero padded, split
+// across the cores by panels.
+func (w *fisherWork) packRows(f *FisherProduct) {
+	r, d := f.Rows, f.Len
+	panels := (r + nr - 1) / nr
+	w.packed = grow(w.packed, panels*d*nr)
+	pt := &w.pack
+	*pt = packTask{x: f.P[:r*d], dst: w.packed, n: r, d: d}
+	Parallel(pt, min(panels, max(1, r*d>>16)))
+	*pt = packTask{}
+}
+
+// twoProducts runs the unfused product, or reports false when it would
+// need the weights transposed and PackPoints made no such copy.
 func (w *fisherWork) twoProducts(f *FisherProduct) bool {
-	xp := f.packedX()
-	if xp == nil {
+	r, d, n := f.Rows, f.Len, f.Points
+	if xp, xt := f.packedX(); xp != nil {
+		// T = P X^T .*= Weights, P in place.
+		ldt := n + tPad
+		w.t = grow(w.t, r*ldt)
+		first := gemmTask{
+			m: r, n: n, k: d, alpha: 1,
+			a: f.P, lda: d, c: w.t, ldc: ldt,
+			packedB: xt, panelStride: d * nr,
+		}
+		if f.Weights != nil {
+			first.scaleBy, first.ldScaleBy = f.Weights[:r*n], n
+		}
+		runGemm(&first)
+		second := gemmTask{
+			m: r, n: d, k: n, alpha: f.Alpha, beta: f.Damping,
+			a: w.t, lda: ldt, c: f.Q, ldc: d, start: f.P,
+			packedB: xp, panelStride: n * nr,
+		}
+		runGemm(&second)
+		return true
+	}
+	weightsT := f.transposedWeights()
+	if f.Weights != nil && weightsT == nil {
 		return false
 	}
-	r, d, n := f.Rows, f.Len, f.Points
-	// T's rows are padded: N is a power of two for every ResNet shape,
-	// and rows that far apart put the six values a tile of the second
-	// product reads each step into the same L1 set.
-	ldt := n + tPad
-	w.t = grow(w.t, r*ldt)
-	t := w.t
-	// T = P X^T, reading X^T from its packed copy, times Weights block by
-	// block as the product completes it.
+	w.packRows(f)
+	ldt := r + sPad
+	w.t = grow(w.t, n*ldt)
+	tt := w.t
+	// T^T = X P^T, X read in place a tile of points at a time (the next
+	// tile's rows asked for while the kernels run), times Weights^T block
+	// by block as the product completes it.
 	first := gemmTask{
-		m: r, n: n, k: d, alpha: 1,
-		a: f.P, lda: d, c: t, ldc: ldt,
-		packedB: f.points.dataT, panelStride: d * nr,
+		m: n, n: r, k: d, alpha: 1,
+		a: f.X, lda: d, c: tt, ldc: ldt, prefetchA: true,
+		packedB: w.packed, panelStride: d * nr,
 	}
-	if f.Weights != nil {
-		first.scaleBy, first.ldScaleBy = f.Weights[:r*n], n
+	if weightsT != nil {
+		first.scaleBy, first.ldScaleBy = weightsT, r
 	}
 	runGemm(&first)
-	// Q = Damping*P + Alpha*T X.
+	// Q = Damping*P + Alpha*(T^T)^T X, X read in place when its rows fill
+	// whole panels (else packed a block at a time).
 	second := gemmTask{
-		m: r, n: d, k: n, alpha: f.Alpha, beta: f.Damping,
-		a: t, lda: ldt, c: f.Q, ldc: d, start: f.P,
-		packedB: xp, panelStride: n * nr,
+		transA: true, m: r, n: d, k: n, alpha: f.Alpha, beta: f.Damping,
+		a: tt, lda: ldt, b: f.X, ldb: d, inPlaceB: d%nr == 0,
+		c: f.Q, ldc: d, start: f.P,
 	}
 	runGemm(&second)
 	return true
@@ -330,79 +371,84 @@ func (w *fisherWork) runChunk(ws *workspace, part, c int) {
 	}
 }
 
-// packPoints copies X into nr-wide column panels, split across the cores
-// by ranges of points, unless the fused kernel will run (it reads each
-// block of X while it is in cache, and a copy would only add a pass).
+// packPoints copies X and X^T into panels when the unfused product will
+// read P in place, else transposes the weights (Points x Rows) for the
+// products laid out by points; each split across the cores.
 func (avx2) packPoints(f *FisherProduct) bool {
-	n, d, r := f.Points, f.Len, f.Rows
+	n, r, d := f.Points, f.Rows, f.Len
 	f.ForgetPoints()
 	if f.work == nil {
 		f.work = new(fisherWork)
 	}
-	if fusedBlock(r, d) != 0 {
-		if f.Weights == nil {
-			return false
-		}
-		pw := &f.weightsT
-		pw.data = grow(pw.data, n*r)
-		tt := &f.work.transpose
-		*tt = transposeTask{w: f.Weights[:r*n], dst: pw.data, r: r, n: n}
-		Parallel(tt, max(1, r*n>>16))
-		*tt = transposeTask{}
-		pw.w, pw.r, pw.n = &f.Weights[0], r, n
+	if fusedBlock(r, d) == 0 && rowsInPlace(r, n) {
+		pp := &f.pointsT
+		pp.data = grow(pp.data, (d+nr-1)/nr*n*nr)
+		pt := &f.work.pack
+		*pt = packTask{x: f.X[:n*d], dst: pp.data, n: n, d: d, columns: true}
+		Parallel(pt, max(1, n*d>>16))
+		pp.dataT = grow(pp.dataT, (n+nr-1)/nr*nr*d)
+		*pt = packTask{x: f.X[:n*d], dst: pp.dataT, n: n, d: d}
+		Parallel(pt, min((n+nr-1)/nr, max(1, n*d>>16)))
+		*pt = packTask{}
+		pp.x, pp.n, pp.d = &f.X[0], n, d
 		return true
 	}
-	pp := &f.points
-	panels := (d + nr - 1) / nr
-	pp.data = grow(pp.data, panels*n*nr)
-	pt := &f.work.pack
-	*pt = packTask{x: f.X[:n*d], dst: pp.data, n: n, d: d}
-	Parallel(pt, max(1, n*d>>16))
-	pp.dataT = grow(pp.dataT, (n+nr-1)/nr*nr*d)
-	*pt = packTask{x: f.X[:n*d], dst: pp.dataT, n: n, d: d, transpose: true}
-	Parallel(pt, min((n+nr-1)/nr, max(1, n*d>>16)))
-	*pt = packTask{}
-	pp.x, pp.n, pp.d = &f.X[0], n, d
+	if f.Weights == nil {
+		return false
+	}
+	pw := &f.weightsT
+	pw.data = grow(pw.data, n*r)
+	tt := &f.work.transpose
+	*tt = transposeTask{w: f.Weights[:r*n], dst: pw.data, r: r, n: n}
+	Parallel(tt, max(1, r*n>>16))
+	*tt = transposeTask{}
+	pw.w, pw.r, pw.n = &f.Weights[0], r, n
 	return true
 }
 
-// packTask copies the points of a part's range into every panel, or with
-// transpose set, a part's range of panels of X^T.
+// packTask copies a part's range of nr-row panels of an n x d matrix x
+// transposed (panel q holds rows q*nr.. of x as d x nr values), or with
+// columns set a part's range of rows of x into every nr-column panel
+// (panel q holds columns q*nr.. of every row, n x nr values); the last
+// panels zero padded.
 type packTask struct {
-	x, dst    []float32
-	n, d      int
-	transpose bool
+	x, dst  []float32
+	n, d    int
+	columns bool
 }
 
 func (t *packTask) RunPart(part, parts int) {
 	n, d := t.n, t.d
-	if t.transpose {
-		panels := (n + nr - 1) / nr
-		for q := panels * part / parts; q < panels*(part+1)/parts; q++ {
-			panel := t.dst[q*d*nr : (q+1)*d*nr]
-			rows := t.x[q*nr*d:]
-			jn := min(nr, n-q*nr)
-			done := 0
-			if jn == nr {
-				asm.TransposePanel(d, rows, d, panel)
-				done = d &^ 7
-			} else {
-				clear(panel)
-			}
-			for jj := 0; jj < jn; jj++ {
-				for p, v := range rows[jj*d+done : jj*d+d] {
-					panel[(done+p)*nr+jj] = v
-				}
+	if t.columns {
+		t.packColumns(part, parts)
+		return
+	}
+	panels := (n + nr - 1) / nr
+	for q := panels * part / parts; q < panels*(part+1)/parts; q++ {
+		panel := t.dst[q*d*nr : (q+1)*d*nr]
+		rows := t.x[q*nr*d:]
+		jn := min(nr, n-q*nr)
+		done := 0
+		if jn == nr {
+			asm.TransposePanel(d, rows, d, panel)
+			done = d &^ 7
+		} else {
+			clear(panel)
+		}
+		for jj := 0; jj < jn; jj++ {
+			for p, v := range rows[jj*d+done : jj*d+d] {
+				panel[(done+p)*nr+jj] = v
 			}
 		}
-		return
 	}
+}
+
+// packColumns copies rows of a part's range a few at a time across every
+// panel: their values are read from L1 once each instead of once a panel
+// from farther out.
+func (t *packTask) packColumns(part, parts int) {
+	n, d := t.n, t.d
 	i0, i1 := n*part/parts, n*(part+1)/parts
-	if i0 == i1 {
-		return
-	}
-	// A few points at a time, across every panel: their rows of X are
-	// read from L1 once each instead of once a panel from farther out.
 	const rows = 32
 	full := d / nr
 	for b0 := i0; b0 < i1; b0 += rows {
