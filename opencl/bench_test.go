@@ -156,3 +156,69 @@ func deviceCopy(e *Engine, job *backend.Job) (*DeviceJob, func(), error) {
 	}
 	return dj, free, nil
 }
+
+// TestProfileResNet18 (FROG_OPENCL_PROFILE=1; FROG_BENCH_R samples,
+// default 16) prints per ResNet-18 shape the device time of every kernel
+// of one preconditioning with the blocking chosen by shape, and the
+// products' time with each blocking forced: the table to tune Engine.plan
+// and the kernels on a new device.
+func TestProfileResNet18(t *testing.T) {
+	if os.Getenv("FROG_OPENCL_PROFILE") == "" {
+		t.Skip("FROG_OPENCL_PROFILE not set")
+	}
+	r := 16
+	if s := os.Getenv("FROG_BENCH_R"); s != "" {
+		r, _ = strconv.Atoi(s)
+	}
+	d, err := OpenDevice(Options{AllowCPU: true})
+	if err != nil {
+		t.Skipf("no OpenCL device: %v", err)
+	}
+	e, err := d.newProfiledEngine()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	t.Logf("device %s, %d units, r = %d", d.Name(), d.units, r)
+	for _, s := range resnetShapes {
+		pad := 0
+		if s.k == 3 {
+			pad = 1
+		}
+		c := layerCase{name: s.name, samples: r, iters: 4, g: conv.Geometry{
+			InChannels: s.cin, OutChannels: s.cout, InH: s.in, InW: s.in, KernelH: s.k, KernelW: s.k,
+			StrideH: s.stride, StrideW: s.stride, PadH: pad, PadW: pad}}
+		job := newJob(c, 1, 1)
+		dj, free, err := deviceCopy(e, job)
+		if err != nil {
+			t.Fatal(err)
+		}
+		measure := func(force, runs int) string {
+			e.forceVariant = force
+			defer func() { e.forceVariant = -1 }()
+			if err := e.PreconditionDevice(dj); err != nil {
+				t.Fatal(err)
+			}
+			if err := e.prof.collect(); err != nil {
+				t.Fatal(err)
+			}
+			e.prof.reset()
+			for range runs {
+				if err := e.PreconditionDevice(dj); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := e.prof.collect(); err != nil {
+				t.Fatal(err)
+			}
+			out := fmt.Sprintf("plan pxt %+v tx %+v %s", e.used[0], e.used[1], e.prof.String(runs))
+			e.prof.reset()
+			return out
+		}
+		t.Logf("%s auto: %s", s.name, measure(-1, 5))
+		for v := range d.variants {
+			t.Logf("%s %v: %s", s.name, d.variants[v].tiles, measure(v, 3))
+		}
+		free()
+	}
+}

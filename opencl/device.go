@@ -34,8 +34,17 @@ func (t Tiles) String() string {
 
 func (t Tiles) threads() int { return (t.TM / t.WM) * (t.TN / t.WN) }
 
-// localBytes is the local memory one product work-group uses.
-func (t Tiles) localBytes() int { return 4 * t.TK * (t.TM + 1 + t.TN + 1) }
+// localBytes is the local memory one product work-group uses: two slabs
+// of TK x (TM+4) and TK x (TN+4).
+func (t Tiles) localBytes() int { return 2 * 4 * t.TK * (t.TM + 4 + t.TN + 4) }
+
+// The padding of the patch matrix (kernels.cl KPAD and NPAD): rows are
+// padded to a multiple of kPad coordinates and the points to a multiple of
+// nPad, so TK must divide kPad and TN divide nPad.
+const (
+	kPad = 32
+	nPad = 128
+)
 
 func (t Tiles) check(maxGroup int, localMem int64) error {
 	switch {
@@ -43,6 +52,10 @@ func (t Tiles) check(maxGroup int, localMem int64) error {
 		return fmt.Errorf("tiles %v: sizes must be positive", t)
 	case t.TM%t.WM != 0 || t.TN%t.WN != 0:
 		return fmt.Errorf("tiles %v: WM must divide TM and WN divide TN", t)
+	case t.WM%4 != 0 || t.WN%4 != 0 || t.TK%4 != 0:
+		return fmt.Errorf("tiles %v: WM, WN and TK must be multiples of 4", t)
+	case kPad%t.TK != 0 || nPad%t.TN != 0:
+		return fmt.Errorf("tiles %v: TK must divide %d and TN divide %d", t, kPad, nPad)
 	case t.threads() > maxGroup:
 		return fmt.Errorf("tiles %v: %d work-items exceed the device's %d", t, t.threads(), maxGroup)
 	case int64(t.localBytes()) > localMem:
@@ -53,23 +66,57 @@ func (t Tiles) check(maxGroup int, localMem int64) error {
 	return nil
 }
 
-// DefaultTiles returns the blocking for a device: for a GPU, 64 x 128
-// tiles 16 deep with 8 x 8 per work-item (128 work-items, 12.5 KiB of local
-// memory: a 64-row tile fits the 64-row layers of ResNet-18, and several
-// work-groups share an NVIDIA SM's 48 KiB); for a CPU device, small tiles.
-// Both shrink when the device allows fewer work-items.
+// DefaultTiles returns the main blocking for a device: for a GPU, 128 x
+// 128 tiles 16 deep with 8 x 8 per work-item (256 work-items, 33 KiB of
+// local memory for two slabs); for a CPU device, small tiles. Both shrink
+// when the device allows fewer work-items.
 func DefaultTiles(gpu bool, maxGroup int) Tiles {
-	t := Tiles{TM: 32, TN: 32, TK: 16, WM: 4, WN: 4, RL: 64}
+	return defaultVariants(gpu, maxGroup)[0]
+}
+
+// defaultVariants are the blockings a device's program is built with;
+// each product of each layer takes the one its shape suits (Engine.plan).
+// On a GPU: 128 x 128 for layers with many rows, 64 x 128 for 64-row
+// layers and 64 x 64 with 4 x 4 per work-item for the few-tile shapes.
+func defaultVariants(gpu bool, maxGroup int) []Tiles {
+	ts := []Tiles{{TM: 32, TN: 32, TK: 16, WM: 4, WN: 4, RL: 64}, {TM: 16, TN: 16, TK: 16, WM: 4, WN: 4, RL: 64}}
 	if gpu {
-		t = Tiles{TM: 64, TN: 128, TK: 16, WM: 8, WN: 8, RL: 128}
+		ts = []Tiles{
+			{TM: 128, TN: 128, TK: 16, WM: 8, WN: 8, RL: 128},
+			{TM: 64, TN: 128, TK: 16, WM: 8, WN: 8, RL: 128},
+			{TM: 64, TN: 64, TK: 16, WM: 4, WN: 4, RL: 128},
+		}
 	}
-	for t.threads() > maxGroup && t.WN < t.TN {
-		t.WN *= 2
+	for i := range ts {
+		t := &ts[i]
+		for t.threads() > maxGroup && t.WN < t.TN {
+			t.WN *= 2
+		}
+		for t.RL > maxGroup {
+			t.RL /= 2
+		}
 	}
-	for t.RL > maxGroup {
-		t.RL /= 2
+	return ts
+}
+
+// parseVariants reads FROG_OPENCL_TILES: one or more ParseTiles values
+// separated by ";" (the first one's RL serves all).
+func parseVariants(s string) ([]Tiles, error) {
+	var ts []Tiles
+	for _, f := range strings.Split(s, ";") {
+		if strings.TrimSpace(f) == "" {
+			continue
+		}
+		t, err := ParseTiles(f)
+		if err != nil {
+			return nil, err
+		}
+		ts = append(ts, t)
 	}
-	return t
+	if len(ts) == 0 {
+		return nil, fmt.Errorf("tiles %q: none given", s)
+	}
+	return ts, nil
 }
 
 // ParseTiles reads "TM,TN,TK,WM,WN" or "TM,TN,TK,WM,WN,RL".
@@ -99,8 +146,9 @@ type Options struct {
 	// accelerator is found. It is off by default: on such a machine the
 	// native CPU backend is faster.
 	AllowCPU bool
-	// Tiles overrides the blocking; nil means FROG_OPENCL_TILES, else
-	// DefaultTiles.
+	// Tiles overrides the blocking with this one alone; nil means
+	// FROG_OPENCL_TILES (one or more blockings separated by ";"), else the
+	// device's default set (DefaultTiles is its first).
 	Tiles *Tiles
 }
 
@@ -116,12 +164,15 @@ type Device struct {
 	maxMem  int64
 	tiles   Tiles
 	program *cl.Program
-	// small, when not nil, holds the products built with smallTiles, for
-	// layers whose products have too few tiles of the main size to fill
-	// the device (the 512-row, 1024-point products of ResNet-18's last
-	// stage make 64 work-groups of 64 x 128 for 132 SMs).
-	small      *cl.Program
-	smallTiles Tiles
+	// variants are the blockings of the products, each with its program
+	// (variants[0] is tiles and program); each product of each layer
+	// takes the one that suits its shape (Engine.plan).
+	variants []variant
+}
+
+type variant struct {
+	tiles   Tiles
+	program *cl.Program
 }
 
 // Name describes the device, e.g. "NVIDIA H100 80GB HBM3 (GPU)".
@@ -214,30 +265,27 @@ func newDevice(ctx *cl.Context, dev *cl.Device, opts Options) (d *Device, err er
 		maxMem: dev.MaxMemAllocSize(),
 	}
 	d.name = fmt.Sprintf("%s (%s)", strings.TrimSpace(dev.Name()), dev.Type())
-	d.tiles = DefaultTiles(d.gpu, d.maxWG)
+	tiles := defaultVariants(d.gpu, d.maxWG)
 	if opts.Tiles != nil {
-		d.tiles = *opts.Tiles
+		tiles = []Tiles{*opts.Tiles}
 	} else if s := os.Getenv(TilesEnv); s != "" {
-		if d.tiles, err = ParseTiles(s); err != nil {
+		if tiles, err = parseVariants(s); err != nil {
 			return nil, fmt.Errorf("opencl: %s: %w", TilesEnv, err)
 		}
 	}
-	if err := d.tiles.check(d.maxWG, dev.LocalMemSize()); err != nil {
-		return nil, fmt.Errorf("opencl: %s: %w", d.name, err)
-	}
-	if d.program, err = buildProgram(ctx, dev, d.tiles); err != nil {
-		return nil, fmt.Errorf("opencl: %s: %w", d.name, err)
-	}
-	if opts.Tiles == nil && os.Getenv(TilesEnv) == "" {
-		// A second build with tiles a quarter the size; tuning with
-		// FROG_OPENCL_TILES measures one size alone.
-		st := d.tiles
-		st.TM, st.TN, st.WM, st.WN = max(st.TM/2, 1), max(st.TN/2, 1), max(st.WM/2, 1), max(st.WN/2, 1)
-		if st.check(d.maxWG, dev.LocalMemSize()) == nil {
-			if d.small, err = buildProgram(ctx, dev, st); err != nil {
-				return nil, fmt.Errorf("opencl: %s: %w", d.name, err)
-			}
-			d.smallTiles = st
+	for i, t := range tiles {
+		// The per-row kernels of every program use the first RL.
+		t.RL = tiles[0].RL
+		if err := t.check(d.maxWG, dev.LocalMemSize()); err != nil {
+			return nil, fmt.Errorf("opencl: %s: %w", d.name, err)
+		}
+		prog, err := buildProgram(ctx, dev, t)
+		if err != nil {
+			return nil, fmt.Errorf("opencl: %s: %w", d.name, err)
+		}
+		d.variants = append(d.variants, variant{tiles: t, program: prog})
+		if i == 0 {
+			d.tiles, d.program = t, prog
 		}
 	}
 	return d, nil

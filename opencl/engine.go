@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"runtime"
+	"sync"
 	"unsafe"
 
 	"github.com/frogopt/frog/backend"
@@ -39,14 +41,16 @@ type Engine struct {
 	dev   *Device
 	queue *cl.CommandQueue
 
-	actMax, im2col, norms, weights, pxt, tx, cgInit, cgUpdate, cgFinish *cl.Kernel
-	// the products with the device's small tiles (nil without them)
-	pxtSmall, txSmall *cl.Kernel
+	actMax, im2col, norms, trace, weights, pxtReduce, partialSum *cl.Kernel
+	cgInit, cgUpdate, cgFinish                                   *cl.Kernel
+	// the products with each of the device's blockings (Device.variants)
+	pxt, tx []*cl.Kernel
 
 	// device buffers, reused across steps
-	acts, outGrads, grad, dir                     devBuffer // host jobs' staging
-	sidx, maxbits, patches, pnorms, lhat, product devBuffer
-	p, res, partials, rows, flags                 devBuffer
+	acts, outGrads, grad, dir                    devBuffer // host jobs' staging
+	sidx, maxbits, patches, pnorms, traces, lhat devBuffer
+	product, p, res, q, partials, rows, flags    devBuffer
+	pinned                                       pinnedBuffer
 
 	// host staging for results
 	rowsHost  []float64
@@ -55,25 +59,19 @@ type Engine struct {
 	// identityLen is how many indices 0, 1, ... e.sidx holds.
 	identityLen int
 
-	// minSplit, when positive, forces at least this many partial sums in
-	// the second product (tests use it to cover split-K on small devices).
+	// minSplit, when positive, forces this many partial sums in both
+	// products (tests use it to cover split-K on small shapes).
 	minSplit int
-	// forceTiles, for tests, overrides the choice of tiles for both
-	// products: tilesAuto (by size), tilesMain or tilesSmall (when the
-	// device has small tiles), so that every case can run both on any
-	// device, whatever its number of compute units.
-	forceTiles int
-	// usedSmall records which products of the last run took the small
-	// tiles, for tests.
-	usedSmall [2]bool
+	// forceVariant, for tests and tuning, makes both products take
+	// Device.variants[forceVariant]; -1 (the default) chooses by shape,
+	// so that every blocking can run on any device.
+	forceVariant int
+	// used records the plan of the last run, for tests.
+	used [2]productPlan
+	// prof, when not nil, collects the device time of every kernel
+	// (the queue then has profiling on).
+	prof *profile
 }
-
-// Values of Engine.forceTiles.
-const (
-	tilesAuto = iota
-	tilesMain
-	tilesSmall
-)
 
 type devBuffer struct {
 	mem   *cl.MemObject
@@ -103,13 +101,21 @@ func (d *Device) NewEngine() (*Engine, error) {
 	if err != nil {
 		return nil, fmt.Errorf("opencl: %s: creating a command queue: %w", d.name, err)
 	}
-	e := &Engine{dev: d, queue: q}
+	return d.newEngine(q, nil)
+}
+
+// newEngine makes an engine on queue q; prof, when not nil, must come
+// with a queue that has profiling on.
+func (d *Device) newEngine(q *cl.CommandQueue, prof *profile) (*Engine, error) {
+	e := &Engine{dev: d, queue: q, forceVariant: -1, prof: prof}
+	var err error
 	for _, k := range []struct {
 		dst  **cl.Kernel
 		name string
 	}{
 		{&e.actMax, "act_maxabs"}, {&e.im2col, "im2col"}, {&e.norms, "patch_norms"},
-		{&e.weights, "row_weights"}, {&e.pxt, "fisher_pxt"}, {&e.tx, "fisher_tx"},
+		{&e.trace, "row_trace"}, {&e.weights, "row_weights"}, {&e.pxtReduce, "pxt_reduce"},
+		{&e.partialSum, "partial_sum"},
 		{&e.cgInit, "cg_init"}, {&e.cgUpdate, "cg_update"}, {&e.cgFinish, "cg_finish"},
 	} {
 		if *k.dst, err = d.program.CreateKernel(k.name); err != nil {
@@ -117,13 +123,17 @@ func (d *Device) NewEngine() (*Engine, error) {
 			return nil, fmt.Errorf("opencl: %s: kernel %s: %w", d.name, k.name, err)
 		}
 	}
-	if d.small != nil {
-		if e.pxtSmall, err = d.small.CreateKernel("fisher_pxt"); err == nil {
-			e.txSmall, err = d.small.CreateKernel("fisher_tx")
+	for _, v := range d.variants {
+		var pxt, tx *cl.Kernel
+		if pxt, err = v.program.CreateKernel("fisher_pxt"); err == nil {
+			e.pxt = append(e.pxt, pxt)
+			if tx, err = v.program.CreateKernel("fisher_tx"); err == nil {
+				e.tx = append(e.tx, tx)
+			}
 		}
 		if err != nil {
 			e.Close()
-			return nil, fmt.Errorf("opencl: %s: small-tile kernels: %w", d.name, err)
+			return nil, fmt.Errorf("opencl: %s: kernels of tiles %v: %w", d.name, v.tiles, err)
 		}
 	}
 	return e, nil
@@ -149,21 +159,27 @@ func (e *Engine) Close() error {
 	if e.queue != nil {
 		_ = e.queue.Finish()
 	}
+	e.pinned.release(e.queue)
 	for _, b := range []*devBuffer{&e.acts, &e.outGrads, &e.grad, &e.dir, &e.sidx, &e.maxbits,
-		&e.patches, &e.pnorms, &e.lhat, &e.product, &e.p, &e.res, &e.partials, &e.rows, &e.flags} {
+		&e.patches, &e.pnorms, &e.traces, &e.lhat, &e.product, &e.p, &e.res, &e.q, &e.partials,
+		&e.rows, &e.flags} {
 		if b.mem != nil {
 			b.mem.Release()
 		}
 		*b = devBuffer{}
 	}
 	e.identityLen = 0
-	for _, k := range []**cl.Kernel{&e.actMax, &e.im2col, &e.norms, &e.weights, &e.pxt, &e.tx,
-		&e.cgInit, &e.cgUpdate, &e.cgFinish, &e.pxtSmall, &e.txSmall} {
+	for _, k := range []**cl.Kernel{&e.actMax, &e.im2col, &e.norms, &e.trace, &e.weights, &e.pxtReduce,
+		&e.partialSum, &e.cgInit, &e.cgUpdate, &e.cgFinish} {
 		if *k != nil {
 			(*k).Release()
 			*k = nil
 		}
 	}
+	for _, k := range append(e.pxt, e.tx...) {
+		k.Release()
+	}
+	e.pxt, e.tx = nil, nil
 	if e.queue != nil {
 		e.queue.Release()
 		e.queue = nil
@@ -230,8 +246,11 @@ func (p *problem) checkSize() error {
 
 // Precondition runs a host job: it copies the subsample and the gradient
 // to the device, runs everything there and reads back the direction and
-// the per-row diagnostics.
-func (e *Engine) Precondition(job *backend.Job) error {
+// the per-row diagnostics. The tensors go through one pinned staging
+// buffer: several goroutines copy a tensor into it while the device
+// fetches the previous one, which is several times faster than copying
+// from Go's pageable memory.
+func (e *Engine) Precondition(job *backend.Job) (err error) {
 	if e.queue == nil {
 		return errors.New("opencl: engine is closed")
 	}
@@ -243,6 +262,18 @@ func (e *Engine) Precondition(job *backend.Job) error {
 	if err := p.checkSize(); err != nil {
 		return err
 	}
+	if err := e.pinned.ensure(e, len(job.Acts)+len(job.OutGrads)+len(job.Grad)); err != nil {
+		return err
+	}
+	// The staging buffer must not be rewritten while a copy from it may
+	// still run: the normal path ends with blocking reads; an error
+	// waits here.
+	defer func() {
+		if err != nil {
+			_ = e.queue.Finish()
+		}
+	}()
+	off := 0
 	for _, up := range []struct {
 		b    *devBuffer
 		host []float32
@@ -255,12 +286,17 @@ func (e *Engine) Precondition(job *backend.Job) error {
 			return err
 		}
 		*up.dst = Buffer{Mem: up.b.mem}
-		if up.b == &e.dir {
+		if up.b == &e.dir || len(up.host) == 0 {
 			continue
 		}
-		if err := e.write(up.b.mem, up.host); err != nil {
-			return err
+		stage := e.pinned.host[off : off+len(up.host)]
+		parallelCopy(stage, up.host)
+		ev, err := e.queue.EnqueueWriteBuffer(up.b.mem, false, 0, 4*len(stage), unsafe.Pointer(&stage[0]), nil)
+		release(ev)
+		if err != nil {
+			return fmt.Errorf("opencl: copying to the device: %w", err)
 		}
+		off += len(up.host)
 	}
 	if err := e.setSamples(nil, job.Samples); err != nil {
 		return err
@@ -274,16 +310,79 @@ func (e *Engine) Precondition(job *backend.Job) error {
 	return e.readRows(job.Rows(), job.Trace, job.Residual, job.Scale, job.Breakdown)
 }
 
-func (e *Engine) write(m *cl.MemObject, host []float32) error {
-	if len(host) == 0 {
+// pinnedBuffer is host memory the device can read at full speed: a buffer
+// allocated with CL_MEM_ALLOC_HOST_PTR and kept mapped for the engine's
+// life.
+type pinnedBuffer struct {
+	mem    *cl.MemObject
+	mapped *cl.MappedMemObject
+	host   []float32
+}
+
+func (b *pinnedBuffer) ensure(e *Engine, n int) error {
+	if len(b.host) >= n {
 		return nil
 	}
-	ev, err := e.queue.EnqueueWriteBufferFloat32(m, true, 0, host, nil)
+	b.release(e.queue)
+	if err := injected(FaultAlloc); err != nil {
+		return err
+	}
+	n = max(n, 1024)
+	if int64(4*n) > e.dev.maxMem {
+		return fmt.Errorf("opencl: a buffer of %d bytes exceeds the device's largest allocation (%d)", 4*n, e.dev.maxMem)
+	}
+	m, err := e.dev.ctx.CreateEmptyBuffer(cl.MemReadWrite|cl.MemAllocHostPtr, 4*n)
+	if err != nil {
+		return fmt.Errorf("opencl: allocating %d bytes of staging memory: %w", 4*n, err)
+	}
+	mapped, ev, err := e.queue.EnqueueMapBuffer(m, true, cl.MapFlagWrite|cl.MapFlagRead, 0, 4*n, nil)
 	release(ev)
 	if err != nil {
-		return fmt.Errorf("opencl: copying to the device: %w", err)
+		m.Release()
+		return fmt.Errorf("opencl: mapping %d bytes of staging memory: %w", 4*n, err)
 	}
+	b.mem, b.mapped = m, mapped
+	b.host = unsafe.Slice((*float32)(mapped.Ptr()), n)
 	return nil
+}
+
+func (b *pinnedBuffer) release(q *cl.CommandQueue) {
+	if b.mem == nil {
+		return
+	}
+	if q != nil {
+		_ = q.Finish()
+		if ev, err := q.EnqueueUnmapMemObject(b.mem, b.mapped, nil); err == nil {
+			release(ev)
+			_ = q.Finish()
+		}
+	}
+	b.mem.Release()
+	*b = pinnedBuffer{}
+}
+
+// parallelCopy copies src to dst with up to GOMAXPROCS goroutines, each
+// taking at least 1 MiB: one core cannot move memory as fast as the
+// device fetches it.
+func parallelCopy(dst, src []float32) {
+	const minPart = 1 << 18
+	parts := min(runtime.GOMAXPROCS(0), len(src)/minPart, 16)
+	if parts <= 1 {
+		copy(dst, src)
+		return
+	}
+	var wg sync.WaitGroup
+	step := ceilDiv(len(src), parts)
+	for lo := step; lo < len(src); lo += step {
+		hi := min(lo+step, len(src))
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			copy(dst[lo:hi], src[lo:hi])
+		}()
+	}
+	copy(dst[:step], src[:step])
+	wg.Wait()
 }
 
 func (e *Engine) read(m *cl.MemObject, host []float32) error {
@@ -387,73 +486,112 @@ func setArgs(k *cl.Kernel, name string, args ...any) error {
 
 func (e *Engine) launch(k *cl.Kernel, name string, global, local []int) error {
 	ev, err := e.queue.EnqueueNDRangeKernel(k, nil, global, local, nil)
-	release(ev)
 	if err != nil {
+		release(ev)
 		return fmt.Errorf("opencl: launching %s %v/%v: %w", name, global, local, err)
 	}
+	if e.prof != nil && ev != nil {
+		e.prof.events = append(e.prof.events, namedEvent{name, ev})
+		return nil
+	}
+	release(ev)
 	return nil
 }
 
 func ceilDiv(a, b int) int { return (a + b - 1) / b }
 
-// split chooses the number of partial sums of the second product, whose
-// output (rg x d per group) can be too small to fill the device while its
-// contraction (N points) is long: enough work-groups for about four per
-// compute unit, each over at least 16 steps of TK points.
-func (e *Engine) split(t Tiles, rg, d, groups, n int) (parts, chunk int) {
-	tiles := ceilDiv(d, t.TN) * ceilDiv(rg, t.TM) * groups
-	parts = max(ceilDiv(4*e.dev.units, tiles), e.minSplit, 1)
-	parts = min(parts, max(n/(16*t.TK), 1), 64)
-	if e.minSplit > 0 {
-		parts = max(min(e.minSplit, n), 1)
+func roundUp(a, b int) int { return ceilDiv(a, b) * b }
+
+// productPlan is how one product of a layer runs: with which blocking
+// (an index into Device.variants), split into parts partial sums over
+// chunks of chunk points of the contraction.
+type productPlan struct {
+	variant, parts, chunk int
+}
+
+// plan chooses the blocking and the split of a product with an M x cols
+// output per group (G groups) and a contraction of K (a multiple of
+// every TK), by a model of the device: a compute unit runs its share of
+// the work-groups, as many at once as fit (about 512 work-items of these
+// register-heavy kernels); it is fully busy only with 512 work-items, and
+// a work-item's block of WM x WN does WM*WN multiply-adds per WM+WN
+// operands it reads. Splitting the contraction costs a summing pass and a
+// launch. Ties go to the earlier blocking and fewer parts.
+func (e *Engine) plan(M, cols, K, G int) productPlan {
+	best, bestCost := productPlan{variant: -1}, math.Inf(1)
+	units := e.dev.units
+	for v, vt := range e.dev.variants {
+		if e.forceVariant >= 0 && v != e.forceVariant {
+			continue
+		}
+		t := vt.tiles
+		tiles := ceilDiv(M, t.TM) * ceilDiv(cols, t.TN) * G
+		maxParts := max(min(K/(8*t.TK), 64), 1)
+		minParts := 1
+		if e.minSplit > 0 {
+			minParts = max(min(e.minSplit, K/t.TK), 1)
+			maxParts = minParts
+		}
+		lastParts := 0
+		for want := minParts; want <= maxParts; want++ {
+			chunk := roundUp(ceilDiv(K, want), t.TK)
+			parts := ceilDiv(K, chunk)
+			if parts == lastParts {
+				continue
+			}
+			lastParts = parts
+			wgs := tiles * parts
+			perUnit := ceilDiv(wgs, units)
+			occupancy := max(1, 512/t.threads())
+			util := min(1, float64(min(perUnit, occupancy)*t.threads())/512)
+			blockEff := float64(t.WM*t.WN) / float64(t.WM+t.WN) / 4
+			cost := float64(perUnit) * float64(t.TM*t.TN*chunk) / (blockEff * util)
+			if parts > 1 {
+				// In the same units (multiply-adds of one compute unit) on
+				// an H100-class GPU: a launch about 5 us, and reading and
+				// writing the partial sums at about 4.8 TB/s.
+				cost += 1.3e6 + 0.21*float64(M*cols*G)*float64(parts+1)
+			}
+			if cost < bestCost {
+				best, bestCost = productPlan{variant: v, parts: parts, chunk: chunk}, cost
+			}
+		}
 	}
-	chunk = ceilDiv(ceilDiv(n, parts), t.TK) * t.TK
-	return ceilDiv(n, chunk), chunk
+	return best
 }
 
 // run enqueues the whole preconditioning of p; the per-row state is left
 // in e.rows and e.flags and the direction in p.dir.
 func (e *Engine) run(p *problem) error {
 	g := p.g
-	t := e.dev.tiles
 	G, R, rg := g.Groups, g.OutChannels, g.GroupOutChannels()
 	L := g.Locations()
 	N := p.samples * L
 	d := p.rowLen()
+	dp, Np := roundUp(d, kPad), roundUp(N, nPad)
 	bias := 0
 	if p.bias {
 		bias = 1
 	}
-	// Each product takes the small tiles when the main ones would leave
-	// compute units idle (fewer than two work-groups per unit, after
-	// splitting the second product's contraction).
-	pickSmall := func(autoSmall bool) bool {
-		switch e.forceTiles {
-		case tilesMain:
-			return false
-		case tilesSmall:
-			return true
-		}
-		return autoSmall
+	pp := e.plan(rg, Np, dp, G)
+	tp := e.plan(rg, dp, Np, G)
+	e.used = [2]productPlan{pp, tp}
+	rl := e.dev.tiles.RL
+	traceParts := max(min(ceilDiv(4*e.dev.units, R), N/(4*rl), 64), 1)
+	partials := 0
+	if pp.parts > 1 {
+		partials = pp.parts * R * Np
 	}
-	pxtK, pxtT := e.pxt, t
-	if e.pxtSmall != nil && pickSmall(ceilDiv(N, t.TN)*ceilDiv(rg, t.TM)*G < 2*e.dev.units) {
-		pxtK, pxtT = e.pxtSmall, e.dev.smallTiles
+	if tp.parts > 1 {
+		partials = max(partials, tp.parts*R*dp)
 	}
-	txK, txT := e.tx, t
-	parts, chunk := e.split(t, rg, d, G, N)
-	if e.txSmall != nil && pickSmall(ceilDiv(d, t.TN)*ceilDiv(rg, t.TM)*G*parts < 2*e.dev.units) {
-		txK, txT = e.txSmall, e.dev.smallTiles
-		parts, chunk = e.split(txT, rg, d, G, N)
-	}
-	e.usedSmall = [2]bool{pxtK == e.pxtSmall, txK == e.txSmall}
 	for _, a := range []struct {
 		b     *devBuffer
 		bytes int
 	}{
-		{&e.maxbits, 4 * G}, {&e.patches, 4 * G * N * d}, {&e.pnorms, 8 * G * N},
-		{&e.lhat, 4 * R * N}, {&e.product, 4 * R * N}, {&e.p, 4 * R * d}, {&e.res, 4 * R * d},
-		{&e.partials, 4 * parts * R * d}, {&e.rows, 8 * rowSections * R}, {&e.flags, 4 * flagSections * R},
+		{&e.maxbits, 4 * G}, {&e.patches, 4 * G * Np * dp}, {&e.pnorms, 8 * G * N}, {&e.traces, 8 * R * traceParts},
+		{&e.lhat, 4 * R * Np}, {&e.product, 4 * R * Np}, {&e.p, 4 * R * dp}, {&e.res, 4 * R * dp}, {&e.q, 4 * R * dp},
+		{&e.partials, 4 * partials}, {&e.rows, 8 * rowSections * R}, {&e.flags, 4 * flagSections * R},
 	} {
 		if err := e.ensure(a.b, a.bytes); err != nil {
 			return err
@@ -466,10 +604,10 @@ func (e *Engine) run(p *problem) error {
 		return fmt.Errorf("opencl: clearing the patch scales: %w", err)
 	}
 
-	rl := t.RL
 	groupLen := g.GroupInChannels() * g.InH * g.InW
 	total := p.samples * groupLen
 	spread := min(ceilDiv(total, rl), 4*e.dev.units) * rl
+	patchLanes := min(32, rl)
 	steps := []struct {
 		k             *cl.Kernel
 		name          string
@@ -480,14 +618,17 @@ func (e *Engine) run(p *problem) error {
 			[]int{spread, G}, []int{rl, 1}},
 		{e.im2col, "im2col", []any{p.acts.Mem, p.acts.Offset, e.sidx.mem, g.ImageLen(), g.InH, g.InW, g.GroupInChannels(),
 			g.KernelH, g.KernelW, g.StrideH, g.StrideW, g.PadH, g.PadW, g.DilationH, g.DilationW, g.OutH(), g.OutW(),
-			d, bias, e.maxbits.mem, e.patches.mem, N},
-			[]int{ceilDiv(N*d, 256) * 256, G}, nil},
-		{e.norms, "patch_norms", []any{e.patches.mem, N, d, e.maxbits.mem, bias, e.pnorms.mem},
-			[]int{ceilDiv(N, 64) * 64, G}, nil},
+			d, bias, e.maxbits.mem, e.patches.mem, N, Np, dp},
+			[]int{dp, Np, G}, []int{kPad, max(1, min(4, e.dev.maxWG/kPad)), 1}},
+		{e.norms, "patch_norms", []any{e.patches.mem, N, Np, dp, e.maxbits.mem, bias, e.pnorms.mem},
+			[]int{ceilDiv(N, rl/patchLanes) * rl, G}, []int{rl, 1}},
+		{e.trace, "row_trace", []any{p.outGrads.Mem, p.outGrads.Offset, e.sidx.mem, g.OutputLen(), L, p.samples, rg,
+			e.pnorms.mem, traceParts, e.traces.mem},
+			[]int{traceParts * rl, R}, []int{rl, 1}},
 		{e.weights, "row_weights", []any{p.outGrads.Mem, p.outGrads.Offset, e.sidx.mem, g.OutputLen(), L, p.samples, rg, d,
-			e.pnorms.mem, e.maxbits.mem, bias, p.lossScale, p.denomEps, e.rows.mem, R, e.lhat.mem},
-			[]int{R * rl}, []int{rl}},
-		{e.cgInit, "cg_init", []any{p.grad.Mem, p.grad.Offset, p.dir.Mem, p.dir.Offset, e.res.mem, e.p.mem, d, p.denomEps,
+			e.traces.mem, traceParts, e.maxbits.mem, bias, p.lossScale, p.denomEps, e.rows.mem, R, e.lhat.mem, Np},
+			[]int{ceilDiv(Np, 4*rl) * rl, R}, []int{rl, 1}},
+		{e.cgInit, "cg_init", []any{p.grad.Mem, p.grad.Offset, p.dir.Mem, p.dir.Offset, e.res.mem, e.p.mem, d, dp, p.denomEps,
 			e.rows.mem, e.flags.mem, R},
 			[]int{R * rl}, []int{rl}},
 	}
@@ -500,26 +641,60 @@ func (e *Engine) run(p *problem) error {
 		}
 	}
 
-	if err := setArgs(pxtK, "fisher_pxt", e.p.mem, e.patches.mem, e.lhat.mem, e.product.mem, rg, N, d); err != nil {
+	// One CG iteration: T = Wt .* (P X^T), Q = T X, then the row update.
+	type launch struct {
+		k             *cl.Kernel
+		name          string
+		global, local []int
+	}
+	var iteration []launch
+	pt := e.dev.variants[pp.variant].tiles
+	pxtOut := e.product.mem
+	if pp.parts > 1 {
+		pxtOut = e.partials.mem
+	}
+	pxt := e.pxt[pp.variant]
+	if err := setArgs(pxt, "fisher_pxt", e.p.mem, e.patches.mem, e.lhat.mem, pxtOut, rg, Np, dp, R, pp.parts, pp.chunk); err != nil {
 		return err
 	}
-	if err := setArgs(txK, "fisher_tx", e.product.mem, e.patches.mem, e.partials.mem, rg, N, d, R, parts, chunk); err != nil {
+	iteration = append(iteration, launch{pxt, "fisher_pxt",
+		[]int{Np / pt.TN * (pt.TN / pt.WN), ceilDiv(rg, pt.TM) * (pt.TM / pt.WM), G * pp.parts},
+		[]int{pt.TN / pt.WN, pt.TM / pt.WM, 1}})
+	if pp.parts > 1 {
+		n4 := R * Np / 4
+		if err := setArgs(e.pxtReduce, "pxt_reduce", e.partials.mem, e.lhat.mem, e.product.mem, pp.parts, n4); err != nil {
+			return err
+		}
+		iteration = append(iteration, launch{e.pxtReduce, "pxt_reduce", []int{roundUp(n4, 64)}, []int{64}})
+	}
+	tt := e.dev.variants[tp.variant].tiles
+	txOut := e.q.mem
+	if tp.parts > 1 {
+		txOut = e.partials.mem
+	}
+	tx := e.tx[tp.variant]
+	if err := setArgs(tx, "fisher_tx", e.product.mem, e.patches.mem, txOut, rg, Np, dp, R, tp.parts, tp.chunk); err != nil {
 		return err
 	}
-	if err := setArgs(e.cgUpdate, "cg_update", e.partials.mem, parts, e.p.mem, e.res.mem, p.dir.Mem, p.dir.Offset, d,
+	iteration = append(iteration, launch{tx, "fisher_tx",
+		[]int{ceilDiv(dp, tt.TN) * (tt.TN / tt.WN), ceilDiv(rg, tt.TM) * (tt.TM / tt.WM), G * tp.parts},
+		[]int{tt.TN / tt.WN, tt.TM / tt.WM, 1}})
+	if tp.parts > 1 {
+		n4 := R * dp / 4
+		if err := setArgs(e.partialSum, "partial_sum", e.partials.mem, e.q.mem, tp.parts, n4); err != nil {
+			return err
+		}
+		iteration = append(iteration, launch{e.partialSum, "partial_sum", []int{roundUp(n4, 64)}, []int{64}})
+	}
+	if err := setArgs(e.cgUpdate, "cg_update", e.q.mem, e.p.mem, e.res.mem, p.dir.Mem, p.dir.Offset, d, dp,
 		float32(p.damping), p.tolerance, 0, e.rows.mem, e.flags.mem, R); err != nil {
 		return err
 	}
-	pxtGlobal := []int{ceilDiv(N, pxtT.TN) * (pxtT.TN / pxtT.WN), ceilDiv(rg, pxtT.TM) * (pxtT.TM / pxtT.WM), G}
-	pxtLocal := []int{pxtT.TN / pxtT.WN, pxtT.TM / pxtT.WM, 1}
-	txGlobal := []int{ceilDiv(d, txT.TN) * (txT.TN / txT.WN), ceilDiv(rg, txT.TM) * (txT.TM / txT.WM), G * parts}
-	txLocal := []int{txT.TN / txT.WN, txT.TM / txT.WM, 1}
 	for it := 0; it < p.iters; it++ {
-		if err := e.launch(pxtK, "fisher_pxt", pxtGlobal, pxtLocal); err != nil {
-			return err
-		}
-		if err := e.launch(txK, "fisher_tx", txGlobal, txLocal); err != nil {
-			return err
+		for _, l := range iteration {
+			if err := e.launch(l.k, l.name, l.global, l.local); err != nil {
+				return err
+			}
 		}
 		if err := e.cgUpdate.SetArgInt32(9, int32(it)); err != nil {
 			return fmt.Errorf("opencl: kernel cg_update, argument 9: %w", err)

@@ -3,16 +3,23 @@
 //
 // Compile-time parameters (build options):
 //   TM, TN, TK  the tile of the two products: TM rows (weight rows) by TN
-//               columns, TK deep in the contraction
-//   WM, WN      the register block of one work-item (TM % WM == TN % WN == 0)
+//               columns, TK deep in the contraction (TK divides KPAD, TN
+//               divides NPAD)
+//   WM, WN      the register block of one work-item, multiples of 4
+//               (TM % WM == TN % WN == 0)
 //   RL          the work-group size of the per-row kernels (a power of two)
 //
-// Layouts (all row-major; g is the channel group, j a global weight row):
-//   X   [G][N][d]     scaled patches ps_g * u(n,l), N = r*L
-//   Wt  [R][N]        Lhat(j,i) / ps_g^2 (rows of a group are contiguous)
-//   T   [R][N]        Wt .* (P X^T)
-//   P, Res, Z  [R][d] CG direction, residual and iterate (Z is the output)
-//   Qp  [S][R][d]     split-K partial sums of T X; slice 0 then holds q
+// Layouts (all row-major; g is the channel group, j a global weight row;
+// d is the row length, dp = d rounded up to KPAD, Np = N rounded up to
+// NPAD; the padding holds zeros, so that the products need no bounds
+// checks along the contraction and load aligned float4s):
+//   X   [G][Np][dp]   scaled patches ps_g * u(n,l), N = r*L
+//   Wt  [R][Np]       Lhat(j,i) / ps_g^2 (rows of a group are contiguous)
+//   T   [R][Np]       Wt .* (P X^T)
+//   Tp  [S][R][Np]    split-K partial sums of P X^T
+//   P, Res     [R][dp] CG direction and residual
+//   Z          [R][d]  CG iterate (the caller's direction buffer)
+//   Qp  [S][R][dp]    split-K partial sums of T X; slice 0 then holds q
 //   rows  [7][R]      per-row float64 state, sections S_* below
 //   flags [2][R]      per-row done and breakdown flags
 // The float32 values and float64 scalars follow backend.CPU step for step.
@@ -52,28 +59,6 @@ double patch_scale(__global const uint *maxbits, int g, int bias) {
 		m = 1.0f;
 	}
 	return pow2_normalizer(m);
-}
-
-// tile_fma adds the product of the staged TK-deep tiles to this
-// work-item's WM x WN register block: rows ty + a*RTM of As, columns
-// tx + b*RTN of Bs. Both products of the Fisher operator share it.
-void tile_fma(__local float As[TK][TM + 1], __local float Bs[TK][TN + 1],
-		float acc[WM][WN], int tx, int ty) {
-	for (int kk = 0; kk < TK; kk++) {
-		float ra[WM];
-		float rb[WN];
-		for (int a = 0; a < WM; a++) {
-			ra[a] = As[kk][ty + a * RTM];
-		}
-		for (int b = 0; b < WN; b++) {
-			rb[b] = Bs[kk][tx + b * RTN];
-		}
-		for (int a = 0; a < WM; a++) {
-			for (int b = 0; b < WN; b++) {
-				acc[a][b] = fma(ra[a], rb[b], acc[a][b]);
-			}
-		}
-	}
 }
 
 // block_sum returns the sum of v over the work-group, in a fixed order so
@@ -137,200 +122,416 @@ void act_maxabs(__global const float *acts, int actOff, __global const int *sidx
 	}
 }
 
-// im2col: X[g][i][k] = ps_g * u(n,l)_k for i = n*L + l (grid: N*d rounded
-// up, by G). Padding reads as zero; a joint bias is the last coordinate.
+// im2col: X[g][i][k] = ps_g * u(n,l)_k for i = n*L + l (grid: dp by Np
+// by G). Padding reads as zero, and so do the rows i >= N and the columns
+// k >= d; a joint bias is the last coordinate, k = d-1.
 __kernel void im2col(__global const float *acts, int actOff, __global const int *sidx,
 		int imageLen, int H, int W, int cg, int kh, int kw, int sh, int sw,
 		int ph, int pw, int dh, int dw, int oh, int ow, int d, int bias,
-		__global const uint *maxbits, __global float *X, int N) {
-	int g = get_global_id(1);
-	int e = get_global_id(0);
-	if (e >= N * d) {
-		return;
-	}
-	int i = e / d;
-	int k = e - i * d;
-	float ps = (float)patch_scale(maxbits, g, bias);
+		__global const uint *maxbits, __global float *X, int N, int Np, int dp) {
+	int k = get_global_id(0);
+	int i = get_global_id(1);
+	int g = get_global_id(2);
 	float v = 0.0f;
-	if (bias && k == d - 1) {
-		v = ps;
-	} else {
-		int L = oh * ow;
-		int s = i / L;
-		int l = i - s * L;
-		int oy = l / ow;
-		int ox = l - oy * ow;
-		int c = k / (kh * kw);
-		int r = k - c * (kh * kw);
-		int ki = r / kw;
-		int kj = r - ki * kw;
-		int y = oy * sh - ph + ki * dh;
-		int x = ox * sw - pw + kj * dw;
-		if (y >= 0 && y < H && x >= 0 && x < W) {
-			v = acts[actOff + (long)sidx[s] * imageLen + ((long)(g * cg + c) * H + y) * W + x] * ps;
+	if (i < N && k < d) {
+		float ps = (float)patch_scale(maxbits, g, bias);
+		if (bias && k == d - 1) {
+			v = ps;
+		} else {
+			int L = oh * ow;
+			int s = i / L;
+			int l = i - s * L;
+			int oy = l / ow;
+			int ox = l - oy * ow;
+			int c = k / (kh * kw);
+			int r = k - c * (kh * kw);
+			int ki = r / kw;
+			int kj = r - ki * kw;
+			int y = oy * sh - ph + ki * dh;
+			int x = ox * sw - pw + kj * dw;
+			if (y >= 0 && y < H && x >= 0 && x < W) {
+				v = acts[actOff + (long)sidx[s] * imageLen + ((long)(g * cg + c) * H + y) * W + x] * ps;
+			}
 		}
 	}
-	X[(long)g * N * d + e] = v;
+	X[((long)g * Np + i) * dp + k] = v;
 }
+
+// NL work-items share one patch in patch_norms.
+#define NL (RL < 32 ? RL : 32)
 
 // patch_norms: norms[g][i] = |u(n,l)|^2 in the original scale, in float64
-// (grid: N rounded up, by G).
-__kernel void patch_norms(__global const float *X, int N, int d, __global const uint *maxbits,
+// (grid: ceil(N/(RL/NL))*RL by G). NL neighbouring work-items read one
+// patch, so that the reads are contiguous, and add up in a fixed order.
+__kernel __attribute__((reqd_work_group_size(RL, 1, 1)))
+void patch_norms(__global const float *X, int N, int Np, int dp, __global const uint *maxbits,
 		int bias, __global double *norms) {
+	__local double buf[RL];
 	int g = get_global_id(1);
-	int i = get_global_id(0);
-	if (i >= N) {
-		return;
-	}
-	double ps = patch_scale(maxbits, g, bias);
-	__global const float *x = X + ((long)g * N + i) * d;
+	int lid = get_local_id(0);
+	int lane = lid % NL;
+	int i = get_group_id(0) * (RL / NL) + lid / NL;
 	double s = 0.0;
-	for (int k = 0; k < d; k++) {
-		double v = x[k];
-		s += v * v;
+	if (i < N) {
+		__global const float *x = X + ((long)g * Np + i) * dp;
+		for (int k = lane; k < dp; k += NL) {
+			double v = x[k];
+			s += v * v;
+		}
 	}
-	norms[(long)g * N + i] = s / (ps * ps);
+	buf[lid] = s;
+	barrier(CLK_LOCAL_MEM_FENCE);
+	for (int h = NL / 2; h > 0; h >>= 1) {
+		if (lane < h) {
+			buf[lid] += buf[lid + h];
+		}
+		barrier(CLK_LOCAL_MEM_FENCE);
+	}
+	if (lane == 0 && i < N) {
+		double ps = patch_scale(maxbits, g, bias);
+		norms[(long)g * N + i] = buf[lid] / (ps * ps);
+	}
 }
 
-// row_weights, one work-group per row j: the trace t_j = (s/d) sum lam*|u|^2
-// and Wt[j][i] = lam(j,i)/(t_j+eps)/ps^2, as fisher.RowWeights.Fill.
+// row_trace: partial[j][c] = sum of lam(j,i)/s * |u_i|^2 over chunk c of
+// the points (grid: C*RL by R), so that every row's trace is spread over
+// several work-groups.
 __kernel __attribute__((reqd_work_group_size(RL, 1, 1)))
-void row_weights(__global const float *og, int ogOff, __global const int *sidx, int outLen,
-		int L, int samples, int rg, int d, __global const double *norms,
-		__global const uint *maxbits, int bias, double lossScale, double eps,
-		__global double *rows, int R, __global float *Wt) {
+void row_trace(__global const float *og, int ogOff, __global const int *sidx, int outLen,
+		int L, int samples, int rg, __global const double *norms, int C, __global double *partial) {
 	__local double buf[RL];
-	int j = get_group_id(0);
+	int c = get_group_id(0);
+	int j = get_group_id(1);
 	int lid = get_local_id(0);
 	int g = j / rg;
 	int N = samples * L;
+	int chunk = (N + C - 1) / C;
+	int end = min(N, (c + 1) * chunk);
 	double t = 0.0;
-	for (int i = lid; i < N; i += RL) {
+	for (int i = c * chunk + lid; i < end; i += RL) {
 		int s = i / L;
 		int l = i - s * L;
 		double y = og[ogOff + (long)sidx[s] * outLen + (long)j * L + l];
 		t += y * y * norms[(long)g * N + i];
 	}
 	t = block_sum(t, buf);
-	t *= lossScale / (double)d;
+	if (lid == 0) {
+		partial[(long)j * C + c] = t;
+	}
+}
+
+// row_weights: the trace t_j = (s/d) sum lam*|u|^2 from row_trace's C
+// partial sums, in order, and Wt[j][i] = lam(j,i)/(t_j+eps)/ps^2 for the
+// 4*RL points of this work-group, zero beyond N (grid: ceil(Np/(4*RL))*RL
+// by R), as fisher.RowWeights.Fill.
+__kernel __attribute__((reqd_work_group_size(RL, 1, 1)))
+void row_weights(__global const float *og, int ogOff, __global const int *sidx, int outLen,
+		int L, int samples, int rg, int d, __global const double *partial, int C,
+		__global const uint *maxbits, int bias, double lossScale, double eps,
+		__global double *rows, int R, __global float *Wt, int Np) {
+	__local double trace;
+	int j = get_group_id(1);
+	int lid = get_local_id(0);
+	int g = j / rg;
+	int N = samples * L;
+	if (lid == 0) {
+		double t = 0.0;
+		for (int c = 0; c < C; c++) {
+			t += partial[(long)j * C + c];
+		}
+		trace = t * (lossScale / (double)d);
+	}
+	barrier(CLK_LOCAL_MEM_FENCE);
+	double t = trace;
 	double ps = patch_scale(maxbits, g, bias);
 	double c = lossScale / (t + eps) * (1.0 / (ps * ps));
-	for (int i = lid; i < N; i += RL) {
-		int s = i / L;
-		int l = i - s * L;
-		double y = og[ogOff + (long)sidx[s] * outLen + (long)j * L + l];
-		Wt[(long)j * N + i] = (float)(y * y * c);
+	int beg = get_group_id(0) * 4 * RL;
+	int end = min(Np, beg + 4 * RL);
+	for (int i = beg + lid; i < end; i += RL) {
+		float w = 0.0f;
+		if (i < N) {
+			int s = i / L;
+			int l = i - s * L;
+			double y = og[ogOff + (long)sidx[s] * outLen + (long)j * L + l];
+			w = (float)(y * y * c);
+		}
+		Wt[(long)j * Np + i] = w;
 	}
-	if (lid == 0) {
+	if (get_group_id(0) == 0 && lid == 0) {
 		rows[S_TRACE * R + j] = t;
 	}
 }
 
-// fisher_pxt, the first product: T = Wt .* (P X^T) for every group
-// (grid: ceil(N/TN)*RTN by ceil(rg/TM)*RTM by G). A work-group computes a
-// TM x TN tile through local memory, a work-item a WM x WN block in
-// registers; its rows and columns are strided by RTM and RTN so that
-// neighbouring work-items touch neighbouring addresses.
-__kernel __attribute__((reqd_work_group_size(RTN, RTM, 1)))
-void fisher_pxt(__global const float *P, __global const float *X, __global const float *Wt,
-		__global float *T, int rg, int N, int d) {
-	__local float As[TK][TM + 1];
-	__local float Bs[TK][TN + 1];
-	int g = get_global_id(2);
-	P += (long)g * rg * d;
-	X += (long)g * N * d;
-	Wt += (long)g * rg * N;
-	T += (long)g * rg * N;
-	const int tx = get_local_id(0);
-	const int ty = get_local_id(1);
-	const int tid = ty * RTN + tx;
-	const int m0 = get_group_id(1) * TM;
-	const int n0 = get_group_id(0) * TN;
-	float acc[WM][WN] = {{0.0f}};
-	for (int k0 = 0; k0 < d; k0 += TK) {
-		for (int e = tid; e < TM * TK; e += RTM * RTN) {
-			int m = e / TK;
-			int kk = e - m * TK;
-			int gm = m0 + m;
-			int gk = k0 + kk;
-			As[kk][m] = (gm < rg && gk < d) ? P[(long)gm * d + gk] : 0.0f;
+// The products. A work-group computes a TM x TN tile of C = A B through
+// local memory, TK deep per step, in two slabs: while it multiplies one,
+// its work-items hold the next one's float4 loads in registers, then
+// stage them in the other slab (one barrier per step). A work-item
+// computes a WM x WN block in registers: rows q*4*RTM + 4*ty + {0..3} for
+// q < WM/4, columns q*4*RTN + 4*tx + {0..3}, so that it reads its operands
+// from local memory as float4s and a warp's reads hit distinct banks.
+
+#define NT (RTM * RTN)
+#define AS_LD (TM + 4)
+#define BS_LD (TN + 4)
+#define A_VECS (TM * TK / 4)
+#define B_VECS (TN * TK / 4)
+#define A_PER ((A_VECS + NT - 1) / NT)
+#define B_PER ((B_VECS + NT - 1) / NT)
+
+// fetch_rows loads rows r0 .. r0+nrows-1 (clamped to rows-1) and points
+// k0 .. k0+TK-1 of a matrix whose rows run along the contraction (row
+// stride ld, a multiple of 4) into per registers of float4.
+inline void fetch_rows(__global const float *src, int ld, int r0, int rows, int k0, int tid,
+		int nvec, int per, float4 *reg) {
+	#pragma unroll
+	for (int i = 0; i < per; i++) {
+		int e = tid + i * NT;
+		if (e < nvec) {
+			int m = e / (TK / 4);
+			int k4 = e - m * (TK / 4);
+			int r = min(r0 + m, rows - 1);
+			reg[i] = vload4(0, src + (long)r * ld + k0 + 4 * k4);
 		}
-		for (int e = tid; e < TN * TK; e += RTM * RTN) {
-			int n = e / TK;
-			int kk = e - n * TK;
-			int gn = n0 + n;
-			int gk = k0 + kk;
-			Bs[kk][n] = (gn < N && gk < d) ? X[(long)gn * d + gk] : 0.0f;
-		}
-		barrier(CLK_LOCAL_MEM_FENCE);
-		tile_fma(As, Bs, acc, tx, ty);
-		barrier(CLK_LOCAL_MEM_FENCE);
 	}
-	for (int a = 0; a < WM; a++) {
-		int gm = m0 + ty + a * RTM;
-		if (gm >= rg) {
-			break;
+}
+
+// stage_rows stores fetch_rows' registers transposed: dst[k][m].
+inline void stage_rows(__local float *dst, int ldl, int tid, int nvec, int per, const float4 *reg) {
+	#pragma unroll
+	for (int i = 0; i < per; i++) {
+		int e = tid + i * NT;
+		if (e < nvec) {
+			int m = e / (TK / 4);
+			int k = 4 * (e - m * (TK / 4));
+			dst[k * ldl + m] = reg[i].x;
+			dst[(k + 1) * ldl + m] = reg[i].y;
+			dst[(k + 2) * ldl + m] = reg[i].z;
+			dst[(k + 3) * ldl + m] = reg[i].w;
 		}
-		for (int b = 0; b < WN; b++) {
-			int gn = n0 + tx + b * RTN;
-			if (gn < N) {
-				long o = (long)gm * N + gn;
-				T[o] = acc[a][b] * Wt[o];
+	}
+}
+
+// fetch_cols loads points k0 .. k0+TK-1 (rows of src, stride ld) and
+// columns c0 .. c0+TN-1 (zero from cols on; cols is a multiple of 4).
+inline void fetch_cols(__global const float *src, int ld, int c0, int cols, int k0, int tid, float4 *reg) {
+	#pragma unroll
+	for (int i = 0; i < B_PER; i++) {
+		int e = tid + i * NT;
+		if (e < B_VECS) {
+			int k = e / (TN / 4);
+			int c = c0 + 4 * (e - k * (TN / 4));
+			reg[i] = c < cols ? vload4(0, src + (long)(k0 + k) * ld + c) : (float4)(0.0f);
+		}
+	}
+}
+
+// stage_cols stores fetch_cols' registers as they are: dst[k][n].
+inline void stage_cols(__local float4 *dst, int tid, const float4 *reg) {
+	#pragma unroll
+	for (int i = 0; i < B_PER; i++) {
+		int e = tid + i * NT;
+		if (e < B_VECS) {
+			int k = e / (TN / 4);
+			dst[k * (BS_LD / 4) + e - k * (TN / 4)] = reg[i];
+		}
+	}
+}
+
+// tile_fma adds the product of the staged slabs A[k][m] and B[k][n] to
+// this work-item's register block. Both products share it.
+inline void tile_fma(__local const float4 *A, __local const float4 *B, float acc[WM][WN], int tx, int ty) {
+	#pragma unroll
+	for (int kk = 0; kk < TK; kk++) {
+		float a[WM];
+		float b[WN];
+		#pragma unroll
+		for (int q = 0; q < WM / 4; q++) {
+			float4 v = A[kk * (AS_LD / 4) + q * RTM + ty];
+			a[4 * q] = v.x;
+			a[4 * q + 1] = v.y;
+			a[4 * q + 2] = v.z;
+			a[4 * q + 3] = v.w;
+		}
+		#pragma unroll
+		for (int q = 0; q < WN / 4; q++) {
+			float4 v = B[kk * (BS_LD / 4) + q * RTN + tx];
+			b[4 * q] = v.x;
+			b[4 * q + 1] = v.y;
+			b[4 * q + 2] = v.z;
+			b[4 * q + 3] = v.w;
+		}
+		#pragma unroll
+		for (int i = 0; i < WM; i++) {
+			#pragma unroll
+			for (int j = 0; j < WN; j++) {
+				acc[i][j] = fma(a[i], b[j], acc[i][j]);
 			}
 		}
 	}
 }
 
-// fisher_tx, the second product split over the contraction: Qp[s] = T X
-// over points [s*chunk, (s+1)*chunk) (grid: ceil(d/TN)*RTN by
+// acc_row is the tile row of register row i of work-item row ty.
+#define ACC_ROW(i, ty) (((i) / 4) * 4 * RTM + 4 * (ty) + (i) % 4)
+// ACC_COL is the tile column of register columns 4q .. 4q+3.
+#define ACC_COL(q, tx) ((q) * 4 * RTN + 4 * (tx))
+
+// fisher_pxt, the first product: T = Wt .* (P X^T) for every group, or,
+// split over the contraction (S > 1), the partial sums Tp[s] = P X^T over
+// coordinates [s*chunk, (s+1)*chunk) for pxt_reduce (grid: Np/TN*RTN by
 // ceil(rg/TM)*RTM by G*S).
 __kernel __attribute__((reqd_work_group_size(RTN, RTM, 1)))
-void fisher_tx(__global const float *T, __global const float *X, __global float *Qp,
-		int rg, int N, int d, int R, int S, int chunk) {
-	__local float As[TK][TM + 1];
-	__local float Bs[TK][TN + 1];
+void fisher_pxt(__global const float *P, __global const float *X, __global const float *Wt,
+		__global float *T, int rg, int Np, int dp, int R, int S, int chunk) {
+	__local float4 As[2][TK * AS_LD / 4];
+	__local float4 Bs[2][TK * BS_LD / 4];
 	int gz = get_global_id(2);
 	int g = gz / S;
 	int s = gz - g * S;
-	T += (long)g * rg * N;
-	X += (long)g * N * d;
-	Qp += (long)s * R * d + (long)g * rg * d;
+	P += (long)g * rg * dp;
+	X += (long)g * Np * dp;
+	Wt += (long)g * rg * Np;
+	T += (long)s * R * Np + (long)g * rg * Np;
 	const int tx = get_local_id(0);
 	const int ty = get_local_id(1);
 	const int tid = ty * RTN + tx;
 	const int m0 = get_group_id(1) * TM;
 	const int n0 = get_group_id(0) * TN;
-	int kbeg = s * chunk;
-	int kend = min(N, kbeg + chunk);
-	float acc[WM][WN] = {{0.0f}};
-	for (int k0 = kbeg; k0 < kend; k0 += TK) {
-		for (int e = tid; e < TM * TK; e += RTM * RTN) {
-			int m = e / TK;
-			int kk = e - m * TK;
-			int gm = m0 + m;
-			int gk = k0 + kk;
-			As[kk][m] = (gm < rg && gk < kend) ? T[(long)gm * N + gk] : 0.0f;
+	const int kbeg = s * chunk;
+	const int kend = min(dp, kbeg + chunk);
+	float acc[WM][WN];
+	for (int i = 0; i < WM; i++) {
+		for (int j = 0; j < WN; j++) {
+			acc[i][j] = 0.0f;
 		}
-		for (int e = tid; e < TN * TK; e += RTM * RTN) {
-			int kk = e / TN;
-			int n = e - kk * TN;
-			int gn = n0 + n;
-			int gk = k0 + kk;
-			Bs[kk][n] = (gn < d && gk < kend) ? X[(long)gk * d + gn] : 0.0f;
-		}
-		barrier(CLK_LOCAL_MEM_FENCE);
-		tile_fma(As, Bs, acc, tx, ty);
+	}
+	float4 ra[A_PER];
+	float4 rb[B_PER];
+	if (kbeg < kend) {
+		fetch_rows(P, dp, m0, rg, kbeg, tid, A_VECS, A_PER, ra);
+		fetch_rows(X, dp, n0, Np, kbeg, tid, B_VECS, B_PER, rb);
+		stage_rows((__local float *)As[0], AS_LD, tid, A_VECS, A_PER, ra);
+		stage_rows((__local float *)Bs[0], BS_LD, tid, B_VECS, B_PER, rb);
 		barrier(CLK_LOCAL_MEM_FENCE);
 	}
-	for (int a = 0; a < WM; a++) {
-		int gm = m0 + ty + a * RTM;
-		if (gm >= rg) {
-			break;
+	int buf = 0;
+	for (int k0 = kbeg; k0 < kend; k0 += TK) {
+		bool more = k0 + TK < kend;
+		if (more) {
+			fetch_rows(P, dp, m0, rg, k0 + TK, tid, A_VECS, A_PER, ra);
+			fetch_rows(X, dp, n0, Np, k0 + TK, tid, B_VECS, B_PER, rb);
 		}
-		for (int b = 0; b < WN; b++) {
-			int gn = n0 + tx + b * RTN;
-			if (gn < d) {
-				Qp[(long)gm * d + gn] = acc[a][b];
+		tile_fma(As[buf], Bs[buf], acc, tx, ty);
+		if (more) {
+			stage_rows((__local float *)As[buf ^ 1], AS_LD, tid, A_VECS, A_PER, ra);
+			stage_rows((__local float *)Bs[buf ^ 1], BS_LD, tid, B_VECS, B_PER, rb);
+		}
+		barrier(CLK_LOCAL_MEM_FENCE);
+		buf ^= 1;
+	}
+	for (int i = 0; i < WM; i++) {
+		int gm = m0 + ACC_ROW(i, ty);
+		if (gm < rg) {
+			for (int q = 0; q < WN / 4; q++) {
+				long o = (long)gm * Np + n0 + ACC_COL(q, tx);
+				float4 v = (float4)(acc[i][4 * q], acc[i][4 * q + 1], acc[i][4 * q + 2], acc[i][4 * q + 3]);
+				if (S == 1) {
+					v *= vload4(0, Wt + o);
+				}
+				vstore4(v, 0, T + o);
+			}
+		}
+	}
+}
+
+// pxt_reduce: T = Wt .* (sum of the S partial sums Tp), in order (grid:
+// n4 = R*Np/4 rounded up, a float4 each).
+__kernel void pxt_reduce(__global const float4 *Tp, __global const float4 *Wt, __global float4 *T,
+		int S, int n4) {
+	int e = get_global_id(0);
+	if (e >= n4) {
+		return;
+	}
+	float4 v = Tp[e];
+	for (int s = 1; s < S; s++) {
+		v += Tp[(long)s * n4 + e];
+	}
+	T[e] = v * Wt[e];
+}
+
+// partial_sum: Q = the sum of the S partial sums Qp, in order (grid: n4
+// rounded up, a float4 each).
+__kernel void partial_sum(__global const float4 *Qp, __global float4 *Q, int S, int n4) {
+	int e = get_global_id(0);
+	if (e >= n4) {
+		return;
+	}
+	float4 v = Qp[e];
+	for (int s = 1; s < S; s++) {
+		v += Qp[(long)s * n4 + e];
+	}
+	Q[e] = v;
+}
+
+// fisher_tx, the second product split over the contraction: Qp[s] = T X
+// over points [s*chunk, (s+1)*chunk) (grid: ceil(dp/TN)*RTN by
+// ceil(rg/TM)*RTM by G*S).
+__kernel __attribute__((reqd_work_group_size(RTN, RTM, 1)))
+void fisher_tx(__global const float *T, __global const float *X, __global float *Qp,
+		int rg, int Np, int dp, int R, int S, int chunk) {
+	__local float4 As[2][TK * AS_LD / 4];
+	__local float4 Bs[2][TK * BS_LD / 4];
+	int gz = get_global_id(2);
+	int g = gz / S;
+	int s = gz - g * S;
+	T += (long)g * rg * Np;
+	X += (long)g * Np * dp;
+	Qp += (long)s * R * dp + (long)g * rg * dp;
+	const int tx = get_local_id(0);
+	const int ty = get_local_id(1);
+	const int tid = ty * RTN + tx;
+	const int m0 = get_group_id(1) * TM;
+	const int n0 = get_group_id(0) * TN;
+	const int kbeg = s * chunk;
+	const int kend = min(Np, kbeg + chunk);
+	float acc[WM][WN];
+	for (int i = 0; i < WM; i++) {
+		for (int j = 0; j < WN; j++) {
+			acc[i][j] = 0.0f;
+		}
+	}
+	float4 ra[A_PER];
+	float4 rb[B_PER];
+	if (kbeg < kend) {
+		fetch_rows(T, Np, m0, rg, kbeg, tid, A_VECS, A_PER, ra);
+		fetch_cols(X, dp, n0, dp, kbeg, tid, rb);
+		stage_rows((__local float *)As[0], AS_LD, tid, A_VECS, A_PER, ra);
+		stage_cols(Bs[0], tid, rb);
+		barrier(CLK_LOCAL_MEM_FENCE);
+	}
+	int buf = 0;
+	for (int k0 = kbeg; k0 < kend; k0 += TK) {
+		bool more = k0 + TK < kend;
+		if (more) {
+			fetch_rows(T, Np, m0, rg, k0 + TK, tid, A_VECS, A_PER, ra);
+			fetch_cols(X, dp, n0, dp, k0 + TK, tid, rb);
+		}
+		tile_fma(As[buf], Bs[buf], acc, tx, ty);
+		if (more) {
+			stage_rows((__local float *)As[buf ^ 1], AS_LD, tid, A_VECS, A_PER, ra);
+			stage_cols(Bs[buf ^ 1], tid, rb);
+		}
+		barrier(CLK_LOCAL_MEM_FENCE);
+		buf ^= 1;
+	}
+	for (int i = 0; i < WM; i++) {
+		int gm = m0 + ACC_ROW(i, ty);
+		if (gm < rg) {
+			for (int q = 0; q < WN / 4; q++) {
+				int gn = n0 + ACC_COL(q, tx);
+				if (gn < dp) {
+					float4 v = (float4)(acc[i][4 * q], acc[i][4 * q + 1], acc[i][4 * q + 2], acc[i][4 * q + 3]);
+					vstore4(v, 0, Qp + (long)gm * dp + gn);
+				}
 			}
 		}
 	}
@@ -340,7 +541,7 @@ void fisher_tx(__global const float *T, __global const float *X, __global float 
 // res = p = sc_j*b_j, z = 0, rho = res.res (cg.Solver.Solve's set-up).
 __kernel __attribute__((reqd_work_group_size(RL, 1, 1)))
 void cg_init(__global const float *grad, int gradOff, __global float *Z, int zOff,
-		__global float *Res, __global float *P, int d, double eps,
+		__global float *Res, __global float *P, int d, int dp, double eps,
 		__global double *rows, __global int *flags, int R) {
 	__local double buf[RL];
 	__local float fbuf[RL];
@@ -358,12 +559,15 @@ void cg_init(__global const float *grad, int gradOff, __global float *Z, int zOf
 	double sc = pow2_normalizer(m);
 	float f = (float)sc;
 	long o = (long)j * d;
+	long op = (long)j * dp;
 	double rr = 0.0;
-	for (int k = lid; k < d; k += RL) {
-		float r = b[k] * f;
-		Res[o + k] = r;
-		P[o + k] = r;
-		Z[zOff + o + k] = 0.0f;
+	for (int k = lid; k < dp; k += RL) {
+		float r = k < d ? b[k] * f : 0.0f;
+		Res[op + k] = r;
+		P[op + k] = r;
+		if (k < d) {
+			Z[zOff + o + k] = 0.0f;
+		}
 		rr += (double)r * (double)r;
 	}
 	rr = block_sum(rr, buf);
@@ -377,11 +581,12 @@ void cg_init(__global const float *grad, int gradOff, __global float *Z, int zOf
 	}
 }
 
-// cg_update, one work-group per row: q = sum of the partials + tau*p, then
-// one iteration of the batched CG of cg.Solver.Solve.
+// cg_update, one work-group per row: q = Q + tau*p (Q = T X), then
+// one iteration of the batched CG of cg.Solver.Solve. The padding of P and
+// Res (k >= d) stays zero.
 __kernel __attribute__((reqd_work_group_size(RL, 1, 1)))
-void cg_update(__global float *Qp, int S, __global float *P, __global float *Res,
-		__global float *Z, int zOff, int d, float tau, double tol, int it,
+void cg_update(__global float *Qp, __global float *P, __global float *Res,
+		__global float *Z, int zOff, int d, int dp, float tau, double tol, int it,
 		__global double *rows, __global int *flags, int R) {
 	__local double buf[RL];
 	int j = get_group_id(0);
@@ -390,16 +595,13 @@ void cg_update(__global float *Qp, int S, __global float *P, __global float *Res
 		return;
 	}
 	long o = (long)j * d;
-	long rd = (long)R * d;
+	long op = (long)j * dp;
 	double pq = 0.0;
 	for (int k = lid; k < d; k += RL) {
-		float q = Qp[o + k];
-		for (int s = 1; s < S; s++) {
-			q += Qp[s * rd + o + k];
-		}
-		float p = P[o + k];
+		float q = Qp[op + k];
+		float p = P[op + k];
 		q = fma(tau, p, q);
-		Qp[o + k] = q;
+		Qp[op + k] = q;
 		pq += (double)p * (double)q;
 	}
 	double epsj = rows[S_EPS * R + j];
@@ -408,7 +610,7 @@ void cg_update(__global float *Qp, int S, __global float *P, __global float *Res
 	if (!(den > 0.0) || isinf(den)) {
 		if (it == 0) {
 			for (int k = lid; k < d; k += RL) {
-				Z[zOff + o + k] = Res[o + k];
+				Z[zOff + o + k] = Res[op + k];
 			}
 		}
 		if (lid == 0) {
@@ -420,15 +622,15 @@ void cg_update(__global float *Qp, int S, __global float *P, __global float *Res
 	float alpha = (float)(rho / den);
 	double rr = 0.0;
 	for (int k = lid; k < d; k += RL) {
-		Z[zOff + o + k] = fma(alpha, P[o + k], Z[zOff + o + k]);
-		float r = fma(-alpha, Qp[o + k], Res[o + k]);
-		Res[o + k] = r;
+		Z[zOff + o + k] = fma(alpha, P[op + k], Z[zOff + o + k]);
+		float r = fma(-alpha, Qp[op + k], Res[op + k]);
+		Res[op + k] = r;
 		rr += (double)r * (double)r;
 	}
 	double rhoNew = block_sum(rr, buf);
 	float beta = (float)(rhoNew / (rho + epsj));
 	for (int k = lid; k < d; k += RL) {
-		P[o + k] = fma(beta, P[o + k], Res[o + k]);
+		P[op + k] = fma(beta, P[op + k], Res[op + k]);
 	}
 	if (lid == 0) {
 		rows[S_RHO * R + j] = rhoNew;

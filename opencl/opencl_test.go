@@ -163,38 +163,34 @@ func caseTol(c layerCase) float64 {
 	return 1e-5
 }
 
-// TestMatchesCPU runs every case with the tiles chosen by size and then
-// with each tile size forced, so that both sizes of both products run on
-// any device (on a GPU with many compute units the size rule alone picks
-// the small tiles for every case here).
+// TestMatchesCPU runs every case with the blocking chosen by shape and
+// then with each of the device's blockings forced, so that every blocking
+// of both products runs on any device (the choice by shape alone depends
+// on the number of compute units and can leave some unused).
 func TestMatchesCPU(t *testing.T) {
 	e := testEngine(t)
-	t.Logf("device %s, tiles %v, small tiles %v", e.Device().Name(), e.Device().Tiles(), e.Device().smallTiles)
-	modes := []struct {
-		name  string
-		force int
-	}{{"auto", tilesAuto}, {"main", tilesMain}}
-	if e.dev.small != nil {
-		modes = append(modes, struct {
-			name  string
-			force int
-		}{"small", tilesSmall})
+	var tiles []string
+	for _, v := range e.dev.variants {
+		tiles = append(tiles, v.tiles.String())
 	}
-	var variants [2][2]bool // [product][small]
+	t.Logf("device %s, tiles %s", e.Device().Name(), strings.Join(tiles, "; "))
+	ran := make([][2]bool, len(e.dev.variants)) // [variant][product]
 	defer func() {
-		want := [2][2]bool{{true, false}, {true, false}}
-		if e.dev.small != nil {
-			want = [2][2]bool{{true, true}, {true, true}}
-		}
-		if variants != want {
-			t.Errorf("the cases did not run both tile sizes of both products: %v", variants)
+		for v, r := range ran {
+			if r != [2]bool{true, true} {
+				t.Errorf("tiles %v did not run for both products: %v", e.dev.variants[v].tiles, r)
+			}
 		}
 	}()
-	for _, m := range modes {
+	for force := -1; force < len(e.dev.variants); force++ {
+		mode := "auto"
+		if force >= 0 {
+			mode = e.dev.variants[force].tiles.String()
+		}
 		for i, c := range geometryCases() {
-			t.Run(m.name+"/"+c.name, func(t *testing.T) {
-				e.forceTiles = m.force
-				defer func() { e.forceTiles = tilesAuto }()
+			t.Run(mode+"/"+c.name, func(t *testing.T) {
+				e.forceVariant = force
+				defer func() { e.forceVariant = -1 }()
 				want := newJob(c, uint64(i), 1)
 				var cpu backend.CPU
 				if err := cpu.Precondition(want); err != nil {
@@ -204,23 +200,16 @@ func TestMatchesCPU(t *testing.T) {
 				if err := e.Precondition(got); err != nil {
 					t.Fatal(err)
 				}
-				for k, small := range e.usedSmall {
-					if m.force != tilesAuto && small != (m.force == tilesSmall) {
-						t.Errorf("product %d: forced %s tiles, ran small=%v", k, m.name, small)
+				for k, u := range e.used {
+					if force >= 0 && u.variant != force {
+						t.Errorf("product %d: forced tiles %d, ran %d", k, force, u.variant)
 					}
-					variants[k][btoi(small)] = true
+					ran[u.variant][k] = true
 				}
 				compare(t, got, want, caseTol(c))
 			})
 		}
 	}
-}
-
-func btoi(b bool) int {
-	if b {
-		return 1
-	}
-	return 0
 }
 
 // TestSplitAndReuse runs jobs of growing and shrinking sizes on one engine
@@ -238,6 +227,9 @@ func TestSplitAndReuse(t *testing.T) {
 		got := cloneOutputs(want)
 		if err := e.Precondition(got); err != nil {
 			t.Fatalf("%s: %v", cases[i].name, err)
+		}
+		if e.used[0].parts < 2 || e.used[1].parts < 2 {
+			t.Errorf("%s: split-K not used: %+v", cases[i].name, e.used)
 		}
 		compare(t, got, want, caseTol(cases[i]))
 	}
