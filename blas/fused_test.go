@@ -82,8 +82,9 @@ func TestFisherDeterministic(t *testing.T) {
 	}
 	rng := rand.New(rand.NewPCG(5, 6))
 	// {R, D, N}: fused with 8 chunks, fused with fewer, unfused (too big
-	// for L2), unfused with R not a multiple of 16, an odd D.
-	shapes := [][3]int{{64, 288, 3000}, {32, 100, 700}, {256, 600, 900}, {20, 64, 1200}, {48, 37, 2111}}
+	// for L2) reading X in place, the same reading P in place (R >= N/2),
+	// unfused with R not a multiple of 16, an odd D.
+	shapes := [][3]int{{64, 288, 3000}, {32, 100, 700}, {256, 600, 900}, {256, 600, 300}, {20, 64, 1200}, {48, 37, 2111}}
 	for _, s := range shapes {
 		r, d, n := s[0], s[1], s[2]
 		p, x, w := randSlice(rng, r*d), randSlice(rng, n*d), randSlice(rng, r*n)
