@@ -509,15 +509,36 @@ type productPlan struct {
 	variant, parts, chunk int
 }
 
+// blockEfficiency is the relative speed of a work-item's WM x WN block in
+// the first product (P X^T, both operands staged transposed) and the
+// second (T X), as measured on an NVIDIA H200 (TestProfileResNet18):
+// 8 x 4 blocks are the fastest in the first, 8 x 8 in the second.
+func blockEfficiency(t Tiles, second bool) float64 {
+	switch {
+	case t.WM == 8 && t.WN == 8:
+		if second {
+			return 1
+		}
+		return 0.85
+	case t.WM == 8 && t.WN == 4:
+		if second {
+			return 0.9
+		}
+		return 1
+	}
+	// Other blocks: by their ratio of multiply-adds to operands read.
+	return float64(t.WM*t.WN) / float64(t.WM+t.WN) / 5
+}
+
 // plan chooses the blocking and the split of a product with an M x cols
 // output per group (G groups) and a contraction of K (a multiple of
 // every TK), by a model of the device: a compute unit runs its share of
 // the work-groups, as many at once as fit (about 512 work-items of these
 // register-heavy kernels); it is fully busy only with 512 work-items, and
-// a work-item's block of WM x WN does WM*WN multiply-adds per WM+WN
-// operands it reads. Splitting the contraction costs a summing pass and a
-// launch. Ties go to the earlier blocking and fewer parts.
-func (e *Engine) plan(M, cols, K, G int) productPlan {
+// a blocking's work-items run at its blockEfficiency. Splitting the
+// contraction costs a summing pass and a launch. Ties go to the earlier
+// blocking and fewer parts.
+func (e *Engine) plan(M, cols, K, G int, second bool) productPlan {
 	best, bestCost := productPlan{variant: -1}, math.Inf(1)
 	units := e.dev.units
 	for v, vt := range e.dev.variants {
@@ -526,7 +547,7 @@ func (e *Engine) plan(M, cols, K, G int) productPlan {
 		}
 		t := vt.tiles
 		tiles := ceilDiv(M, t.TM) * ceilDiv(cols, t.TN) * G
-		maxParts := max(min(K/(8*t.TK), 64), 1)
+		maxParts := max(min(K/(8*t.TK), 256), 1)
 		minParts := 1
 		if e.minSplit > 0 {
 			minParts = max(min(e.minSplit, K/t.TK), 1)
@@ -544,8 +565,11 @@ func (e *Engine) plan(M, cols, K, G int) productPlan {
 			perUnit := ceilDiv(wgs, units)
 			occupancy := max(1, 512/t.threads())
 			util := min(1, float64(min(perUnit, occupancy)*t.threads())/512)
-			blockEff := float64(t.WM*t.WN) / float64(t.WM+t.WN) / 4
-			cost := float64(perUnit) * float64(t.TM*t.TN*chunk) / (blockEff * util)
+			cost := float64(perUnit) * float64(t.TM*t.TN*chunk) / (blockEfficiency(t, second) * util)
+			// Tiles hanging over the output cost a little more than the
+			// model says (measured on the 64-row, 32-column stem).
+			useful := float64(M*cols*G) / float64(tiles*t.TM*t.TN)
+			cost *= 1 + 0.25*(1-useful)
 			if parts > 1 {
 				// In the same units (multiply-adds of one compute unit) on
 				// an H100-class GPU: a launch about 5 us, and reading and
@@ -573,8 +597,8 @@ func (e *Engine) run(p *problem) error {
 	if p.bias {
 		bias = 1
 	}
-	pp := e.plan(rg, Np, dp, G)
-	tp := e.plan(rg, dp, Np, G)
+	pp := e.plan(rg, Np, dp, G, false)
+	tp := e.plan(rg, dp, Np, G, true)
 	e.used = [2]productPlan{pp, tp}
 	rl := e.dev.tiles.RL
 	traceParts := max(min(ceilDiv(4*e.dev.units, R), N/(4*rl), 64), 1)
@@ -608,6 +632,12 @@ func (e *Engine) run(p *problem) error {
 	total := p.samples * groupLen
 	spread := min(ceilDiv(total, rl), 4*e.dev.units) * rl
 	patchLanes := min(32, rl)
+	// im2col: a work-item per input channel (kh*kw coordinates) of a patch.
+	channelGroups := ceilDiv(dp, g.KernelH*g.KernelW)
+	im2colLocal := 1
+	for im2colLocal < min(channelGroups, 32) {
+		im2colLocal *= 2
+	}
 	steps := []struct {
 		k             *cl.Kernel
 		name          string
@@ -619,7 +649,7 @@ func (e *Engine) run(p *problem) error {
 		{e.im2col, "im2col", []any{p.acts.Mem, p.acts.Offset, e.sidx.mem, g.ImageLen(), g.InH, g.InW, g.GroupInChannels(),
 			g.KernelH, g.KernelW, g.StrideH, g.StrideW, g.PadH, g.PadW, g.DilationH, g.DilationW, g.OutH(), g.OutW(),
 			d, bias, e.maxbits.mem, e.patches.mem, N, Np, dp},
-			[]int{dp, Np, G}, []int{kPad, max(1, min(4, e.dev.maxWG/kPad)), 1}},
+			[]int{roundUp(channelGroups, im2colLocal), Np, G}, []int{im2colLocal, max(1, min(128/im2colLocal, e.dev.maxWG/im2colLocal)), 1}},
 		{e.norms, "patch_norms", []any{e.patches.mem, N, Np, dp, e.maxbits.mem, bias, e.pnorms.mem},
 			[]int{ceilDiv(N, rl/patchLanes) * rl, G}, []int{rl, 1}},
 		{e.trace, "row_trace", []any{p.outGrads.Mem, p.outGrads.Offset, e.sidx.mem, g.OutputLen(), L, p.samples, rg,

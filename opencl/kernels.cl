@@ -122,39 +122,55 @@ void act_maxabs(__global const float *acts, int actOff, __global const int *sidx
 	}
 }
 
-// im2col: X[g][i][k] = ps_g * u(n,l)_k for i = n*L + l (grid: dp by Np
-// by G). Padding reads as zero, and so do the rows i >= N and the columns
-// k >= d; a joint bias is the last coordinate, k = d-1.
+// im2col: X[g][i][k] = ps_g * u(n,l)_k for i = n*L + l. A work-item
+// writes the kh*kw coordinates of one input channel q of one patch (grid:
+// ceil(dp/(kh*kw)) rounded up, by Np, by G); past the channels it writes
+// the joint bias (k = d-1, the constant ps_g) and the zero padding. Pixels
+// outside the image and the rows i >= N read as zero.
 __kernel void im2col(__global const float *acts, int actOff, __global const int *sidx,
 		int imageLen, int H, int W, int cg, int kh, int kw, int sh, int sw,
 		int ph, int pw, int dh, int dw, int oh, int ow, int d, int bias,
 		__global const uint *maxbits, __global float *X, int N, int Np, int dp) {
-	int k = get_global_id(0);
+	int q = get_global_id(0);
 	int i = get_global_id(1);
 	int g = get_global_id(2);
-	float v = 0.0f;
-	if (i < N && k < d) {
-		float ps = (float)patch_scale(maxbits, g, bias);
-		if (bias && k == d - 1) {
-			v = ps;
-		} else {
-			int L = oh * ow;
-			int s = i / L;
-			int l = i - s * L;
-			int oy = l / ow;
-			int ox = l - oy * ow;
-			int c = k / (kh * kw);
-			int r = k - c * (kh * kw);
-			int ki = r / kw;
-			int kj = r - ki * kw;
-			int y = oy * sh - ph + ki * dh;
-			int x = ox * sw - pw + kj * dw;
-			if (y >= 0 && y < H && x >= 0 && x < W) {
-				v = acts[actOff + (long)sidx[s] * imageLen + ((long)(g * cg + c) * H + y) * W + x] * ps;
+	int k0 = q * kh * kw;
+	if (k0 >= dp) {
+		return;
+	}
+	int kend = min(k0 + kh * kw, dp);
+	__global float *x = X + ((long)g * Np + i) * dp;
+	if (i >= N) {
+		for (int k = k0; k < kend; k++) {
+			x[k] = 0.0f;
+		}
+		return;
+	}
+	float ps = (float)patch_scale(maxbits, g, bias);
+	if (q >= cg) {
+		for (int k = k0; k < kend; k++) {
+			x[k] = (bias && k == d - 1) ? ps : 0.0f;
+		}
+		return;
+	}
+	int L = oh * ow;
+	int s = i / L;
+	int l = i - s * L;
+	int oy = l / ow;
+	int ox = l - oy * ow;
+	__global const float *a = acts + actOff + (long)sidx[s] * imageLen + (long)(g * cg + q) * H * W;
+	int k = k0;
+	for (int ki = 0; ki < kh; ki++) {
+		int y = oy * sh - ph + ki * dh;
+		for (int kj = 0; kj < kw; kj++, k++) {
+			int xx = ox * sw - pw + kj * dw;
+			float v = 0.0f;
+			if (y >= 0 && y < H && xx >= 0 && xx < W) {
+				v = a[y * W + xx] * ps;
 			}
+			x[k] = v;
 		}
 	}
-	X[((long)g * Np + i) * dp + k] = v;
 }
 
 // NL work-items share one patch in patch_norms.
@@ -280,7 +296,8 @@ void row_weights(__global const float *og, int ogOff, __global const int *sidx, 
 
 // fetch_rows loads rows r0 .. r0+nrows-1 (clamped to rows-1) and points
 // k0 .. k0+TK-1 of a matrix whose rows run along the contraction (row
-// stride ld, a multiple of 4) into per registers of float4.
+// stride ld, a multiple of 4, so that the float4 loads are aligned) into
+// per registers of float4.
 inline void fetch_rows(__global const float *src, int ld, int r0, int rows, int k0, int tid,
 		int nvec, int per, float4 *reg) {
 	#pragma unroll
@@ -290,7 +307,7 @@ inline void fetch_rows(__global const float *src, int ld, int r0, int rows, int 
 			int m = e / (TK / 4);
 			int k4 = e - m * (TK / 4);
 			int r = min(r0 + m, rows - 1);
-			reg[i] = vload4(0, src + (long)r * ld + k0 + 4 * k4);
+			reg[i] = *(__global const float4 *)(src + (long)r * ld + k0 + 4 * k4);
 		}
 	}
 }
@@ -320,7 +337,7 @@ inline void fetch_cols(__global const float *src, int ld, int c0, int cols, int 
 		if (e < B_VECS) {
 			int k = e / (TN / 4);
 			int c = c0 + 4 * (e - k * (TN / 4));
-			reg[i] = c < cols ? vload4(0, src + (long)(k0 + k) * ld + c) : (float4)(0.0f);
+			reg[i] = c < cols ? *(__global const float4 *)(src + (long)(k0 + k) * ld + c) : (float4)(0.0f);
 		}
 	}
 }
@@ -435,9 +452,9 @@ void fisher_pxt(__global const float *P, __global const float *X, __global const
 				long o = (long)gm * Np + n0 + ACC_COL(q, tx);
 				float4 v = (float4)(acc[i][4 * q], acc[i][4 * q + 1], acc[i][4 * q + 2], acc[i][4 * q + 3]);
 				if (S == 1) {
-					v *= vload4(0, Wt + o);
+					v *= *(__global const float4 *)(Wt + o);
 				}
-				vstore4(v, 0, T + o);
+				*(__global float4 *)(T + o) = v;
 			}
 		}
 	}
@@ -530,7 +547,7 @@ void fisher_tx(__global const float *T, __global const float *X, __global float 
 				int gn = n0 + ACC_COL(q, tx);
 				if (gn < dp) {
 					float4 v = (float4)(acc[i][4 * q], acc[i][4 * q + 1], acc[i][4 * q + 2], acc[i][4 * q + 3]);
-					vstore4(v, 0, Qp + (long)gm * dp + gn);
+					*(__global float4 *)(Qp + (long)gm * dp + gn) = v;
 				}
 			}
 		}

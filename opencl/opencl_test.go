@@ -458,3 +458,36 @@ func TestConcurrentEngines(t *testing.T) {
 		t.Error(s)
 	}
 }
+
+// TestPlan checks Engine.plan's choices for the ResNet-18 shapes at r = 64
+// on a model of a 132-unit GPU with the GPU blockings (no device needed):
+// every plan is valid, and it logs them.
+func TestPlan(t *testing.T) {
+	d := &Device{units: 132}
+	for _, ts := range defaultVariants(true, 1024) {
+		d.variants = append(d.variants, variant{tiles: ts})
+	}
+	e := &Engine{dev: d, forceVariant: -1}
+	for _, s := range resnetShapes {
+		pad := 0
+		if s.k == 3 {
+			pad = 1
+		}
+		g := conv.Geometry{InChannels: s.cin, OutChannels: s.cout, InH: s.in, InW: s.in, KernelH: s.k, KernelW: s.k,
+			StrideH: s.stride, StrideW: s.stride, PadH: pad, PadW: pad}.Normalized()
+		N := 64 * g.Locations()
+		dp, Np := roundUp(g.PatchLen(), kPad), roundUp(N, nPad)
+		pp := e.plan(g.OutChannels, Np, dp, 1, false)
+		tp := e.plan(g.OutChannels, dp, Np, 1, true)
+		for _, c := range []struct {
+			p productPlan
+			K int
+		}{{pp, dp}, {tp, Np}} {
+			if c.p.variant < 0 || c.p.parts < 1 || (c.p.parts-1)*c.p.chunk >= c.K || c.p.parts*c.p.chunk < c.K {
+				t.Errorf("%s: bad plan %+v for a contraction of %d", s.name, c.p, c.K)
+			}
+		}
+		t.Logf("%-10s pxt %v x%d, tx %v x%d", s.name, d.variants[pp.variant].tiles, pp.parts,
+			d.variants[tp.variant].tiles, tp.parts)
+	}
+}
