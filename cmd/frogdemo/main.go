@@ -173,6 +173,9 @@ func run(args []string, stdout io.Writer) error {
 	tr := &Trainer{Train: train, Test: test, Epochs: o.epochs, EvalsPerEpoch: o.evals,
 		Schedule: Schedule{Drops: drops, Factor: o.dropFactor}, Arch: DefaultArch, Log: stdout}
 	device := fmt.Sprintf("%s/%s, GOMAXPROCS %d, blas %s", runtime.GOOS, runtime.GOARCH, runtime.GOMAXPROCS(0), blas.Current().Name())
+	if mk := blas.MicroKernel(); mk != "" {
+		device += " (" + mk + " products)"
+	}
 	fmt.Fprintf(stdout, "MNIST: %d training and %d test images; %g epochs; %s\n", train.Len(), test.Len(), o.epochs, device)
 	if o.sweep {
 		return runSweep(tr, names, hypers, o, stdout)
