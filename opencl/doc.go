@@ -37,12 +37,25 @@
 //
 // # Tiles
 //
-// The two products are tiled TM x TN x TK with a WM x WN register block
-// per work-item. The sizes come from the device type (see DefaultTiles)
-// and may be overridden with Options.Tiles or FROG_OPENCL_TILES
-// ("TM,TN,TK,WM,WN", e.g. "64,128,16,8,8"), which gpucheck.sh uses to tune
-// on a GPU. A built program is cached per device and tile choice for the
-// life of the process.
+// The patch matrix is stored with its rows padded to a multiple of 32
+// coordinates and its points to a multiple of 128, with zeros, so that the
+// two products load aligned float4s and need no bounds checks along the
+// contraction. Each product is a tiled GEMM: a work-group computes a
+// TM x TN tile through two local-memory slabs TK deep (the next slab's
+// loads are in flight while the current one is multiplied), a work-item a
+// WM x WN block in registers. The program is built for a few blockings
+// (see DefaultTiles); for every layer each product takes the blocking
+// and the number of split-K partial sums that a model of the device
+// (Engine.plan) finds fastest, the partial sums then added in a fixed
+// order by a separate kernel, so that results do not depend on
+// scheduling. The set may be overridden with Options.Tiles or
+// FROG_OPENCL_TILES ("TM,TN,TK,WM,WN[,RL]", several separated by ";"),
+// which gpucheck.sh and TestProfileResNet18 use to tune on a GPU. A built
+// program is cached per device and blocking for the life of the process.
+//
+// Host jobs (Engine.Precondition) copy their tensors through pinned
+// staging memory, several goroutines filling it while the device fetches
+// the previous tensor.
 //
 // # Device-resident use
 //

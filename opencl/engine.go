@@ -561,6 +561,11 @@ func (e *Engine) plan(M, cols, K, G int, second bool) productPlan {
 				continue
 			}
 			lastParts = parts
+			if e.minSplit > 1 && parts < 2 && best.variant >= 0 {
+				// Forced splitting: a blocking as deep as the whole
+				// contraction serves only when no other can split it.
+				continue
+			}
 			wgs := tiles * parts
 			perUnit := ceilDiv(wgs, units)
 			occupancy := max(1, 512/t.threads())
@@ -575,6 +580,9 @@ func (e *Engine) plan(M, cols, K, G int, second bool) productPlan {
 				// an H100-class GPU: a launch about 5 us, and reading and
 				// writing the partial sums at about 4.8 TB/s.
 				cost += 1.3e6 + 0.21*float64(M*cols*G)*float64(parts+1)
+			}
+			if e.minSplit > 1 && parts >= 2 && best.parts < 2 {
+				bestCost = math.Inf(1) // any split beats no split
 			}
 			if cost < bestCost {
 				best, bestCost = productPlan{variant: v, parts: parts, chunk: chunk}, cost

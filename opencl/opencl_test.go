@@ -490,4 +490,10 @@ func TestPlan(t *testing.T) {
 		t.Logf("%-10s pxt %v x%d, tx %v x%d", s.name, d.variants[pp.variant].tiles, pp.parts,
 			d.variants[tp.variant].tiles, tp.parts)
 	}
+	// Forced splitting of a contraction as short as the deepest slab
+	// takes a blocking that can split it.
+	e.minSplit = 3
+	if p := e.plan(8, nPad, kPad, 1, false); p.parts < 2 {
+		t.Errorf("minSplit 3, contraction %d: plan %+v", kPad, p)
+	}
 }
