@@ -10,8 +10,9 @@
 #                                loader at the NVIDIA driver, runs the tests
 #                                on the GPU, then frogbench -backend opencl
 #                                -r 64 and the device-resident benchmark.
-#                                "tune" also sweeps a few tile sizes
-#                                (FROG_OPENCL_TILES) over the large layers.
+#                                "tune" also prints the per-kernel
+#                                profile of every shape with each
+#                                blocking forced (TestProfileResNet18).
 # Everything it prints is also written to $OUT/gpucheck.log when $OUT is set.
 # It needs about 3-5 minutes on an H100 (kernels compile once per process).
 set -u
@@ -62,15 +63,17 @@ echo "== frogbench -backend cpu -r 64 on this machine's CPU, for the ratio"
 timeout 300 "$DEV/frogbench" -backend cpu -r 64 -reps 1 || true
 
 echo "== device-resident benchmark, r = 64 (tensors already on the GPU)"
-FROG_BENCH_R=64 timeout 300 "$DEV/opencl.test" -test.run '^$' -test.bench 'ResNet18/' -test.benchtime 20x 2>&1 |
+FROG_BENCH_R=64 timeout 300 "$DEV/opencl.test" -test.run '^$' -test.bench 'ResNet18$/' -test.benchtime 20x 2>&1 |
 	grep -E 'Benchmark|device ' || status=1
 
 if [ "${1:-}" = tune ]; then
-	echo "== tile sweep (TM,TN,TK,WM,WN,RL) on the large layers, device-resident, r = 64"
-	for t in 64,128,16,8,8,128 128,128,16,8,8,128 64,64,16,4,4,128 128,64,16,8,4,128 64,128,32,8,8,128 32,64,16,4,4,128; do
-		echo "-- $t"
-		FROG_OPENCL_TILES=$t FROG_BENCH_R=64 timeout 120 "$DEV/opencl.test" -test.run '^$' \
-			-test.bench 'ResNet18/device/(l1.conv|l2.conv|l3.conv|l4.conv)$' -test.benchtime 10x 2>&1 | grep -E 'Benchmark|FAIL|error'
+	# Per-kernel device time of every shape with the blocking chosen by
+	# Engine.plan and with each blocking forced (TestProfileResNet18), for
+	# the default set and a wider one (the first one's RL serves all).
+	for set in "" "128,128,16,8,8;64,128,16,8,8;128,64,16,8,4;64,64,16,8,4;64,64,16,4,4;64,64,32,4,4;64,64,32,8,8"; do
+		echo "== profile, r = 64, tiles ${set:-default}"
+		FROG_OPENCL_TILES=$set FROG_OPENCL_PROFILE=1 FROG_BENCH_R=64 timeout 120 "$DEV/opencl.test" -test.run Profile -test.v 2>&1 |
+			grep -E 'device|FAIL|rror|panic|:[0-9]+: ' | sed -E 's/.*bench_test.go:[0-9]+: //'
 	done
 fi
 exit $status
