@@ -23,7 +23,7 @@ type FisherProduct struct {
 	Alpha, Damping    float32
 
 	weightsT packedWeights
-	pointsT  packedPoints
+	points   packedPoints
 	work     *fisherWork
 }
 
@@ -42,7 +42,7 @@ type packedPoints struct {
 // packedX returns the packed copies of X and X^T, or nils when there are
 // none for the current X.
 func (f *FisherProduct) packedX() (x, xt []float32) {
-	pp := &f.pointsT
+	pp := &f.points
 	if pp.x == nil || len(f.X) == 0 || pp.x != &f.X[0] || pp.n != f.Points || pp.d != f.Len {
 		return nil, nil
 	}
@@ -71,7 +71,7 @@ type pointPacker interface {
 }
 
 // PackPoints copies what k's Fisher kernel reads in another layout than
-// f's (Weights transposed, or for some unfused shapes X^T in panels), as
+// f's (Weights transposed, or for some unfused shapes X and X^T in panels), as
 // it is now, so that the products that follow (all the CG iterations of a
 // step) do not copy it again, and reports whether k made such a copy. A
 // copy is used while f.Weights (f.X) starts at the same element and the
@@ -88,7 +88,7 @@ func (f *FisherProduct) PackPoints(k Kernels) bool {
 
 // ForgetPoints drops the copies PackPoints made: products read X and
 // Weights themselves.
-func (f *FisherProduct) ForgetPoints() { f.weightsT.w, f.pointsT.x = nil, nil }
+func (f *FisherProduct) ForgetPoints() { f.weightsT.w, f.points.x = nil, nil }
 
 // transposedWeights returns Weights transposed, or nil when PackPoints
 // made no copy of the current Weights.
@@ -381,7 +381,7 @@ func (avx2) packPoints(f *FisherProduct) bool {
 		f.work = new(fisherWork)
 	}
 	if fusedBlock(r, d) == 0 && rowsInPlace(r, n) {
-		pp := &f.pointsT
+		pp := &f.points
 		pp.data = grow(pp.data, (d+nr-1)/nr*n*nr)
 		pt := &f.work.pack
 		*pt = packTask{x: f.X[:n*d], dst: pp.data, n: n, d: d, columns: true}
