@@ -60,6 +60,8 @@ func (t Tiles) check(maxGroup int, localMem int64) error {
 		return fmt.Errorf("tiles %v: %d work-items exceed the device's %d", t, t.threads(), maxGroup)
 	case int64(t.localBytes()) > localMem:
 		return fmt.Errorf("tiles %v: %d bytes of local memory exceed the device's %d", t, t.localBytes(), localMem)
+	case maxGroup < 256:
+		return fmt.Errorf("device allows %d work-items per group; im2col needs 256", maxGroup)
 	case t.RL <= 0 || t.RL&(t.RL-1) != 0 || t.RL > maxGroup:
 		return fmt.Errorf("row work-group size %d must be a power of two up to %d", t.RL, maxGroup)
 	}
@@ -84,7 +86,7 @@ func defaultVariants(gpu bool, maxGroup int) []Tiles {
 	ts := []Tiles{{TM: 32, TN: 32, TK: 16, WM: 4, WN: 4, RL: 64}, {TM: 16, TN: 16, TK: 16, WM: 4, WN: 4, RL: 64}}
 	if gpu {
 		ts = []Tiles{
-			{TM: 128, TN: 128, TK: 16, WM: 8, WN: 8, RL: 128},
+			{TM: 128, TN: 128, TK: 16, WM: 8, WN: 8, RL: 256},
 			{TM: 64, TN: 128, TK: 16, WM: 8, WN: 8, RL: 128},
 			{TM: 128, TN: 64, TK: 16, WM: 8, WN: 4, RL: 128},
 			{TM: 64, TN: 64, TK: 16, WM: 8, WN: 4, RL: 128},
@@ -366,6 +368,7 @@ func buildProgram(ctx *cl.Context, dev *cl.Device, t Tiles) (*cl.Program, error)
 		src += "\n#error injected build fault\n"
 	}
 	options := fmt.Sprintf("-cl-std=CL1.2 -DTM=%d -DTN=%d -DTK=%d -DWM=%d -DWN=%d -DRL=%d", t.TM, t.TN, t.TK, t.WM, t.WN, t.RL)
+	options += buildLogOptions(dev)
 	// Programs belong to a context: key by the context's handle.
 	key := fmt.Sprintf("%p|%s|%d", ctxHandle(ctx), options, len(src))
 	if p := shared.programs[key]; p != nil && !faultActive(FaultBuild) {
@@ -379,6 +382,7 @@ func buildProgram(ctx *cl.Context, dev *cl.Device, t Tiles) (*cl.Program, error)
 		prog.Release()
 		return nil, fmt.Errorf("building the kernels: %w", err)
 	}
+	reportBuild(prog, dev, fmt.Sprintf("%v,%d", t, t.RL))
 	if shared.programs == nil {
 		shared.programs = map[string]*cl.Program{}
 	}

@@ -94,7 +94,7 @@ func (e *Engine) PreconditionDevice(job *DeviceJob) error {
 	if job.Async {
 		return nil
 	}
-	if err := e.readRows(g.OutChannels, job.Trace, job.Residual, job.Scale, job.Breakdown); err != nil {
+	if err := e.readRows(g.OutChannels, job.Trace, job.Residual, job.Scale, job.Breakdown, nil); err != nil {
 		return err
 	}
 	if err := e.queue.Finish(); err != nil {

@@ -6,7 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"os"
 	"runtime"
+	"strconv"
 	"sync"
 	"unsafe"
 
@@ -33,6 +35,15 @@ const (
 	flagSections
 )
 
+// FoldEnv overrides defaultFoldParts (tuning only).
+const FoldEnv = "FROG_OPENCL_FOLD"
+
+// defaultFoldParts: up to this many split-K partial sums of the second
+// product are added by cg_update as it reads them, saving a launch and a
+// pass over Q; more are added by partial_sum, which spreads the sums over
+// more work-items.
+const defaultFoldParts = 16
+
 // Engine runs backend.Jobs on an OpenCL device. It keeps its device
 // buffers between calls and grows them to the largest job seen, so that
 // steady-state steps allocate nothing. Like every backend.Engine it is used
@@ -51,11 +62,10 @@ type Engine struct {
 	sidx, maxbits, patches, pnorms, traces, lhat devBuffer
 	product, p, res, q, partials, rows, flags    devBuffer
 	pinned                                       pinnedBuffer
+	// rowsPinned receives the per-row diagnostics
+	rowsPinned pinnedBuffer
 
-	// host staging for results
-	rowsHost  []float64
-	flagsHost []int32
-	sidxHost  []int32
+	sidxHost []int32
 	// identityLen is how many indices 0, 1, ... e.sidx holds.
 	identityLen int
 
@@ -66,6 +76,9 @@ type Engine struct {
 	// Device.variants[forceVariant]; -1 (the default) chooses by shape,
 	// so that every blocking can run on any device.
 	forceVariant int
+	// foldParts is the most partial sums of the second product that
+	// cg_update adds itself (more go through partial_sum first).
+	foldParts int
 	// used records the plan of the last run, for tests.
 	used [2]productPlan
 	// prof, when not nil, collects the device time of every kernel
@@ -107,7 +120,10 @@ func (d *Device) NewEngine() (*Engine, error) {
 // newEngine makes an engine on queue q; prof, when not nil, must come
 // with a queue that has profiling on.
 func (d *Device) newEngine(q *cl.CommandQueue, prof *profile) (*Engine, error) {
-	e := &Engine{dev: d, queue: q, forceVariant: -1, prof: prof}
+	e := &Engine{dev: d, queue: q, forceVariant: -1, prof: prof, foldParts: defaultFoldParts}
+	if v, err := strconv.Atoi(os.Getenv(FoldEnv)); err == nil {
+		e.foldParts = v
+	}
 	var err error
 	for _, k := range []struct {
 		dst  **cl.Kernel
@@ -160,6 +176,7 @@ func (e *Engine) Close() error {
 		_ = e.queue.Finish()
 	}
 	e.pinned.release(e.queue)
+	e.rowsPinned.release(e.queue)
 	for _, b := range []*devBuffer{&e.acts, &e.outGrads, &e.grad, &e.dir, &e.sidx, &e.maxbits,
 		&e.patches, &e.pnorms, &e.traces, &e.lhat, &e.product, &e.p, &e.res, &e.q, &e.partials,
 		&e.rows, &e.flags} {
@@ -289,12 +306,20 @@ func (e *Engine) Precondition(job *backend.Job) (err error) {
 		if up.b == &e.dir || len(up.host) == 0 {
 			continue
 		}
+		// In pieces, so that the device fetches one while the next is
+		// copied.
 		stage := e.pinned.host[off : off+len(up.host)]
-		parallelCopy(stage, up.host)
-		ev, err := e.queue.EnqueueWriteBuffer(up.b.mem, false, 0, 4*len(stage), unsafe.Pointer(&stage[0]), nil)
-		release(ev)
-		if err != nil {
-			return fmt.Errorf("opencl: copying to the device: %w", err)
+		for lo := 0; lo < len(stage); lo += uploadPiece {
+			hi := min(lo+uploadPiece, len(stage))
+			parallelCopy(stage[lo:hi], up.host[lo:hi])
+			ev, err := e.queue.EnqueueWriteBuffer(up.b.mem, false, 4*lo, 4*(hi-lo), unsafe.Pointer(&stage[lo]), nil)
+			release(ev)
+			if err == nil {
+				err = e.queue.Flush()
+			}
+			if err != nil {
+				return fmt.Errorf("opencl: copying to the device: %w", err)
+			}
 		}
 		off += len(up.host)
 	}
@@ -304,11 +329,12 @@ func (e *Engine) Precondition(job *backend.Job) (err error) {
 	if err := e.run(&p); err != nil {
 		return err
 	}
-	if err := e.read(e.dir.mem, job.Dir); err != nil {
-		return err
-	}
-	return e.readRows(job.Rows(), job.Trace, job.Residual, job.Scale, job.Breakdown)
+	return e.readRows(job.Rows(), job.Trace, job.Residual, job.Scale, job.Breakdown, job.Dir)
 }
+
+// uploadPiece is the number of values Precondition copies to pinned
+// memory before handing them to the device.
+const uploadPiece = 1 << 20
 
 // pinnedBuffer is host memory the device can read at full speed: a buffer
 // allocated with CL_MEM_ALLOC_HOST_PTR and kept mapped for the engine's
@@ -385,37 +411,45 @@ func parallelCopy(dst, src []float32) {
 	wg.Wait()
 }
 
-func (e *Engine) read(m *cl.MemObject, host []float32) error {
-	if len(host) == 0 {
-		return nil
-	}
-	ev, err := e.queue.EnqueueReadBufferFloat32(m, true, 0, host, nil)
-	release(ev)
-	if err != nil {
-		return fmt.Errorf("opencl: copying from the device: %w", err)
-	}
-	return nil
-}
-
 // readRows copies the per-row diagnostics of R rows into the non-nil
-// slices among trace, resid, scale and broke.
-func (e *Engine) readRows(R int, trace, resid, scale []float64, broke []bool) error {
-	if trace == nil && resid == nil && scale == nil && broke == nil {
-		return nil
-	}
-	if cap(e.rowsHost) < rowSections*R {
-		e.rowsHost = make([]float64, rowSections*R)
-		e.flagsHost = make([]int32, flagSections*R)
-	}
-	rows, flags := e.rowsHost[:rowSections*R], e.flagsHost[:flagSections*R]
-	ev, err := e.queue.EnqueueReadBuffer(e.rows.mem, true, 0, 8*len(rows), unsafe.Pointer(&rows[0]), nil)
-	release(ev)
-	if err == nil {
-		ev, err = e.queue.EnqueueReadBuffer(e.flags.mem, true, 0, 4*len(flags), unsafe.Pointer(&flags[0]), nil)
+// slices among trace, resid, scale and broke, and the direction into dir
+// when it is not empty, and waits for the queue up to them. The
+// diagnostics go through pinned memory without a wait of their own.
+func (e *Engine) readRows(R int, trace, resid, scale []float64, broke []bool, dir []float32) error {
+	want := trace != nil || resid != nil || scale != nil || broke != nil
+	var rows []float64
+	var flags []int32
+	if want {
+		// float64 rows then int32 flags, in float32 units
+		if err := e.rowsPinned.ensure(e, 2*rowSections*R+flagSections*R); err != nil {
+			return err
+		}
+		h := e.rowsPinned.host
+		rows = unsafe.Slice((*float64)(unsafe.Pointer(&h[0])), rowSections*R)
+		flags = unsafe.Slice((*int32)(unsafe.Pointer(&h[2*rowSections*R])), flagSections*R)
+		ev, err := e.queue.EnqueueReadBuffer(e.rows.mem, false, 0, 8*len(rows), unsafe.Pointer(&rows[0]), nil)
 		release(ev)
+		if err == nil {
+			ev, err = e.queue.EnqueueReadBuffer(e.flags.mem, len(dir) == 0, 0, 4*len(flags), unsafe.Pointer(&flags[0]), nil)
+			release(ev)
+		}
+		if err != nil {
+			if len(dir) == 0 {
+				_ = e.queue.Finish()
+			}
+			return fmt.Errorf("opencl: copying the row diagnostics: %w", err)
+		}
 	}
-	if err != nil {
-		return fmt.Errorf("opencl: copying the row diagnostics: %w", err)
+	if len(dir) > 0 {
+		ev, err := e.queue.EnqueueReadBufferFloat32(e.dir.mem, true, 0, dir, nil)
+		release(ev)
+		if err != nil {
+			_ = e.queue.Finish()
+			return fmt.Errorf("opencl: copying from the device: %w", err)
+		}
+	}
+	if !want {
+		return nil
 	}
 	copy(trace, rows[rowTrace*R:][:R])
 	copy(resid, rows[rowResid*R:][:R])
@@ -640,12 +674,6 @@ func (e *Engine) run(p *problem) error {
 	total := p.samples * groupLen
 	spread := min(ceilDiv(total, rl), 4*e.dev.units) * rl
 	patchLanes := min(32, rl)
-	// im2col: a work-item per input channel (kh*kw coordinates) of a patch.
-	channelGroups := ceilDiv(dp, g.KernelH*g.KernelW)
-	im2colLocal := 1
-	for im2colLocal < min(channelGroups, 32) {
-		im2colLocal *= 2
-	}
 	steps := []struct {
 		k             *cl.Kernel
 		name          string
@@ -657,7 +685,7 @@ func (e *Engine) run(p *problem) error {
 		{e.im2col, "im2col", []any{p.acts.Mem, p.acts.Offset, e.sidx.mem, g.ImageLen(), g.InH, g.InW, g.GroupInChannels(),
 			g.KernelH, g.KernelW, g.StrideH, g.StrideW, g.PadH, g.PadW, g.DilationH, g.DilationW, g.OutH(), g.OutW(),
 			d, bias, e.maxbits.mem, e.patches.mem, N, Np, dp},
-			[]int{roundUp(channelGroups, im2colLocal), Np, G}, []int{im2colLocal, max(1, min(128/im2colLocal, e.dev.maxWG/im2colLocal)), 1}},
+			[]int{dp, Np / 4, G}, []int{32, 8, 1}},
 		{e.norms, "patch_norms", []any{e.patches.mem, N, Np, dp, e.maxbits.mem, bias, e.pnorms.mem},
 			[]int{ceilDiv(N, rl/patchLanes) * rl, G}, []int{rl, 1}},
 		{e.trace, "row_trace", []any{p.outGrads.Mem, p.outGrads.Offset, e.sidx.mem, g.OutputLen(), L, p.samples, rg,
@@ -707,8 +735,15 @@ func (e *Engine) run(p *problem) error {
 	}
 	tt := e.dev.variants[tp.variant].tiles
 	txOut := e.q.mem
+	// The partial sums of the second product are added by cg_update when
+	// they are few, else by partial_sum.
+	fold := tp.parts > 1 && tp.parts <= e.foldParts
+	qOut, qParts := e.q.mem, 1
 	if tp.parts > 1 {
 		txOut = e.partials.mem
+	}
+	if fold {
+		qOut, qParts = e.partials.mem, tp.parts
 	}
 	tx := e.tx[tp.variant]
 	if err := setArgs(tx, "fisher_tx", e.product.mem, e.patches.mem, txOut, rg, Np, dp, R, tp.parts, tp.chunk); err != nil {
@@ -717,14 +752,14 @@ func (e *Engine) run(p *problem) error {
 	iteration = append(iteration, launch{tx, "fisher_tx",
 		[]int{ceilDiv(dp, tt.TN) * (tt.TN / tt.WN), ceilDiv(rg, tt.TM) * (tt.TM / tt.WM), G * tp.parts},
 		[]int{tt.TN / tt.WN, tt.TM / tt.WM, 1}})
-	if tp.parts > 1 {
+	if tp.parts > 1 && !fold {
 		n4 := R * dp / 4
 		if err := setArgs(e.partialSum, "partial_sum", e.partials.mem, e.q.mem, tp.parts, n4); err != nil {
 			return err
 		}
 		iteration = append(iteration, launch{e.partialSum, "partial_sum", []int{roundUp(n4, 64)}, []int{64}})
 	}
-	if err := setArgs(e.cgUpdate, "cg_update", e.q.mem, e.p.mem, e.res.mem, p.dir.Mem, p.dir.Offset, d, dp,
+	if err := setArgs(e.cgUpdate, "cg_update", qOut, qParts, e.p.mem, e.res.mem, p.dir.Mem, p.dir.Offset, d, dp,
 		float32(p.damping), p.tolerance, 0, e.rows.mem, e.flags.mem, R); err != nil {
 		return err
 	}
@@ -734,8 +769,8 @@ func (e *Engine) run(p *problem) error {
 				return err
 			}
 		}
-		if err := e.cgUpdate.SetArgInt32(9, int32(it)); err != nil {
-			return fmt.Errorf("opencl: kernel cg_update, argument 9: %w", err)
+		if err := e.cgUpdate.SetArgInt32(10, int32(it)); err != nil {
+			return fmt.Errorf("opencl: kernel cg_update, argument 10: %w", err)
 		}
 		if err := e.launch(e.cgUpdate, "cg_update", []int{R * rl}, []int{rl}); err != nil {
 			return err

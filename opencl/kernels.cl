@@ -122,54 +122,63 @@ void act_maxabs(__global const float *acts, int actOff, __global const int *sidx
 	}
 }
 
-// im2col: X[g][i][k] = ps_g * u(n,l)_k for i = n*L + l. A work-item
-// writes the kh*kw coordinates of one input channel q of one patch (grid:
-// ceil(dp/(kh*kw)) rounded up, by Np, by G); past the channels it writes
-// the joint bias (k = d-1, the constant ps_g) and the zero padding. Pixels
+// IM is the side of im2col's tile: IM patches by IM coordinates.
+#define IM 32
+
+// im2col: X[g][i][k] = ps_g * u(n,l)_k for i = n*L + l, a tile of IM
+// patches by IM coordinates per work-group of IM x 8 (grid: dp by Np/4 by
+// G). The tile goes through local memory, so that both the reads (IM
+// neighbouring patches, neighbouring pixels) and the writes (IM
+// coordinates of a patch) are contiguous. Past the channels come the
+// joint bias (k = d-1, the constant ps_g) and the zero padding; pixels
 // outside the image and the rows i >= N read as zero.
-__kernel void im2col(__global const float *acts, int actOff, __global const int *sidx,
+__kernel __attribute__((reqd_work_group_size(IM, 8, 1)))
+void im2col(__global const float *acts, int actOff, __global const int *sidx,
 		int imageLen, int H, int W, int cg, int kh, int kw, int sh, int sw,
 		int ph, int pw, int dh, int dw, int oh, int ow, int d, int bias,
 		__global const uint *maxbits, __global float *X, int N, int Np, int dp) {
-	int q = get_global_id(0);
-	int i = get_global_id(1);
+	__local float tile[IM][IM + 1];
+	int lx = get_local_id(0);
+	int ly = get_local_id(1);
+	int k0 = get_group_id(0) * IM;
+	int i0 = get_group_id(1) * IM;
 	int g = get_global_id(2);
-	int k0 = q * kh * kw;
-	if (k0 >= dp) {
-		return;
-	}
-	int kend = min(k0 + kh * kw, dp);
-	__global float *x = X + ((long)g * Np + i) * dp;
-	if (i >= N) {
-		for (int k = k0; k < kend; k++) {
-			x[k] = 0.0f;
-		}
-		return;
-	}
 	float ps = (float)patch_scale(maxbits, g, bias);
-	if (q >= cg) {
-		for (int k = k0; k < kend; k++) {
-			x[k] = (bias && k == d - 1) ? ps : 0.0f;
-		}
-		return;
-	}
+	int i = i0 + lx;
+	int khw = kh * kw;
 	int L = oh * ow;
 	int s = i / L;
 	int l = i - s * L;
 	int oy = l / ow;
 	int ox = l - oy * ow;
-	__global const float *a = acts + actOff + (long)sidx[s] * imageLen + (long)(g * cg + q) * H * W;
-	int k = k0;
-	for (int ki = 0; ki < kh; ki++) {
-		int y = oy * sh - ph + ki * dh;
-		for (int kj = 0; kj < kw; kj++, k++) {
-			int xx = ox * sw - pw + kj * dw;
-			float v = 0.0f;
-			if (y >= 0 && y < H && xx >= 0 && xx < W) {
-				v = a[y * W + xx] * ps;
+	__global const float *a = acts;
+	if (i < N) {
+		a += actOff + (long)sidx[s] * imageLen + (long)g * cg * H * W;
+	}
+	for (int kk = ly; kk < IM; kk += 8) {
+		int k = k0 + kk;
+		float v = 0.0f;
+		if (i < N) {
+			if (k < cg * khw) {
+				int q = k / khw;
+				int r = k - q * khw;
+				int ki = r / kw;
+				int kj = r - ki * kw;
+				int y = oy * sh - ph + ki * dh;
+				int xx = ox * sw - pw + kj * dw;
+				if (y >= 0 && y < H && xx >= 0 && xx < W) {
+					v = a[(long)q * H * W + y * W + xx] * ps;
+				}
+			} else if (bias && k == d - 1) {
+				v = ps;
 			}
-			x[k] = v;
 		}
+		tile[kk][lx] = v;
+	}
+	barrier(CLK_LOCAL_MEM_FENCE);
+	__global float *x = X + ((long)g * Np + i0) * dp + k0 + lx;
+	for (int ii = ly; ii < IM; ii += 8) {
+		x[(long)ii * dp] = tile[lx][ii];
 	}
 }
 
@@ -416,7 +425,9 @@ void fisher_pxt(__global const float *P, __global const float *X, __global const
 	const int kbeg = s * chunk;
 	const int kend = min(dp, kbeg + chunk);
 	float acc[WM][WN];
+	#pragma unroll
 	for (int i = 0; i < WM; i++) {
+		#pragma unroll
 		for (int j = 0; j < WN; j++) {
 			acc[i][j] = 0.0f;
 		}
@@ -445,9 +456,11 @@ void fisher_pxt(__global const float *P, __global const float *X, __global const
 		barrier(CLK_LOCAL_MEM_FENCE);
 		buf ^= 1;
 	}
+	#pragma unroll
 	for (int i = 0; i < WM; i++) {
 		int gm = m0 + ACC_ROW(i, ty);
 		if (gm < rg) {
+			#pragma unroll
 			for (int q = 0; q < WN / 4; q++) {
 				long o = (long)gm * Np + n0 + ACC_COL(q, tx);
 				float4 v = (float4)(acc[i][4 * q], acc[i][4 * q + 1], acc[i][4 * q + 2], acc[i][4 * q + 3]);
@@ -511,7 +524,9 @@ void fisher_tx(__global const float *T, __global const float *X, __global float 
 	const int kbeg = s * chunk;
 	const int kend = min(Np, kbeg + chunk);
 	float acc[WM][WN];
+	#pragma unroll
 	for (int i = 0; i < WM; i++) {
+		#pragma unroll
 		for (int j = 0; j < WN; j++) {
 			acc[i][j] = 0.0f;
 		}
@@ -540,9 +555,11 @@ void fisher_tx(__global const float *T, __global const float *X, __global float 
 		barrier(CLK_LOCAL_MEM_FENCE);
 		buf ^= 1;
 	}
+	#pragma unroll
 	for (int i = 0; i < WM; i++) {
 		int gm = m0 + ACC_ROW(i, ty);
 		if (gm < rg) {
+			#pragma unroll
 			for (int q = 0; q < WN / 4; q++) {
 				int gn = n0 + ACC_COL(q, tx);
 				if (gn < dp) {
@@ -598,11 +615,12 @@ void cg_init(__global const float *grad, int gradOff, __global float *Z, int zOf
 	}
 }
 
-// cg_update, one work-group per row: q = Q + tau*p (Q = T X), then
-// one iteration of the batched CG of cg.Solver.Solve. The padding of P and
-// Res (k >= d) stays zero.
+// cg_update, one work-group per row: q = Q + tau*p, Q = T X the sum of
+// the S partial sums Qp[s] (R*dp apart) added in order as partial_sum
+// adds them, then one iteration of the batched CG of cg.Solver.Solve; q
+// is kept in Qp's slice 0. The padding of P and Res (k >= d) stays zero.
 __kernel __attribute__((reqd_work_group_size(RL, 1, 1)))
-void cg_update(__global float *Qp, __global float *P, __global float *Res,
+void cg_update(__global float *Qp, int S, __global float *P, __global float *Res,
 		__global float *Z, int zOff, int d, int dp, float tau, double tol, int it,
 		__global double *rows, __global int *flags, int R) {
 	__local double buf[RL];
@@ -613,9 +631,13 @@ void cg_update(__global float *Qp, __global float *P, __global float *Res,
 	}
 	long o = (long)j * d;
 	long op = (long)j * dp;
+	long stride = (long)R * dp;
 	double pq = 0.0;
 	for (int k = lid; k < d; k += RL) {
 		float q = Qp[op + k];
+		for (int s = 1; s < S; s++) {
+			q += Qp[s * stride + op + k];
+		}
 		float p = P[op + k];
 		q = fma(tau, p, q);
 		Qp[op + k] = q;
