@@ -19,6 +19,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"unsafe"
 
@@ -38,15 +39,35 @@ type programMirror struct{ handle C.cl_program }
 
 type deviceMirror struct{ handle C.cl_device_id }
 
-// buildLogOptions returns the extra build options for BuildLogEnv.
-func buildLogOptions(dev *cl.Device) string {
-	if os.Getenv(BuildLogEnv) == "" {
+// MaxRegEnv overrides nvMaxRegs (tuning only; 0 leaves the choice to the
+// compiler).
+const MaxRegEnv = "FROG_OPENCL_MAXREG"
+
+// nvMaxRegs caps the registers per work-item on NVIDIA devices: left
+// alone, the compiler hoists a whole slab's local-memory reads of the
+// products ahead of their multiply-adds and takes 160-255 registers for
+// an 8 x 8 block, which leaves room for only two work-groups per compute
+// unit; at 128, four of 128 work-items (or two of 256) fit.
+const nvMaxRegs = 128
+
+// vendorOptions returns the extra build options for dev: on NVIDIA the
+// register cap, and -cl-nv-verbose with BuildLogEnv.
+func vendorOptions(dev *cl.Device) string {
+	if !strings.Contains(strings.ToUpper(dev.Vendor()), "NVIDIA") {
 		return ""
 	}
-	if strings.Contains(strings.ToUpper(dev.Vendor()), "NVIDIA") {
-		return " -cl-nv-verbose"
+	var o string
+	regs := nvMaxRegs
+	if v, err := strconv.Atoi(os.Getenv(MaxRegEnv)); err == nil {
+		regs = v
 	}
-	return ""
+	if regs > 0 {
+		o += fmt.Sprintf(" -cl-nv-maxrregcount=%d", regs)
+	}
+	if os.Getenv(BuildLogEnv) != "" {
+		o += " -cl-nv-verbose"
+	}
+	return o
 }
 
 // reportBuild prints the build log of prog and, when BuildLogEnv names a

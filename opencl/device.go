@@ -285,7 +285,7 @@ func newDevice(ctx *cl.Context, dev *cl.Device, opts Options) (d *Device, err er
 		if err := t.check(d.maxWG, dev.LocalMemSize()); err != nil {
 			return nil, fmt.Errorf("opencl: %s: %w", d.name, err)
 		}
-		prog, err := buildProgram(ctx, dev, t)
+		prog, err := buildProgram(ctx, dev, d.gpu, t)
 		if err != nil {
 			return nil, fmt.Errorf("opencl: %s: %w", d.name, err)
 		}
@@ -362,13 +362,20 @@ func usable(dv *cl.Device) error {
 
 // buildProgram builds the kernels for one device and tile choice, once per
 // process; the caller holds shared.mu.
-func buildProgram(ctx *cl.Context, dev *cl.Device, t Tiles) (*cl.Program, error) {
+func buildProgram(ctx *cl.Context, dev *cl.Device, gpu bool, t Tiles) (*cl.Program, error) {
 	src := kernelSource
 	if faultActive(FaultBuild) {
 		src += "\n#error injected build fault\n"
 	}
-	options := fmt.Sprintf("-cl-std=CL1.2 -DTM=%d -DTN=%d -DTK=%d -DWM=%d -DWN=%d -DRL=%d", t.TM, t.TN, t.TK, t.WM, t.WN, t.RL)
-	options += buildLogOptions(dev)
+	// cg_update keeps rows of up to CU*RL coordinates in registers: on a
+	// GPU every ResNet-18 row (up to 4608), on a CPU device only short
+	// ones, so that tests there run both of its paths.
+	cu := 2
+	if gpu {
+		cu = max(1, 6144/t.RL)
+	}
+	options := fmt.Sprintf("-cl-std=CL1.2 -DTM=%d -DTN=%d -DTK=%d -DWM=%d -DWN=%d -DRL=%d -DCU=%d", t.TM, t.TN, t.TK, t.WM, t.WN, t.RL, cu)
+	options += vendorOptions(dev)
 	// Programs belong to a context: key by the context's handle.
 	key := fmt.Sprintf("%p|%s|%d", ctxHandle(ctx), options, len(src))
 	if p := shared.programs[key]; p != nil && !faultActive(FaultBuild) {

@@ -35,15 +35,6 @@ const (
 	flagSections
 )
 
-// FoldEnv overrides defaultFoldParts (tuning only).
-const FoldEnv = "FROG_OPENCL_FOLD"
-
-// defaultFoldParts: up to this many split-K partial sums of the second
-// product are added by cg_update as it reads them, saving a launch and a
-// pass over Q; more are added by partial_sum, which spreads the sums over
-// more work-items.
-const defaultFoldParts = 16
-
 // Engine runs backend.Jobs on an OpenCL device. It keeps its device
 // buffers between calls and grows them to the largest job seen, so that
 // steady-state steps allocate nothing. Like every backend.Engine it is used
@@ -52,8 +43,8 @@ type Engine struct {
 	dev   *Device
 	queue *cl.CommandQueue
 
-	actMax, im2col, norms, trace, weights, pxtReduce, partialSum *cl.Kernel
-	cgInit, cgUpdate, cgFinish                                   *cl.Kernel
+	actMax, im2col, trace, weights, pxtReduce *cl.Kernel
+	cgInit, cgUpdate, cgFinish                *cl.Kernel
 	// the products with each of the device's blockings (Device.variants)
 	pxt, tx []*cl.Kernel
 
@@ -62,6 +53,10 @@ type Engine struct {
 	sidx, maxbits, patches, pnorms, traces, lhat devBuffer
 	product, p, res, q, partials, rows, flags    devBuffer
 	pinned                                       pinnedBuffer
+	// piece, when positive, is how many values of a tensor Precondition
+	// copies to pinned memory before handing them to the device (else a
+	// whole tensor).
+	piece int
 	// rowsPinned receives the per-row diagnostics
 	rowsPinned pinnedBuffer
 
@@ -76,9 +71,6 @@ type Engine struct {
 	// Device.variants[forceVariant]; -1 (the default) chooses by shape,
 	// so that every blocking can run on any device.
 	forceVariant int
-	// foldParts is the most partial sums of the second product that
-	// cg_update adds itself (more go through partial_sum first).
-	foldParts int
 	// used records the plan of the last run, for tests.
 	used [2]productPlan
 	// prof, when not nil, collects the device time of every kernel
@@ -120,18 +112,17 @@ func (d *Device) NewEngine() (*Engine, error) {
 // newEngine makes an engine on queue q; prof, when not nil, must come
 // with a queue that has profiling on.
 func (d *Device) newEngine(q *cl.CommandQueue, prof *profile) (*Engine, error) {
-	e := &Engine{dev: d, queue: q, forceVariant: -1, prof: prof, foldParts: defaultFoldParts}
-	if v, err := strconv.Atoi(os.Getenv(FoldEnv)); err == nil {
-		e.foldParts = v
+	e := &Engine{dev: d, queue: q, forceVariant: -1, prof: prof}
+	if v, err := strconv.Atoi(os.Getenv(PieceEnv)); err == nil {
+		e.piece = v
 	}
 	var err error
 	for _, k := range []struct {
 		dst  **cl.Kernel
 		name string
 	}{
-		{&e.actMax, "act_maxabs"}, {&e.im2col, "im2col"}, {&e.norms, "patch_norms"},
+		{&e.actMax, "act_maxabs"}, {&e.im2col, "im2col"},
 		{&e.trace, "row_trace"}, {&e.weights, "row_weights"}, {&e.pxtReduce, "pxt_reduce"},
-		{&e.partialSum, "partial_sum"},
 		{&e.cgInit, "cg_init"}, {&e.cgUpdate, "cg_update"}, {&e.cgFinish, "cg_finish"},
 	} {
 		if *k.dst, err = d.program.CreateKernel(k.name); err != nil {
@@ -186,8 +177,8 @@ func (e *Engine) Close() error {
 		*b = devBuffer{}
 	}
 	e.identityLen = 0
-	for _, k := range []**cl.Kernel{&e.actMax, &e.im2col, &e.norms, &e.trace, &e.weights, &e.pxtReduce,
-		&e.partialSum, &e.cgInit, &e.cgUpdate, &e.cgFinish} {
+	for _, k := range []**cl.Kernel{&e.actMax, &e.im2col, &e.trace, &e.weights, &e.pxtReduce,
+		&e.cgInit, &e.cgUpdate, &e.cgFinish} {
 		if *k != nil {
 			(*k).Release()
 			*k = nil
@@ -306,11 +297,15 @@ func (e *Engine) Precondition(job *backend.Job) (err error) {
 		if up.b == &e.dir || len(up.host) == 0 {
 			continue
 		}
-		// In pieces, so that the device fetches one while the next is
-		// copied.
+		// Tensor by tensor, or in pieces of e.piece values, so that the
+		// device fetches one while the next is copied.
 		stage := e.pinned.host[off : off+len(up.host)]
-		for lo := 0; lo < len(stage); lo += uploadPiece {
-			hi := min(lo+uploadPiece, len(stage))
+		piece := len(stage)
+		if e.piece > 0 {
+			piece = e.piece
+		}
+		for lo := 0; lo < len(stage); lo += piece {
+			hi := min(lo+piece, len(stage))
 			parallelCopy(stage[lo:hi], up.host[lo:hi])
 			ev, err := e.queue.EnqueueWriteBuffer(up.b.mem, false, 4*lo, 4*(hi-lo), unsafe.Pointer(&stage[lo]), nil)
 			release(ev)
@@ -332,9 +327,8 @@ func (e *Engine) Precondition(job *backend.Job) (err error) {
 	return e.readRows(job.Rows(), job.Trace, job.Residual, job.Scale, job.Breakdown, job.Dir)
 }
 
-// uploadPiece is the number of values Precondition copies to pinned
-// memory before handing them to the device.
-const uploadPiece = 1 << 20
+// PieceEnv sets Engine.piece (tuning only).
+const PieceEnv = "FROG_OPENCL_PIECE"
 
 // pinnedBuffer is host memory the device can read at full speed: a buffer
 // allocated with CL_MEM_ALLOC_HOST_PTR and kept mapped for the engine's
@@ -388,10 +382,10 @@ func (b *pinnedBuffer) release(q *cl.CommandQueue) {
 }
 
 // parallelCopy copies src to dst with up to GOMAXPROCS goroutines, each
-// taking at least 1 MiB: one core cannot move memory as fast as the
+// taking at least 256 KiB: one core cannot move memory as fast as the
 // device fetches it.
 func parallelCopy(dst, src []float32) {
-	const minPart = 1 << 18
+	const minPart = 1 << 16
 	parts := min(runtime.GOMAXPROCS(0), len(src)/minPart, 16)
 	if parts <= 1 {
 		copy(dst, src)
@@ -673,7 +667,6 @@ func (e *Engine) run(p *problem) error {
 	groupLen := g.GroupInChannels() * g.InH * g.InW
 	total := p.samples * groupLen
 	spread := min(ceilDiv(total, rl), 4*e.dev.units) * rl
-	patchLanes := min(32, rl)
 	steps := []struct {
 		k             *cl.Kernel
 		name          string
@@ -684,10 +677,8 @@ func (e *Engine) run(p *problem) error {
 			[]int{spread, G}, []int{rl, 1}},
 		{e.im2col, "im2col", []any{p.acts.Mem, p.acts.Offset, e.sidx.mem, g.ImageLen(), g.InH, g.InW, g.GroupInChannels(),
 			g.KernelH, g.KernelW, g.StrideH, g.StrideW, g.PadH, g.PadW, g.DilationH, g.DilationW, g.OutH(), g.OutW(),
-			d, bias, e.maxbits.mem, e.patches.mem, N, Np, dp},
-			[]int{dp, Np / 4, G}, []int{32, 8, 1}},
-		{e.norms, "patch_norms", []any{e.patches.mem, N, Np, dp, e.maxbits.mem, bias, e.pnorms.mem},
-			[]int{ceilDiv(N, rl/patchLanes) * rl, G}, []int{rl, 1}},
+			d, bias, e.maxbits.mem, e.patches.mem, N, Np, dp, e.pnorms.mem},
+			[]int{32, Np / 4, G}, []int{32, 8, 1}},
 		{e.trace, "row_trace", []any{p.outGrads.Mem, p.outGrads.Offset, e.sidx.mem, g.OutputLen(), L, p.samples, rg,
 			e.pnorms.mem, traceParts, e.traces.mem},
 			[]int{traceParts * rl, R}, []int{rl, 1}},
@@ -734,16 +725,10 @@ func (e *Engine) run(p *problem) error {
 		iteration = append(iteration, launch{e.pxtReduce, "pxt_reduce", []int{roundUp(n4, 64)}, []int{64}})
 	}
 	tt := e.dev.variants[tp.variant].tiles
-	txOut := e.q.mem
-	// The partial sums of the second product are added by cg_update when
-	// they are few, else by partial_sum.
-	fold := tp.parts > 1 && tp.parts <= e.foldParts
-	qOut, qParts := e.q.mem, 1
+	// cg_update adds the partial sums of the second product.
+	txOut, qParts := e.q.mem, 1
 	if tp.parts > 1 {
-		txOut = e.partials.mem
-	}
-	if fold {
-		qOut, qParts = e.partials.mem, tp.parts
+		txOut, qParts = e.partials.mem, tp.parts
 	}
 	tx := e.tx[tp.variant]
 	if err := setArgs(tx, "fisher_tx", e.product.mem, e.patches.mem, txOut, rg, Np, dp, R, tp.parts, tp.chunk); err != nil {
@@ -752,14 +737,7 @@ func (e *Engine) run(p *problem) error {
 	iteration = append(iteration, launch{tx, "fisher_tx",
 		[]int{ceilDiv(dp, tt.TN) * (tt.TN / tt.WN), ceilDiv(rg, tt.TM) * (tt.TM / tt.WM), G * tp.parts},
 		[]int{tt.TN / tt.WN, tt.TM / tt.WM, 1}})
-	if tp.parts > 1 && !fold {
-		n4 := R * dp / 4
-		if err := setArgs(e.partialSum, "partial_sum", e.partials.mem, e.q.mem, tp.parts, n4); err != nil {
-			return err
-		}
-		iteration = append(iteration, launch{e.partialSum, "partial_sum", []int{roundUp(n4, 64)}, []int{64}})
-	}
-	if err := setArgs(e.cgUpdate, "cg_update", qOut, qParts, e.p.mem, e.res.mem, p.dir.Mem, p.dir.Offset, d, dp,
+	if err := setArgs(e.cgUpdate, "cg_update", txOut, qParts, e.p.mem, e.res.mem, p.dir.Mem, p.dir.Offset, d, dp,
 		float32(p.damping), p.tolerance, 0, e.rows.mem, e.flags.mem, R); err != nil {
 		return err
 	}

@@ -8,6 +8,7 @@
 //   WM, WN      the register block of one work-item, multiples of 4
 //               (TM % WM == TN % WN == 0)
 //   RL          the work-group size of the per-row kernels (a power of two)
+//   CU          cg_update keeps rows of up to CU*RL coordinates in registers
 //
 // Layouts (all row-major; g is the channel group, j a global weight row;
 // d is the row length, dp = d rounded up to KPAD, Np = N rounded up to
@@ -19,7 +20,7 @@
 //   Tp  [S][R][Np]    split-K partial sums of P X^T
 //   P, Res     [R][dp] CG direction and residual
 //   Z          [R][d]  CG iterate (the caller's direction buffer)
-//   Qp  [S][R][dp]    split-K partial sums of T X; slice 0 then holds q
+//   Qp  [S][R][dp]    split-K partial sums of T X (cg_update adds them)
 //   rows  [7][R]      per-row float64 state, sections S_* below
 //   flags [2][R]      per-row done and breakdown flags
 // The float32 values and float64 scalars follow backend.CPU step for step.
@@ -122,25 +123,28 @@ void act_maxabs(__global const float *acts, int actOff, __global const int *sidx
 	}
 }
 
-// IM is the side of im2col's tile: IM patches by IM coordinates.
+// IM is the side of im2col's tiles: IM patches by IM coordinates.
 #define IM 32
 
-// im2col: X[g][i][k] = ps_g * u(n,l)_k for i = n*L + l, a tile of IM
-// patches by IM coordinates per work-group of IM x 8 (grid: dp by Np/4 by
-// G). The tile goes through local memory, so that both the reads (IM
-// neighbouring patches, neighbouring pixels) and the writes (IM
-// coordinates of a patch) are contiguous. Past the channels come the
+// im2col: X[g][i][k] = ps_g * u(n,l)_k for i = n*L + l, and norms[g][i]
+// = |u(n,l)|^2 in the original scale, in float64. A work-group of IM x 8
+// takes IM patches through all dp coordinates, a tile of IM coordinates
+// at a time through local memory, so that both the reads (IM neighbouring
+// patches, neighbouring pixels) and the writes (IM coordinates of a patch)
+// are contiguous (grid: IM by Np/4 by G). Past the channels come the
 // joint bias (k = d-1, the constant ps_g) and the zero padding; pixels
-// outside the image and the rows i >= N read as zero.
+// outside the image and the rows i >= N read as zero. A patch's norm is
+// the sum of 8 partial sums (coordinates k = y mod 8), added in order.
 __kernel __attribute__((reqd_work_group_size(IM, 8, 1)))
 void im2col(__global const float *acts, int actOff, __global const int *sidx,
 		int imageLen, int H, int W, int cg, int kh, int kw, int sh, int sw,
 		int ph, int pw, int dh, int dw, int oh, int ow, int d, int bias,
-		__global const uint *maxbits, __global float *X, int N, int Np, int dp) {
-	__local float tile[IM][IM + 1];
+		__global const uint *maxbits, __global float *X, int N, int Np, int dp,
+		__global double *norms) {
+	__local float tile[2][IM][IM + 1];
+	__local double part[8][IM];
 	int lx = get_local_id(0);
 	int ly = get_local_id(1);
-	int k0 = get_group_id(0) * IM;
 	int i0 = get_group_id(1) * IM;
 	int g = get_global_id(2);
 	float ps = (float)patch_scale(maxbits, g, bias);
@@ -155,66 +159,46 @@ void im2col(__global const float *acts, int actOff, __global const int *sidx,
 	if (i < N) {
 		a += actOff + (long)sidx[s] * imageLen + (long)g * cg * H * W;
 	}
-	for (int kk = ly; kk < IM; kk += 8) {
-		int k = k0 + kk;
-		float v = 0.0f;
-		if (i < N) {
-			if (k < cg * khw) {
-				int q = k / khw;
-				int r = k - q * khw;
-				int ki = r / kw;
-				int kj = r - ki * kw;
-				int y = oy * sh - ph + ki * dh;
-				int xx = ox * sw - pw + kj * dw;
-				if (y >= 0 && y < H && xx >= 0 && xx < W) {
-					v = a[(long)q * H * W + y * W + xx] * ps;
+	__global float *x = X + ((long)g * Np + i0) * dp + lx;
+	double nrm = 0.0;
+	int buf = 0;
+	for (int k0 = 0; k0 < dp; k0 += IM) {
+		for (int kk = ly; kk < IM; kk += 8) {
+			int k = k0 + kk;
+			float v = 0.0f;
+			if (i < N) {
+				if (k < cg * khw) {
+					int q = k / khw;
+					int r = k - q * khw;
+					int ki = r / kw;
+					int kj = r - ki * kw;
+					int y = oy * sh - ph + ki * dh;
+					int xx = ox * sw - pw + kj * dw;
+					if (y >= 0 && y < H && xx >= 0 && xx < W) {
+						v = a[(long)q * H * W + y * W + xx] * ps;
+					}
+				} else if (bias && k == d - 1) {
+					v = ps;
 				}
-			} else if (bias && k == d - 1) {
-				v = ps;
 			}
-		}
-		tile[kk][lx] = v;
-	}
-	barrier(CLK_LOCAL_MEM_FENCE);
-	__global float *x = X + ((long)g * Np + i0) * dp + k0 + lx;
-	for (int ii = ly; ii < IM; ii += 8) {
-		x[(long)ii * dp] = tile[lx][ii];
-	}
-}
-
-// NL work-items share one patch in patch_norms.
-#define NL (RL < 32 ? RL : 32)
-
-// patch_norms: norms[g][i] = |u(n,l)|^2 in the original scale, in float64
-// (grid: ceil(N/(RL/NL))*RL by G). NL neighbouring work-items read one
-// patch, so that the reads are contiguous, and add up in a fixed order.
-__kernel __attribute__((reqd_work_group_size(RL, 1, 1)))
-void patch_norms(__global const float *X, int N, int Np, int dp, __global const uint *maxbits,
-		int bias, __global double *norms) {
-	__local double buf[RL];
-	int g = get_global_id(1);
-	int lid = get_local_id(0);
-	int lane = lid % NL;
-	int i = get_group_id(0) * (RL / NL) + lid / NL;
-	double s = 0.0;
-	if (i < N) {
-		__global const float *x = X + ((long)g * Np + i) * dp;
-		for (int k = lane; k < dp; k += NL) {
-			double v = x[k];
-			s += v * v;
-		}
-	}
-	buf[lid] = s;
-	barrier(CLK_LOCAL_MEM_FENCE);
-	for (int h = NL / 2; h > 0; h >>= 1) {
-		if (lane < h) {
-			buf[lid] += buf[lid + h];
+			tile[buf][kk][lx] = v;
+			nrm += (double)v * (double)v;
 		}
 		barrier(CLK_LOCAL_MEM_FENCE);
+		for (int ii = ly; ii < IM; ii += 8) {
+			x[(long)ii * dp + k0] = tile[buf][lx][ii];
+		}
+		buf ^= 1;
 	}
-	if (lane == 0 && i < N) {
-		double ps = patch_scale(maxbits, g, bias);
-		norms[(long)g * N + i] = buf[lid] / (ps * ps);
+	part[ly][lx] = nrm;
+	barrier(CLK_LOCAL_MEM_FENCE);
+	if (ly == 0 && i < N) {
+		double t = part[0][lx];
+		for (int y = 1; y < 8; y++) {
+			t += part[y][lx];
+		}
+		double p = (double)ps;
+		norms[(long)g * N + i] = t / (p * p);
 	}
 }
 
@@ -488,20 +472,6 @@ __kernel void pxt_reduce(__global const float4 *Tp, __global const float4 *Wt, _
 	T[e] = v * Wt[e];
 }
 
-// partial_sum: Q = the sum of the S partial sums Qp, in order (grid: n4
-// rounded up, a float4 each).
-__kernel void partial_sum(__global const float4 *Qp, __global float4 *Q, int S, int n4) {
-	int e = get_global_id(0);
-	if (e >= n4) {
-		return;
-	}
-	float4 v = Qp[e];
-	for (int s = 1; s < S; s++) {
-		v += Qp[(long)s * n4 + e];
-	}
-	Q[e] = v;
-}
-
 // fisher_tx, the second product split over the contraction: Qp[s] = T X
 // over points [s*chunk, (s+1)*chunk) (grid: ceil(dp/TN)*RTN by
 // ceil(rg/TM)*RTM by G*S).
@@ -616,9 +586,11 @@ void cg_init(__global const float *grad, int gradOff, __global float *Z, int zOf
 }
 
 // cg_update, one work-group per row: q = Q + tau*p, Q = T X the sum of
-// the S partial sums Qp[s] (R*dp apart) added in order as partial_sum
-// adds them, then one iteration of the batched CG of cg.Solver.Solve; q
-// is kept in Qp's slice 0. The padding of P and Res (k >= d) stays zero.
+// the S partial sums Qp[s] (R*dp apart) added in order, then one iteration
+// of the batched CG of cg.Solver.Solve. A row of up to CU*RL coordinates
+// keeps its p and q (then res) in registers between the passes; a longer
+// one goes through Qp's slice 0. The padding of P and Res (k >= d) stays
+// zero.
 __kernel __attribute__((reqd_work_group_size(RL, 1, 1)))
 void cg_update(__global float *Qp, int S, __global float *P, __global float *Res,
 		__global float *Z, int zOff, int d, int dp, float tau, double tol, int it,
@@ -632,16 +604,36 @@ void cg_update(__global float *Qp, int S, __global float *P, __global float *Res
 	long o = (long)j * d;
 	long op = (long)j * dp;
 	long stride = (long)R * dp;
+	bool cached = d <= CU * RL;
+	float pc[CU], qc[CU];
 	double pq = 0.0;
-	for (int k = lid; k < d; k += RL) {
-		float q = Qp[op + k];
-		for (int s = 1; s < S; s++) {
-			q += Qp[s * stride + op + k];
+	if (cached) {
+		#pragma unroll
+		for (int c = 0; c < CU; c++) {
+			int k = lid + c * RL;
+			if (k < d) {
+				float q = Qp[op + k];
+				for (int s = 1; s < S; s++) {
+					q += Qp[s * stride + op + k];
+				}
+				float p = P[op + k];
+				q = fma(tau, p, q);
+				pc[c] = p;
+				qc[c] = q;
+				pq += (double)p * (double)q;
+			}
 		}
-		float p = P[op + k];
-		q = fma(tau, p, q);
-		Qp[op + k] = q;
-		pq += (double)p * (double)q;
+	} else {
+		for (int k = lid; k < d; k += RL) {
+			float q = Qp[op + k];
+			for (int s = 1; s < S; s++) {
+				q += Qp[s * stride + op + k];
+			}
+			float p = P[op + k];
+			q = fma(tau, p, q);
+			Qp[op + k] = q;
+			pq += (double)p * (double)q;
+		}
 	}
 	double epsj = rows[S_EPS * R + j];
 	double rho = rows[S_RHO * R + j];
@@ -660,16 +652,40 @@ void cg_update(__global float *Qp, int S, __global float *P, __global float *Res
 	}
 	float alpha = (float)(rho / den);
 	double rr = 0.0;
-	for (int k = lid; k < d; k += RL) {
-		Z[zOff + o + k] = fma(alpha, P[op + k], Z[zOff + o + k]);
-		float r = fma(-alpha, Qp[op + k], Res[op + k]);
-		Res[op + k] = r;
-		rr += (double)r * (double)r;
+	if (cached) {
+		#pragma unroll
+		for (int c = 0; c < CU; c++) {
+			int k = lid + c * RL;
+			if (k < d) {
+				Z[zOff + o + k] = fma(alpha, pc[c], Z[zOff + o + k]);
+				float r = fma(-alpha, qc[c], Res[op + k]);
+				Res[op + k] = r;
+				qc[c] = r;
+				rr += (double)r * (double)r;
+			}
+		}
+	} else {
+		for (int k = lid; k < d; k += RL) {
+			Z[zOff + o + k] = fma(alpha, P[op + k], Z[zOff + o + k]);
+			float r = fma(-alpha, Qp[op + k], Res[op + k]);
+			Res[op + k] = r;
+			rr += (double)r * (double)r;
+		}
 	}
 	double rhoNew = block_sum(rr, buf);
 	float beta = (float)(rhoNew / (rho + epsj));
-	for (int k = lid; k < d; k += RL) {
-		P[op + k] = fma(beta, P[op + k], Res[op + k]);
+	if (cached) {
+		#pragma unroll
+		for (int c = 0; c < CU; c++) {
+			int k = lid + c * RL;
+			if (k < d) {
+				P[op + k] = fma(beta, pc[c], qc[c]);
+			}
+		}
+	} else {
+		for (int k = lid; k < d; k += RL) {
+			P[op + k] = fma(beta, P[op + k], Res[op + k]);
+		}
 	}
 	if (lid == 0) {
 		rows[S_RHO * R + j] = rhoNew;
