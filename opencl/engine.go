@@ -637,6 +637,12 @@ func (e *Engine) run(p *problem) error {
 	tp := e.plan(rg, dp, Np, G, true)
 	e.used = [2]productPlan{pp, tp}
 	rl := e.dev.tiles.RL
+	// im2col: work-groups of 32 patches, each through all coordinates
+	// when there are enough patches, else through kc of them (ks parts).
+	kTiles := dp / 32
+	ks := min(kTiles, max(1, ceilDiv(4*e.dev.units, Np/32*G)))
+	kc := 32 * ceilDiv(kTiles, ks)
+	ks = ceilDiv(dp, kc)
 	traceParts := max(min(ceilDiv(4*e.dev.units, R), N/(4*rl), 64), 1)
 	partials := 0
 	if pp.parts > 1 {
@@ -649,7 +655,7 @@ func (e *Engine) run(p *problem) error {
 		b     *devBuffer
 		bytes int
 	}{
-		{&e.maxbits, 4 * G}, {&e.patches, 4 * G * Np * dp}, {&e.pnorms, 8 * G * N}, {&e.traces, 8 * R * traceParts},
+		{&e.maxbits, 4 * G}, {&e.patches, 4 * G * Np * dp}, {&e.pnorms, 8 * ks * G * N}, {&e.traces, 8 * R * traceParts},
 		{&e.lhat, 4 * R * Np}, {&e.product, 4 * R * Np}, {&e.p, 4 * R * dp}, {&e.res, 4 * R * dp}, {&e.q, 4 * R * dp},
 		{&e.partials, 4 * partials}, {&e.rows, 8 * rowSections * R}, {&e.flags, 4 * flagSections * R},
 	} {
@@ -677,10 +683,10 @@ func (e *Engine) run(p *problem) error {
 			[]int{spread, G}, []int{rl, 1}},
 		{e.im2col, "im2col", []any{p.acts.Mem, p.acts.Offset, e.sidx.mem, g.ImageLen(), g.InH, g.InW, g.GroupInChannels(),
 			g.KernelH, g.KernelW, g.StrideH, g.StrideW, g.PadH, g.PadW, g.DilationH, g.DilationW, g.OutH(), g.OutW(),
-			d, bias, e.maxbits.mem, e.patches.mem, N, Np, dp, e.pnorms.mem},
-			[]int{32, Np / 4, G}, []int{32, 8, 1}},
+			d, bias, e.maxbits.mem, e.patches.mem, N, Np, dp, kc, e.pnorms.mem},
+			[]int{32 * ks, Np / 4, G}, []int{32, 8, 1}},
 		{e.trace, "row_trace", []any{p.outGrads.Mem, p.outGrads.Offset, e.sidx.mem, g.OutputLen(), L, p.samples, rg,
-			e.pnorms.mem, traceParts, e.traces.mem},
+			e.pnorms.mem, ks, G, traceParts, e.traces.mem},
 			[]int{traceParts * rl, R}, []int{rl, 1}},
 		{e.weights, "row_weights", []any{p.outGrads.Mem, p.outGrads.Offset, e.sidx.mem, g.OutputLen(), L, p.samples, rg, d,
 			e.traces.mem, traceParts, e.maxbits.mem, bias, p.lossScale, p.denomEps, e.rows.mem, R, e.lhat.mem, Np},

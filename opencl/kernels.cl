@@ -126,12 +126,13 @@ void act_maxabs(__global const float *acts, int actOff, __global const int *sidx
 // IM is the side of im2col's tiles: IM patches by IM coordinates.
 #define IM 32
 
-// im2col: X[g][i][k] = ps_g * u(n,l)_k for i = n*L + l, and norms[g][i]
-// = |u(n,l)|^2 in the original scale, in float64. A work-group of IM x 8
-// takes IM patches through all dp coordinates, a tile of IM coordinates
-// at a time through local memory, so that both the reads (IM neighbouring
+// im2col: X[g][i][k] = ps_g * u(n,l)_k for i = n*L + l, and
+// norms[c][g][i] = the part of |u(n,l)|^2 (in the original scale, in
+// float64) over coordinates [c*kc, (c+1)*kc). A work-group of IM x 8 takes
+// IM patches through those kc coordinates, a tile of IM coordinates at a
+// time through local memory, so that both the reads (IM neighbouring
 // patches, neighbouring pixels) and the writes (IM coordinates of a patch)
-// are contiguous (grid: IM by Np/4 by G). Past the channels come the
+// are contiguous (grid: IM*C by Np/4 by G). Past the channels come the
 // joint bias (k = d-1, the constant ps_g) and the zero padding; pixels
 // outside the image and the rows i >= N read as zero. A patch's norm is
 // the sum of 8 partial sums (coordinates k = y mod 8), added in order.
@@ -140,13 +141,15 @@ void im2col(__global const float *acts, int actOff, __global const int *sidx,
 		int imageLen, int H, int W, int cg, int kh, int kw, int sh, int sw,
 		int ph, int pw, int dh, int dw, int oh, int ow, int d, int bias,
 		__global const uint *maxbits, __global float *X, int N, int Np, int dp,
-		__global double *norms) {
+		int kc, __global double *norms) {
 	__local float tile[2][IM][IM + 1];
 	__local double part[8][IM];
 	int lx = get_local_id(0);
 	int ly = get_local_id(1);
 	int i0 = get_group_id(1) * IM;
 	int g = get_global_id(2);
+	int c = get_group_id(0);
+	int kend = min(dp, (c + 1) * kc);
 	float ps = (float)patch_scale(maxbits, g, bias);
 	int i = i0 + lx;
 	int khw = kh * kw;
@@ -162,7 +165,7 @@ void im2col(__global const float *acts, int actOff, __global const int *sidx,
 	__global float *x = X + ((long)g * Np + i0) * dp + lx;
 	double nrm = 0.0;
 	int buf = 0;
-	for (int k0 = 0; k0 < dp; k0 += IM) {
+	for (int k0 = c * kc; k0 < kend; k0 += IM) {
 		for (int kk = ly; kk < IM; kk += 8) {
 			int k = k0 + kk;
 			float v = 0.0f;
@@ -198,16 +201,17 @@ void im2col(__global const float *acts, int actOff, __global const int *sidx,
 			t += part[y][lx];
 		}
 		double p = (double)ps;
-		norms[(long)g * N + i] = t / (p * p);
+		norms[((long)c * get_num_groups(2) + g) * N + i] = t / (p * p);
 	}
 }
 
 // row_trace: partial[j][c] = sum of lam(j,i)/s * |u_i|^2 over chunk c of
 // the points (grid: C*RL by R), so that every row's trace is spread over
-// several work-groups.
+// several work-groups; |u_i|^2 is the sum of im2col's KS parts, in order.
 __kernel __attribute__((reqd_work_group_size(RL, 1, 1)))
 void row_trace(__global const float *og, int ogOff, __global const int *sidx, int outLen,
-		int L, int samples, int rg, __global const double *norms, int C, __global double *partial) {
+		int L, int samples, int rg, __global const double *norms, int KS, int G, int C,
+		__global double *partial) {
 	__local double buf[RL];
 	int c = get_group_id(0);
 	int j = get_group_id(1);
@@ -221,7 +225,11 @@ void row_trace(__global const float *og, int ogOff, __global const int *sidx, in
 		int s = i / L;
 		int l = i - s * L;
 		double y = og[ogOff + (long)sidx[s] * outLen + (long)j * L + l];
-		t += y * y * norms[(long)g * N + i];
+		double u = norms[(long)g * N + i];
+		for (int c = 1; c < KS; c++) {
+			u += norms[((long)c * G + g) * N + i];
+		}
+		t += y * y * u;
 	}
 	t = block_sum(t, buf);
 	if (lid == 0) {
