@@ -43,12 +43,12 @@ type deviceMirror struct{ handle C.cl_device_id }
 // compiler).
 const MaxRegEnv = "FROG_OPENCL_MAXREG"
 
-// nvMaxRegs caps the registers per work-item on NVIDIA devices: left
-// alone, the compiler hoists a whole slab's local-memory reads of the
-// products ahead of their multiply-adds and takes 160-255 registers for
-// an 8 x 8 block, which leaves room for only two work-groups per compute
-// unit; at 128, four of 128 work-items (or two of 256) fit.
-const nvMaxRegs = 128
+// nvMaxRegs, when positive, caps the registers per work-item on NVIDIA
+// devices. Left alone, the compiler takes 160-200 registers for the
+// products' 8 x 8 blocks (two work-groups of 128 per compute unit); the
+// cap is an experiment (FROG_OPENCL_MAXREG), off by default. A build
+// that fails with it is retried without.
+const nvMaxRegs = 0
 
 // vendorOptions returns the extra build options for dev: on NVIDIA the
 // register cap, and -cl-nv-verbose with BuildLogEnv.
@@ -62,7 +62,7 @@ func vendorOptions(dev *cl.Device) string {
 		regs = v
 	}
 	if regs > 0 {
-		o += fmt.Sprintf(" -cl-nv-maxrregcount=%d", regs)
+		o += fmt.Sprintf(" -cl-nv-maxrregcount %d", regs)
 	}
 	if os.Getenv(BuildLogEnv) != "" {
 		o += " -cl-nv-verbose"

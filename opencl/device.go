@@ -374,7 +374,14 @@ func buildProgram(ctx *cl.Context, dev *cl.Device, gpu bool, t Tiles) (*cl.Progr
 	if gpu {
 		cu = max(1, 6144/t.RL)
 	}
-	options := fmt.Sprintf("-cl-std=CL1.2 -DTM=%d -DTN=%d -DTK=%d -DWM=%d -DWN=%d -DRL=%d -DCU=%d", t.TM, t.TN, t.TK, t.WM, t.WN, t.RL, cu)
+	// The products unroll a whole slab, or KU steps of it
+	// (FROG_OPENCL_KU, an experiment).
+	ku := t.TK
+	if v, err := strconv.Atoi(os.Getenv("FROG_OPENCL_KU")); err == nil && v > 0 && t.TK%v == 0 {
+		ku = v
+	}
+	options := fmt.Sprintf("-cl-std=CL1.2 -DTM=%d -DTN=%d -DTK=%d -DWM=%d -DWN=%d -DRL=%d -DCU=%d -DKU=%d", t.TM, t.TN, t.TK, t.WM, t.WN, t.RL, cu, ku)
+	plain := options
 	options += vendorOptions(dev)
 	// Programs belong to a context: key by the context's handle.
 	key := fmt.Sprintf("%p|%s|%d", ctxHandle(ctx), options, len(src))
@@ -385,7 +392,17 @@ func buildProgram(ctx *cl.Context, dev *cl.Device, gpu bool, t Tiles) (*cl.Progr
 	if err != nil {
 		return nil, fmt.Errorf("creating the program: %w", err)
 	}
-	if err := prog.BuildProgram([]*cl.Device{dev}, options); err != nil {
+	err = prog.BuildProgram([]*cl.Device{dev}, options)
+	if err != nil && options != plain {
+		// A vendor option the driver does not take: build without.
+		fmt.Fprintf(os.Stderr, "opencl: building with %q failed, building without: %v\n", options, err)
+		prog.Release()
+		if prog, err = ctx.CreateProgramWithSource([]string{src}); err != nil {
+			return nil, fmt.Errorf("creating the program: %w", err)
+		}
+		err = prog.BuildProgram([]*cl.Device{dev}, plain)
+	}
+	if err != nil {
 		prog.Release()
 		return nil, fmt.Errorf("building the kernels: %w", err)
 	}

@@ -6,9 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"os"
 	"runtime"
-	"strconv"
 	"sync"
 	"unsafe"
 
@@ -53,10 +51,6 @@ type Engine struct {
 	sidx, maxbits, patches, pnorms, traces, lhat devBuffer
 	product, p, res, q, partials, rows, flags    devBuffer
 	pinned                                       pinnedBuffer
-	// piece, when positive, is how many values of a tensor Precondition
-	// copies to pinned memory before handing them to the device (else a
-	// whole tensor).
-	piece int
 	// rowsPinned receives the per-row diagnostics
 	rowsPinned pinnedBuffer
 
@@ -113,9 +107,6 @@ func (d *Device) NewEngine() (*Engine, error) {
 // with a queue that has profiling on.
 func (d *Device) newEngine(q *cl.CommandQueue, prof *profile) (*Engine, error) {
 	e := &Engine{dev: d, queue: q, forceVariant: -1, prof: prof}
-	if v, err := strconv.Atoi(os.Getenv(PieceEnv)); err == nil {
-		e.piece = v
-	}
 	var err error
 	for _, k := range []struct {
 		dst  **cl.Kernel
@@ -297,24 +288,15 @@ func (e *Engine) Precondition(job *backend.Job) (err error) {
 		if up.b == &e.dir || len(up.host) == 0 {
 			continue
 		}
-		// Tensor by tensor, or in pieces of e.piece values, so that the
-		// device fetches one while the next is copied.
 		stage := e.pinned.host[off : off+len(up.host)]
-		piece := len(stage)
-		if e.piece > 0 {
-			piece = e.piece
+		parallelCopy(stage, up.host)
+		ev, err := e.queue.EnqueueWriteBuffer(up.b.mem, false, 0, 4*len(stage), unsafe.Pointer(&stage[0]), nil)
+		release(ev)
+		if err == nil {
+			err = e.queue.Flush()
 		}
-		for lo := 0; lo < len(stage); lo += piece {
-			hi := min(lo+piece, len(stage))
-			parallelCopy(stage[lo:hi], up.host[lo:hi])
-			ev, err := e.queue.EnqueueWriteBuffer(up.b.mem, false, 4*lo, 4*(hi-lo), unsafe.Pointer(&stage[lo]), nil)
-			release(ev)
-			if err == nil {
-				err = e.queue.Flush()
-			}
-			if err != nil {
-				return fmt.Errorf("opencl: copying to the device: %w", err)
-			}
+		if err != nil {
+			return fmt.Errorf("opencl: copying to the device: %w", err)
 		}
 		off += len(up.host)
 	}
@@ -326,9 +308,6 @@ func (e *Engine) Precondition(job *backend.Job) (err error) {
 	}
 	return e.readRows(job.Rows(), job.Trace, job.Residual, job.Scale, job.Breakdown, job.Dir)
 }
-
-// PieceEnv sets Engine.piece (tuning only).
-const PieceEnv = "FROG_OPENCL_PIECE"
 
 // pinnedBuffer is host memory the device can read at full speed: a buffer
 // allocated with CL_MEM_ALLOC_HOST_PTR and kept mapped for the engine's
@@ -539,16 +518,22 @@ type productPlan struct {
 
 // blockEfficiency is the relative speed of a work-item's WM x WN block in
 // the first product (P X^T, both operands staged transposed) and the
-// second (T X), as measured on an NVIDIA H200 (TestProfileResNet18):
-// 8 x 4 blocks are the fastest in the first, 8 x 8 in the second.
-func blockEfficiency(t Tiles, second bool) float64 {
+// second (T X) of a layer with rows rows per group, as measured on an
+// NVIDIA H200 (TestProfileResNet18): 8 x 4 blocks are the fastest in the
+// first, 8 x 8 in 128 x 128 tiles in the second.
+func blockEfficiency(t Tiles, second bool, rows int) float64 {
 	switch {
 	case t.WM == 8 && t.WN == 8:
-		if second {
+		if second && t.TM >= 128 {
 			return 1
 		}
 		return 0.85
 	case t.WM == 8 && t.WN == 4:
+		if second && t.TM*t.TN < 128*64 && rows >= 128 {
+			// 64 x 64 tiles reuse their operands half as often as 128 x
+			// 128 ones, which tells when the rows fill those.
+			return 0.75
+		}
 		if second {
 			return 0.9
 		}
@@ -598,7 +583,7 @@ func (e *Engine) plan(M, cols, K, G int, second bool) productPlan {
 			perUnit := ceilDiv(wgs, units)
 			occupancy := max(1, 512/t.threads())
 			util := min(1, float64(min(perUnit, occupancy)*t.threads())/512)
-			cost := float64(perUnit) * float64(t.TM*t.TN*chunk) / (blockEfficiency(t, second) * util)
+			cost := float64(perUnit) * float64(t.TM*t.TN*chunk) / (blockEfficiency(t, second, M) * util)
 			// Tiles hanging over the output cost a little more than the
 			// model says (measured on the 64-row, 32-column stem).
 			useful := float64(M*cols*G) / float64(tiles*t.TM*t.TN)

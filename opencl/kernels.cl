@@ -9,6 +9,7 @@
 //               (TM % WM == TN % WN == 0)
 //   RL          the work-group size of the per-row kernels (a power of two)
 //   CU          cg_update keeps rows of up to CU*RL coordinates in registers
+//   KU          the unrolling of a slab's steps in the products (TK: all)
 //
 // Layouts (all row-major; g is the channel group, j a global weight row;
 // d is the row length, dp = d rounded up to KPAD, Np = N rounded up to
@@ -358,7 +359,7 @@ inline void stage_cols(__local float4 *dst, int tid, const float4 *reg) {
 // tile_fma adds the product of the staged slabs A[k][m] and B[k][n] to
 // this work-item's register block. Both products share it.
 inline void tile_fma(__local const float4 *A, __local const float4 *B, float acc[WM][WN], int tx, int ty) {
-	#pragma unroll
+	#pragma unroll KU
 	for (int kk = 0; kk < TK; kk++) {
 		float a[WM];
 		float b[WN];
@@ -616,19 +617,30 @@ void cg_update(__global float *Qp, int S, __global float *P, __global float *Res
 	float pc[CU], qc[CU];
 	double pq = 0.0;
 	if (cached) {
+		// slice by slice, so that a work-item has CU loads in flight
 		#pragma unroll
 		for (int c = 0; c < CU; c++) {
 			int k = lid + c * RL;
 			if (k < d) {
-				float q = Qp[op + k];
-				for (int s = 1; s < S; s++) {
-					q += Qp[s * stride + op + k];
+				qc[c] = Qp[op + k];
+				pc[c] = P[op + k];
+			}
+		}
+		for (int s = 1; s < S; s++) {
+			#pragma unroll
+			for (int c = 0; c < CU; c++) {
+				int k = lid + c * RL;
+				if (k < d) {
+					qc[c] += Qp[s * stride + op + k];
 				}
-				float p = P[op + k];
-				q = fma(tau, p, q);
-				pc[c] = p;
-				qc[c] = q;
-				pq += (double)p * (double)q;
+			}
+		}
+		#pragma unroll
+		for (int c = 0; c < CU; c++) {
+			int k = lid + c * RL;
+			if (k < d) {
+				qc[c] = fma(tau, pc[c], qc[c]);
+				pq += (double)pc[c] * (double)qc[c];
 			}
 		}
 	} else {
