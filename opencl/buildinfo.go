@@ -83,7 +83,8 @@ func reportBuild(prog *cl.Program, dev *cl.Device, name string) {
 	if C.clGetProgramBuildInfo(p, d, C.CL_PROGRAM_BUILD_LOG, 0, nil, &n) == C.CL_SUCCESS && n > 0 {
 		buf := make([]byte, n)
 		if C.clGetProgramBuildInfo(p, d, C.CL_PROGRAM_BUILD_LOG, n, unsafe.Pointer(&buf[0]), nil) == C.CL_SUCCESS {
-			fmt.Fprintf(os.Stderr, "== build log %s\n%s\n", name, strings.TrimRight(string(buf), "\x00\n "))
+			log := strings.TrimSpace(strings.ReplaceAll(string(buf), "\x00", ""))
+			fmt.Fprintf(os.Stderr, "== build log %s\n%s\n", name, log)
 		}
 	}
 	if st, err := os.Stat(env); err != nil || !st.IsDir() {

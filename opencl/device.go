@@ -285,7 +285,7 @@ func newDevice(ctx *cl.Context, dev *cl.Device, opts Options) (d *Device, err er
 		if err := t.check(d.maxWG, dev.LocalMemSize()); err != nil {
 			return nil, fmt.Errorf("opencl: %s: %w", d.name, err)
 		}
-		prog, err := buildProgram(ctx, dev, d.gpu, t)
+		prog, err := buildProgram(ctx, dev, t)
 		if err != nil {
 			return nil, fmt.Errorf("opencl: %s: %w", d.name, err)
 		}
@@ -362,25 +362,12 @@ func usable(dv *cl.Device) error {
 
 // buildProgram builds the kernels for one device and tile choice, once per
 // process; the caller holds shared.mu.
-func buildProgram(ctx *cl.Context, dev *cl.Device, gpu bool, t Tiles) (*cl.Program, error) {
+func buildProgram(ctx *cl.Context, dev *cl.Device, t Tiles) (*cl.Program, error) {
 	src := kernelSource
 	if faultActive(FaultBuild) {
 		src += "\n#error injected build fault\n"
 	}
-	// cg_update keeps rows of up to CU*RL coordinates in registers: on a
-	// GPU every ResNet-18 row (up to 4608), on a CPU device only short
-	// ones, so that tests there run both of its paths.
-	cu := 2
-	if gpu {
-		cu = max(1, 6144/t.RL)
-	}
-	// The products unroll a whole slab, or KU steps of it
-	// (FROG_OPENCL_KU, an experiment).
-	ku := t.TK
-	if v, err := strconv.Atoi(os.Getenv("FROG_OPENCL_KU")); err == nil && v > 0 && t.TK%v == 0 {
-		ku = v
-	}
-	options := fmt.Sprintf("-cl-std=CL1.2 -DTM=%d -DTN=%d -DTK=%d -DWM=%d -DWN=%d -DRL=%d -DCU=%d -DKU=%d", t.TM, t.TN, t.TK, t.WM, t.WN, t.RL, cu, ku)
+	options := fmt.Sprintf("-cl-std=CL1.2 -DTM=%d -DTN=%d -DTK=%d -DWM=%d -DWN=%d -DRL=%d", t.TM, t.TN, t.TK, t.WM, t.WN, t.RL)
 	plain := options
 	options += vendorOptions(dev)
 	// Programs belong to a context: key by the context's handle.

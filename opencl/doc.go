@@ -47,11 +47,21 @@
 // (see DefaultTiles); for every layer each product takes the blocking
 // and the number of split-K partial sums that a model of the device
 // (Engine.plan) finds fastest, the partial sums then added in a fixed
-// order by a separate kernel, so that results do not depend on
-// scheduling. The set may be overridden with Options.Tiles or
+// order (those of the first product by a separate kernel, those of the
+// second by the CG update as it reads them), so that results do not
+// depend on scheduling. The set may be overridden with Options.Tiles or
 // FROG_OPENCL_TILES ("TM,TN,TK,WM,WN[,RL]", several separated by ";"),
 // which gpucheck.sh and TestProfileResNet18 use to tune on a GPU. A built
 // program is cached per device and blocking for the life of the process.
+// For tuning, FROG_OPENCL_BUILDLOG prints each build's log (on NVIDIA with
+// -cl-nv-verbose: registers and spills per kernel) and, when it names a
+// directory, writes the program binary (PTX) there; FROG_OPENCL_MAXREG
+// caps the registers per work-item on NVIDIA (off by default).
+//
+// im2col takes 32 patches at a time through local memory, so that it
+// reads neighbouring pixels and writes whole patch rows, and writes the
+// patches' norms on the way (their parts, when a layer with few patches
+// spreads the coordinates over several work-groups).
 //
 // Host jobs (Engine.Precondition) copy their tensors through pinned
 // staging memory, several goroutines filling it while the device fetches

@@ -8,8 +8,6 @@
 //   WM, WN      the register block of one work-item, multiples of 4
 //               (TM % WM == TN % WN == 0)
 //   RL          the work-group size of the per-row kernels (a power of two)
-//   CU          cg_update keeps rows of up to CU*RL coordinates in registers
-//   KU          the unrolling of a slab's steps in the products (TK: all)
 //
 // Layouts (all row-major; g is the channel group, j a global weight row;
 // d is the row length, dp = d rounded up to KPAD, Np = N rounded up to
@@ -21,7 +19,8 @@
 //   Tp  [S][R][Np]    split-K partial sums of P X^T
 //   P, Res     [R][dp] CG direction and residual
 //   Z          [R][d]  CG iterate (the caller's direction buffer)
-//   Qp  [S][R][dp]    split-K partial sums of T X (cg_update adds them)
+//   Qp  [S][R][dp]    split-K partial sums of T X (cg_update adds them);
+//                     slice 0 then holds q
 //   rows  [7][R]      per-row float64 state, sections S_* below
 //   flags [2][R]      per-row done and breakdown flags
 // The float32 values and float64 scalars follow backend.CPU step for step.
@@ -144,6 +143,7 @@ void im2col(__global const float *acts, int actOff, __global const int *sidx,
 		__global const uint *maxbits, __global float *X, int N, int Np, int dp,
 		int kc, __global double *norms) {
 	__local float tile[2][IM][IM + 1];
+	__local int4 tab[2][IM];
 	__local double part[8][IM];
 	int lx = get_local_id(0);
 	int ly = get_local_id(1);
@@ -159,6 +159,8 @@ void im2col(__global const float *acts, int actOff, __global const int *sidx,
 	int l = i - s * L;
 	int oy = l / ow;
 	int ox = l - oy * ow;
+	int y0 = oy * sh - ph;
+	int x0 = ox * sw - pw;
 	__global const float *a = acts;
 	if (i < N) {
 		a += actOff + (long)sidx[s] * imageLen + (long)g * cg * H * W;
@@ -167,21 +169,34 @@ void im2col(__global const float *acts, int actOff, __global const int *sidx,
 	double nrm = 0.0;
 	int buf = 0;
 	for (int k0 = c * kc; k0 < kend; k0 += IM) {
+		// The tile's coordinates decoded once: channel, row and column
+		// offsets, and what the coordinate is (0 a pixel, 1 the bias, 2
+		// padding).
+		if (ly == 0) {
+			int k = k0 + lx;
+			int4 t = (int4)(0, 0, 0, 2);
+			if (k < cg * khw) {
+				int q = k / khw;
+				int r = k - q * khw;
+				int ki = r / kw;
+				t = (int4)(q, ki * dh, (r - ki * kw) * dw, 0);
+			} else if (bias && k == d - 1) {
+				t.w = 1;
+			}
+			tab[buf][lx] = t;
+		}
+		barrier(CLK_LOCAL_MEM_FENCE);
 		for (int kk = ly; kk < IM; kk += 8) {
-			int k = k0 + kk;
+			int4 t = tab[buf][kk];
 			float v = 0.0f;
 			if (i < N) {
-				if (k < cg * khw) {
-					int q = k / khw;
-					int r = k - q * khw;
-					int ki = r / kw;
-					int kj = r - ki * kw;
-					int y = oy * sh - ph + ki * dh;
-					int xx = ox * sw - pw + kj * dw;
+				if (t.w == 0) {
+					int y = y0 + t.y;
+					int xx = x0 + t.z;
 					if (y >= 0 && y < H && xx >= 0 && xx < W) {
-						v = a[(long)q * H * W + y * W + xx] * ps;
+						v = a[(long)t.x * H * W + y * W + xx] * ps;
 					}
-				} else if (bias && k == d - 1) {
+				} else if (t.w == 1) {
 					v = ps;
 				}
 			}
@@ -359,7 +374,7 @@ inline void stage_cols(__local float4 *dst, int tid, const float4 *reg) {
 // tile_fma adds the product of the staged slabs A[k][m] and B[k][n] to
 // this work-item's register block. Both products share it.
 inline void tile_fma(__local const float4 *A, __local const float4 *B, float acc[WM][WN], int tx, int ty) {
-	#pragma unroll KU
+	#pragma unroll
 	for (int kk = 0; kk < TK; kk++) {
 		float a[WM];
 		float b[WN];
@@ -596,10 +611,8 @@ void cg_init(__global const float *grad, int gradOff, __global float *Z, int zOf
 
 // cg_update, one work-group per row: q = Q + tau*p, Q = T X the sum of
 // the S partial sums Qp[s] (R*dp apart) added in order, then one iteration
-// of the batched CG of cg.Solver.Solve. A row of up to CU*RL coordinates
-// keeps its p and q (then res) in registers between the passes; a longer
-// one goes through Qp's slice 0. The padding of P and Res (k >= d) stays
-// zero.
+// of the batched CG of cg.Solver.Solve; q is kept in Qp's slice 0. The
+// padding of P and Res (k >= d) stays zero.
 __kernel __attribute__((reqd_work_group_size(RL, 1, 1)))
 void cg_update(__global float *Qp, int S, __global float *P, __global float *Res,
 		__global float *Z, int zOff, int d, int dp, float tau, double tol, int it,
@@ -613,47 +626,16 @@ void cg_update(__global float *Qp, int S, __global float *P, __global float *Res
 	long o = (long)j * d;
 	long op = (long)j * dp;
 	long stride = (long)R * dp;
-	bool cached = d <= CU * RL;
-	float pc[CU], qc[CU];
 	double pq = 0.0;
-	if (cached) {
-		// slice by slice, so that a work-item has CU loads in flight
-		#pragma unroll
-		for (int c = 0; c < CU; c++) {
-			int k = lid + c * RL;
-			if (k < d) {
-				qc[c] = Qp[op + k];
-				pc[c] = P[op + k];
-			}
-		}
+	for (int k = lid; k < d; k += RL) {
+		float q = Qp[op + k];
 		for (int s = 1; s < S; s++) {
-			#pragma unroll
-			for (int c = 0; c < CU; c++) {
-				int k = lid + c * RL;
-				if (k < d) {
-					qc[c] += Qp[s * stride + op + k];
-				}
-			}
+			q += Qp[s * stride + op + k];
 		}
-		#pragma unroll
-		for (int c = 0; c < CU; c++) {
-			int k = lid + c * RL;
-			if (k < d) {
-				qc[c] = fma(tau, pc[c], qc[c]);
-				pq += (double)pc[c] * (double)qc[c];
-			}
-		}
-	} else {
-		for (int k = lid; k < d; k += RL) {
-			float q = Qp[op + k];
-			for (int s = 1; s < S; s++) {
-				q += Qp[s * stride + op + k];
-			}
-			float p = P[op + k];
-			q = fma(tau, p, q);
-			Qp[op + k] = q;
-			pq += (double)p * (double)q;
-		}
+		float p = P[op + k];
+		q = fma(tau, p, q);
+		Qp[op + k] = q;
+		pq += (double)p * (double)q;
 	}
 	double epsj = rows[S_EPS * R + j];
 	double rho = rows[S_RHO * R + j];
@@ -672,40 +654,16 @@ void cg_update(__global float *Qp, int S, __global float *P, __global float *Res
 	}
 	float alpha = (float)(rho / den);
 	double rr = 0.0;
-	if (cached) {
-		#pragma unroll
-		for (int c = 0; c < CU; c++) {
-			int k = lid + c * RL;
-			if (k < d) {
-				Z[zOff + o + k] = fma(alpha, pc[c], Z[zOff + o + k]);
-				float r = fma(-alpha, qc[c], Res[op + k]);
-				Res[op + k] = r;
-				qc[c] = r;
-				rr += (double)r * (double)r;
-			}
-		}
-	} else {
-		for (int k = lid; k < d; k += RL) {
-			Z[zOff + o + k] = fma(alpha, P[op + k], Z[zOff + o + k]);
-			float r = fma(-alpha, Qp[op + k], Res[op + k]);
-			Res[op + k] = r;
-			rr += (double)r * (double)r;
-		}
+	for (int k = lid; k < d; k += RL) {
+		Z[zOff + o + k] = fma(alpha, P[op + k], Z[zOff + o + k]);
+		float r = fma(-alpha, Qp[op + k], Res[op + k]);
+		Res[op + k] = r;
+		rr += (double)r * (double)r;
 	}
 	double rhoNew = block_sum(rr, buf);
 	float beta = (float)(rhoNew / (rho + epsj));
-	if (cached) {
-		#pragma unroll
-		for (int c = 0; c < CU; c++) {
-			int k = lid + c * RL;
-			if (k < d) {
-				P[op + k] = fma(beta, pc[c], qc[c]);
-			}
-		}
-	} else {
-		for (int k = lid; k < d; k += RL) {
-			P[op + k] = fma(beta, P[op + k], Res[op + k]);
-		}
+	for (int k = lid; k < d; k += RL) {
+		P[op + k] = fma(beta, P[op + k], Res[op + k]);
 	}
 	if (lid == 0) {
 		rows[S_RHO * R + j] = rhoNew;
