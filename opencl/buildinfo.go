@@ -47,7 +47,9 @@ const MaxRegEnv = "FROG_OPENCL_MAXREG"
 // devices. Left alone, the compiler takes 160-200 registers for the
 // products' 8 x 8 blocks (two work-groups of 128 per compute unit); the
 // cap is an experiment (FROG_OPENCL_MAXREG), off by default. A build
-// that fails with it is retried without.
+// that fails with it is retried without: the H200's driver (580.159.04)
+// rejects "-cl-nv-maxrregcount N" as an unknown argument and ignores
+// "-cl-nv-maxrregcount=N" (the registers did not change).
 const nvMaxRegs = 0
 
 // vendorOptions returns the extra build options for dev: on NVIDIA the

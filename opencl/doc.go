@@ -55,8 +55,9 @@
 // program is cached per device and blocking for the life of the process.
 // For tuning, FROG_OPENCL_BUILDLOG prints each build's log (on NVIDIA with
 // -cl-nv-verbose: registers and spills per kernel) and, when it names a
-// directory, writes the program binary (PTX) there; FROG_OPENCL_MAXREG
-// caps the registers per work-item on NVIDIA (off by default).
+// directory, writes the program binary (PTX) there. FROG_OPENCL_MAXREG
+// passes -cl-nv-maxrregcount to NVIDIA's compiler (off by default; the
+// 580 driver rejects the option, and the program is then built without).
 //
 // im2col takes 32 patches at a time through local memory, so that it
 // reads neighbouring pixels and writes whole patch rows, and writes the
