@@ -2,8 +2,6 @@ package blas
 
 import (
 	"math"
-	"runtime"
-	"sync"
 
 	"github.com/frogopt/frog/asm"
 )
@@ -30,41 +28,7 @@ func Xpby(k Kernels, x []float32, beta float32, y []float32) {
 // cleared): the patterns order as the magnitudes do, with Inf and NaN
 // above every finite value. The result is exact, the same on every
 // kernel set.
-// A long x is scanned in parts across the cores (a pass over memory that
-// one core does not saturate: the activations and output gradients the
-// root package checks before every preconditioning).
 func MaxAbsBits(x []float32) uint32 {
-	if len(x) < parallelScan || runtime.GOMAXPROCS(0) == 1 {
-		return maxAbsBits(x)
-	}
-	t := maxAbsTasks.Get().(*maxAbsTask)
-	t.x = x
-	Parallel(t, len(x)/(parallelScan/2))
-	var m uint32
-	for _, v := range t.top {
-		m = max(m, v) // parts that did not run left 0
-	}
-	*t = maxAbsTask{}
-	maxAbsTasks.Put(t)
-	return m
-}
-
-// parallelScan is the length from which MaxAbsBits splits its pass.
-const parallelScan = 1 << 18
-
-// maxAbsTask is MaxAbsBits in parts: part i's maximum in top[i].
-type maxAbsTask struct {
-	x   []float32
-	top [maxHelpers + 1]uint32
-}
-
-var maxAbsTasks = sync.Pool{New: func() any { return new(maxAbsTask) }}
-
-func (t *maxAbsTask) RunPart(part, parts int) {
-	t.top[part] = maxAbsBits(t.x[len(t.x)*part/parts : len(t.x)*(part+1)/parts])
-}
-
-func maxAbsBits(x []float32) uint32 {
 	if hasAVX2 {
 		return asm.MaxAbsBits(x)
 	}

@@ -3,7 +3,6 @@ package blas
 import (
 	"math"
 	"math/rand/v2"
-	"runtime"
 	"testing"
 
 	"github.com/frogopt/frog/internal/pow2"
@@ -55,41 +54,5 @@ func TestScaleTo(t *testing.T) {
 				}
 			}
 		}
-	}
-}
-
-// TestMaxAbsBitsLong: the split scan of long vectors finds the largest
-// magnitude (and a NaN or Inf) wherever it lies, on any number of cores,
-// without allocating.
-func TestMaxAbsBitsLong(t *testing.T) {
-	rng := rand.New(rand.NewPCG(21, 22))
-	n := 3*parallelScan + 17
-	x := make([]float32, n)
-	for i := range x {
-		x[i] = rng.Float32()*2 - 1
-	}
-	ref := func(x []float32) uint32 {
-		var m uint32
-		for _, v := range x {
-			m = max(m, math.Float32bits(v)&0x7fffffff)
-		}
-		return m
-	}
-	for _, procs := range []int{1, 2, 3} {
-		prev := runtime.GOMAXPROCS(procs)
-		for _, at := range []int{0, parallelScan - 1, parallelScan, n / 2, n - 1} {
-			for _, v := range []float32{-7, float32(math.Inf(1)), float32(math.NaN())} {
-				old := x[at]
-				x[at] = v
-				if got, want := MaxAbsBits(x), ref(x); got != want {
-					t.Fatalf("GOMAXPROCS %d, %v at %d: got %#x, want %#x", procs, v, at, got, want)
-				}
-				x[at] = old
-			}
-		}
-		if allocs := testing.AllocsPerRun(5, func() { MaxAbsBits(x) }); allocs != 0 {
-			t.Errorf("GOMAXPROCS %d: %v allocations a call", procs, allocs)
-		}
-		runtime.GOMAXPROCS(prev)
 	}
 }
