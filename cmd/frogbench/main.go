@@ -5,7 +5,9 @@
 // one on the registers of the products' micro-kernel (blas.PeakLoop): on a
 // CPU with AVX-512 (unless FROG_ISA=avx2) the 512-bit one, twice the AVX2
 // peak where the cores have full-width FMA units; the AVX2 loop's peak is
-// then given too.
+// then given too. With -backend opencl no peak is measured (the CPU's
+// would mean nothing): peak_gflops and the efficiencies are 0, and the
+// times include the copies between host and device.
 //
 //	frogbench [-r 16] [-iters 4] [-layers stem,l1.conv] [-threads 2] [-backend cpu] [-reps 3] [-json]
 //
@@ -101,10 +103,14 @@ func run(r, iters int, layerList string, threads int, backendName string, reps i
 	}
 	// The peak is measured before and after the layers and the higher
 	// figure kept: on a shared machine a single measurement can fall in a
-	// burst of someone else's load.
+	// burst of someone else's load. It is the CPU's: on another device
+	// (opencl) there is none to compare with, and the report gives 0.
+	onCPU := p.Backend() == frog.BackendCPU || p.Backend() == frog.BackendPureGo
 	loop, flops := blas.PeakLoop()
-	rep.ISA = blas.MicroKernel()
-	rep.PeakGFlops = fmaPeak(threads, loop, flops)
+	if onCPU {
+		rep.ISA = blas.MicroKernel()
+		rep.PeakGFlops = fmaPeak(threads, loop, flops)
+	}
 	for _, c := range convs {
 		in, dir := c.Input(r, iters)
 		diag := frog.RowDiagnostics{}
@@ -127,12 +133,14 @@ func run(r, iters int, layerList string, threads int, backendName string, reps i
 		})
 		rep.TotalMs += ms * float64(c.Count)
 	}
-	rep.PeakGFlops = max(rep.PeakGFlops, fmaPeak(threads, loop, flops))
-	if flops != 192 {
-		rep.PeakAVX2GFlops = fmaPeak(threads, asm.FMALoop, 192)
-	}
-	for i := range rep.Layers {
-		rep.Layers[i].Efficiency = rep.Layers[i].GFlops / rep.PeakGFlops
+	if onCPU {
+		rep.PeakGFlops = max(rep.PeakGFlops, fmaPeak(threads, loop, flops))
+		if flops != 192 {
+			rep.PeakAVX2GFlops = fmaPeak(threads, asm.FMALoop, 192)
+		}
+		for i := range rep.Layers {
+			rep.Layers[i].Efficiency = rep.Layers[i].GFlops / rep.PeakGFlops
+		}
 	}
 	if asJSON {
 		enc := json.NewEncoder(os.Stdout)
@@ -142,15 +150,24 @@ func run(r, iters int, layerList string, threads int, backendName string, reps i
 	if isa == "" {
 		isa = "pure Go"
 	}
-	fmt.Printf("backend %s, %d threads, r = %d, k = %d, FMA peak %.1f GFLOP/s (%s loop, measured now)\n",
-		rep.Backend, threads, r, iters, rep.PeakGFlops, isa)
+	if onCPU {
+		fmt.Printf("backend %s, %d threads, r = %d, k = %d, FMA peak %.1f GFLOP/s (%s loop, measured now)\n",
+			rep.Backend, threads, r, iters, rep.PeakGFlops, isa)
+	} else {
+		fmt.Printf("backend %s, r = %d, k = %d (times include the copies to and from the device; no peak measured)\n",
+			rep.Backend, r, iters)
+	}
 	if rep.PeakAVX2GFlops != 0 {
 		fmt.Printf("AVX2 loop peak %.1f GFLOP/s (the products run %.2fx wider)\n", rep.PeakAVX2GFlops, rep.PeakGFlops/rep.PeakAVX2GFlops)
 	}
 	w := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(w, "layer\tN\tD\tR\tms\tGFLOP/s\t% peak\t")
 	for _, l := range rep.Layers {
-		fmt.Fprintf(w, "%s\t%d\t%d\t%d\t%.2f\t%.1f\t%.1f\t\n", l.Layer, l.N, l.D, l.Rows, l.Ms, l.GFlops, 100*l.Efficiency)
+		eff := "-"
+		if onCPU {
+			eff = fmt.Sprintf("%.1f", 100*l.Efficiency)
+		}
+		fmt.Fprintf(w, "%s\t%d\t%d\t%d\t%.2f\t%.1f\t%s\t\n", l.Layer, l.N, l.D, l.Rows, l.Ms, l.GFlops, eff)
 	}
 	w.Flush()
 	total := "20 convolutions"
