@@ -35,8 +35,14 @@ func (t Tiles) String() string {
 func (t Tiles) threads() int { return (t.TM / t.WM) * (t.TN / t.WN) }
 
 // localBytes is the local memory one product work-group uses: two slabs
-// of TK x (TM+4) and TK x (TN+4).
-func (t Tiles) localBytes() int { return 2 * 4 * t.TK * (t.TM + 4 + t.TN + 4) }
+// (one with LeanEnv) of TK x (TM+4) and TK x (TN+4).
+func (t Tiles) localBytes() int {
+	slabs := 2
+	if leanProducts() {
+		slabs = 1
+	}
+	return slabs * 4 * t.TK * (t.TM + 4 + t.TN + 4)
+}
 
 // The padding of the patch matrix (kernels.cl KPAD and NPAD): rows are
 // padded to a multiple of kPad coordinates and the points to a multiple of
@@ -143,6 +149,24 @@ func ParseTiles(s string) (Tiles, error) {
 	return Tiles{TM: v[0], TN: v[1], TK: v[2], WM: v[3], WN: v[4], RL: v[5]}, nil
 }
 
+// LeanEnv, when "1", builds the products with one local-memory slab and
+// no operands prefetched into registers (kernels.cl LEAN): an experiment,
+// off by default.
+const LeanEnv = "FROG_OPENCL_LEAN"
+
+// leanDefault is LeanEnv's default.
+const leanDefault = false
+
+func leanProducts() bool {
+	switch os.Getenv(LeanEnv) {
+	case "1":
+		return true
+	case "0":
+		return false
+	}
+	return leanDefault
+}
+
 // TilesEnv is the environment variable that overrides the tiles.
 const TilesEnv = "FROG_OPENCL_TILES"
 
@@ -209,7 +233,7 @@ func OpenDevice(opts Options) (*Device, error) {
 	}
 	shared.mu.Lock()
 	defer shared.mu.Unlock()
-	key := fmt.Sprintf("%v|%s", opts.AllowCPU, os.Getenv(TilesEnv))
+	key := fmt.Sprintf("%v|%s|%s|%s", opts.AllowCPU, os.Getenv(TilesEnv), os.Getenv(LeanEnv), os.Getenv(PTXRegEnv))
 	if opts.Tiles != nil {
 		key = fmt.Sprintf("%v|%v,%d", opts.AllowCPU, *opts.Tiles, opts.Tiles.RL)
 	}
@@ -368,10 +392,17 @@ func buildProgram(ctx *cl.Context, dev *cl.Device, t Tiles) (*cl.Program, error)
 		src += "\n#error injected build fault\n"
 	}
 	options := fmt.Sprintf("-cl-std=CL1.2 -DTM=%d -DTN=%d -DTK=%d -DWM=%d -DWN=%d -DRL=%d", t.TM, t.TN, t.TK, t.WM, t.WN, t.RL)
+	if leanProducts() {
+		options += " -DLEAN=1"
+	}
 	plain := options
 	options += vendorOptions(dev)
+	dir, err := ptxDirective()
+	if err != nil {
+		return nil, err
+	}
 	// Programs belong to a context: key by the context's handle.
-	key := fmt.Sprintf("%p|%s|%d", ctxHandle(ctx), options, len(src))
+	key := fmt.Sprintf("%p|%s|%d|%s", ctxHandle(ctx), options, len(src), dir)
 	if p := shared.programs[key]; p != nil && !faultActive(FaultBuild) {
 		return p, nil
 	}
@@ -379,6 +410,7 @@ func buildProgram(ctx *cl.Context, dev *cl.Device, t Tiles) (*cl.Program, error)
 	if err != nil {
 		return nil, fmt.Errorf("creating the program: %w", err)
 	}
+	built := options
 	err = prog.BuildProgram([]*cl.Device{dev}, options)
 	if err != nil && options != plain {
 		// A vendor option the driver does not take: build without.
@@ -388,10 +420,23 @@ func buildProgram(ctx *cl.Context, dev *cl.Device, t Tiles) (*cl.Program, error)
 			return nil, fmt.Errorf("creating the program: %w", err)
 		}
 		err = prog.BuildProgram([]*cl.Device{dev}, plain)
+		built = plain
 	}
 	if err != nil {
 		prog.Release()
 		return nil, fmt.Errorf("building the kernels: %w", err)
+	}
+	if dir != "" {
+		// The products' register directive goes into the PTX (a device
+		// whose binary is not PTX keeps the program as built).
+		patched, err := rebuildFromBinary(ctx, dev, prog, built, func(b []byte) ([]byte, bool) {
+			return patchPTX(b, dir, productEntries...)
+		})
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "opencl: %s in the PTX failed, keeping the plain build: %v\n", dir, err)
+		} else if patched && os.Getenv(BuildLogEnv) != "" {
+			fmt.Fprintf(os.Stderr, "opencl: products rebuilt with %s\n", dir)
+		}
 	}
 	reportBuild(prog, dev, fmt.Sprintf("%v,%d", t, t.RL))
 	if shared.programs == nil {

@@ -58,6 +58,12 @@
 // directory, writes the program binary (PTX) there. FROG_OPENCL_MAXREG
 // passes -cl-nv-maxrregcount to NVIDIA's compiler (off by default; the
 // 580 driver rejects the option, and the program is then built without).
+// Two register experiments, off by default: FROG_OPENCL_PTXREG ("N" or
+// "ctaN") writes ".maxnreg N" or ".minnctapersm N" into the products'
+// entries of the program's PTX and builds it again from that binary
+// (NVIDIA only; other devices keep the plain build), and FROG_OPENCL_LEAN=1
+// builds the products with one local-memory slab and no operands
+// prefetched into registers.
 //
 // im2col takes 32 patches at a time through local memory, so that it
 // reads neighbouring pixels and writes whole patch rows, and writes the

@@ -303,6 +303,17 @@ void row_weights(__global const float *og, int ogOff, __global const int *sidx, 
 // q < WM/4, columns q*4*RTN + 4*tx + {0..3}, so that it reads its operands
 // from local memory as float4s and a warp's reads hit distinct banks.
 
+// With LEAN (an experiment, FROG_OPENCL_LEAN) a work-group has one slab:
+// each step loads its operands, stages them between two barriers and
+// multiplies them, so that no prefetched operands stay in registers
+// during the multiplication (fewer registers, more work-groups per unit;
+// the same operations in the same order).
+#ifdef LEAN
+#define SLABS 1
+#else
+#define SLABS 2
+#endif
+
 #define NT (RTM * RTN)
 #define AS_LD (TM + 4)
 #define BS_LD (TN + 4)
@@ -416,8 +427,8 @@ inline void tile_fma(__local const float4 *A, __local const float4 *B, float acc
 __kernel __attribute__((reqd_work_group_size(RTN, RTM, 1)))
 void fisher_pxt(__global const float *P, __global const float *X, __global const float *Wt,
 		__global float *T, int rg, int Np, int dp, int R, int S, int chunk) {
-	__local float4 As[2][TK * AS_LD / 4];
-	__local float4 Bs[2][TK * BS_LD / 4];
+	__local float4 As[SLABS][TK * AS_LD / 4];
+	__local float4 Bs[SLABS][TK * BS_LD / 4];
 	int gz = get_global_id(2);
 	int g = gz / S;
 	int s = gz - g * S;
@@ -440,6 +451,19 @@ void fisher_pxt(__global const float *P, __global const float *X, __global const
 			acc[i][j] = 0.0f;
 		}
 	}
+#ifdef LEAN
+	for (int k0 = kbeg; k0 < kend; k0 += TK) {
+		float4 ra[A_PER];
+		float4 rb[B_PER];
+		fetch_rows(P, dp, m0, rg, k0, tid, A_VECS, A_PER, ra);
+		fetch_rows(X, dp, n0, Np, k0, tid, B_VECS, B_PER, rb);
+		barrier(CLK_LOCAL_MEM_FENCE);
+		stage_rows((__local float *)As[0], AS_LD, tid, A_VECS, A_PER, ra);
+		stage_rows((__local float *)Bs[0], BS_LD, tid, B_VECS, B_PER, rb);
+		barrier(CLK_LOCAL_MEM_FENCE);
+		tile_fma(As[0], Bs[0], acc, tx, ty);
+	}
+#else
 	float4 ra[A_PER];
 	float4 rb[B_PER];
 	if (kbeg < kend) {
@@ -464,6 +488,7 @@ void fisher_pxt(__global const float *P, __global const float *X, __global const
 		barrier(CLK_LOCAL_MEM_FENCE);
 		buf ^= 1;
 	}
+#endif
 	#pragma unroll
 	for (int i = 0; i < WM; i++) {
 		int gm = m0 + ACC_ROW(i, ty);
@@ -502,8 +527,8 @@ __kernel void pxt_reduce(__global const float4 *Tp, __global const float4 *Wt, _
 __kernel __attribute__((reqd_work_group_size(RTN, RTM, 1)))
 void fisher_tx(__global const float *T, __global const float *X, __global float *Qp,
 		int rg, int Np, int dp, int R, int S, int chunk) {
-	__local float4 As[2][TK * AS_LD / 4];
-	__local float4 Bs[2][TK * BS_LD / 4];
+	__local float4 As[SLABS][TK * AS_LD / 4];
+	__local float4 Bs[SLABS][TK * BS_LD / 4];
 	int gz = get_global_id(2);
 	int g = gz / S;
 	int s = gz - g * S;
@@ -525,6 +550,19 @@ void fisher_tx(__global const float *T, __global const float *X, __global float 
 			acc[i][j] = 0.0f;
 		}
 	}
+#ifdef LEAN
+	for (int k0 = kbeg; k0 < kend; k0 += TK) {
+		float4 ra[A_PER];
+		float4 rb[B_PER];
+		fetch_rows(T, Np, m0, rg, k0, tid, A_VECS, A_PER, ra);
+		fetch_cols(X, dp, n0, dp, k0, tid, rb);
+		barrier(CLK_LOCAL_MEM_FENCE);
+		stage_rows((__local float *)As[0], AS_LD, tid, A_VECS, A_PER, ra);
+		stage_cols(Bs[0], tid, rb);
+		barrier(CLK_LOCAL_MEM_FENCE);
+		tile_fma(As[0], Bs[0], acc, tx, ty);
+	}
+#else
 	float4 ra[A_PER];
 	float4 rb[B_PER];
 	if (kbeg < kend) {
@@ -549,6 +587,7 @@ void fisher_tx(__global const float *T, __global const float *X, __global float 
 		barrier(CLK_LOCAL_MEM_FENCE);
 		buf ^= 1;
 	}
+#endif
 	#pragma unroll
 	for (int i = 0; i < WM; i++) {
 		int gm = m0 + ACC_ROW(i, ty);
