@@ -63,7 +63,8 @@
 // entries of the program's PTX and builds it again from that binary
 // (NVIDIA only; other devices keep the plain build), and FROG_OPENCL_LEAN=1
 // builds the products with one local-memory slab and no operands
-// prefetched into registers.
+// prefetched into registers. Both were slower on an H200 than the
+// default build (see ptxRegs and LeanEnv).
 //
 // im2col takes 32 patches at a time through local memory, so that it
 // reads neighbouring pixels and writes whole patch rows, and writes the
