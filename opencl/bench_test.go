@@ -157,29 +157,27 @@ func deviceCopy(e *Engine, job *backend.Job) (*DeviceJob, func(), error) {
 	return dj, free, nil
 }
 
-// TestProfileResNet18 (FROG_OPENCL_PROFILE=1; FROG_BENCH_R samples,
-// default 16) prints per ResNet-18 shape the device time of every kernel
-// of one preconditioning with the blocking chosen by shape, and the
-// products' time with each blocking forced: the table to tune Engine.plan
-// and the kernels on a new device.
-func TestProfileResNet18(t *testing.T) {
-	if os.Getenv("FROG_OPENCL_PROFILE") == "" {
-		t.Skip("FROG_OPENCL_PROFILE not set")
-	}
+// BenchmarkProfileResNet18 (run it once: -test.bench ProfileResNet18
+// -test.benchtime 1x -test.v; FROG_BENCH_R samples, default 16) prints per
+// ResNet-18 shape the device time of every kernel of one preconditioning
+// with the blocking chosen by shape, and the products' time with each
+// blocking forced: the table to tune Engine.plan and the kernels on a new
+// device.
+func BenchmarkProfileResNet18(b *testing.B) {
 	r := 16
 	if s := os.Getenv("FROG_BENCH_R"); s != "" {
 		r, _ = strconv.Atoi(s)
 	}
 	d, err := OpenDevice(Options{AllowCPU: true})
 	if err != nil {
-		t.Skipf("no OpenCL device: %v", err)
+		b.Skipf("no OpenCL device: %v", err)
 	}
 	e, err := d.newProfiledEngine()
 	if err != nil {
-		t.Fatal(err)
+		b.Fatal(err)
 	}
 	defer e.Close()
-	t.Logf("device %s, %d units, r = %d", d.Name(), d.units, r)
+	b.Logf("device %s, %d units, r = %d", d.Name(), d.units, r)
 	for _, s := range resnetShapes {
 		pad := 0
 		if s.k == 3 {
@@ -191,33 +189,33 @@ func TestProfileResNet18(t *testing.T) {
 		job := newJob(c, 1, 1)
 		dj, free, err := deviceCopy(e, job)
 		if err != nil {
-			t.Fatal(err)
+			b.Fatal(err)
 		}
 		measure := func(force, runs int) string {
 			e.forceVariant = force
 			defer func() { e.forceVariant = -1 }()
 			if err := e.PreconditionDevice(dj); err != nil {
-				t.Fatal(err)
+				b.Fatal(err)
 			}
 			if err := e.prof.collect(); err != nil {
-				t.Fatal(err)
+				b.Fatal(err)
 			}
 			e.prof.reset()
 			for range runs {
 				if err := e.PreconditionDevice(dj); err != nil {
-					t.Fatal(err)
+					b.Fatal(err)
 				}
 			}
 			if err := e.prof.collect(); err != nil {
-				t.Fatal(err)
+				b.Fatal(err)
 			}
 			out := fmt.Sprintf("plan pxt %+v tx %+v %s", e.used[0], e.used[1], e.prof.String(runs))
 			e.prof.reset()
 			return out
 		}
-		t.Logf("%s auto: %s", s.name, measure(-1, 5))
+		b.Logf("%s auto: %s", s.name, measure(-1, 5))
 		for v := range d.variants {
-			t.Logf("%s %v: %s", s.name, d.variants[v].tiles, measure(v, 3))
+			b.Logf("%s %v: %s", s.name, d.variants[v].tiles, measure(v, 3))
 		}
 		free()
 	}

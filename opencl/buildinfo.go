@@ -41,37 +41,19 @@ type programMirror struct{ handle C.cl_program }
 
 type deviceMirror struct{ handle C.cl_device_id }
 
-// MaxRegEnv overrides nvMaxRegs (tuning only; 0 leaves the choice to the
-// compiler).
-const MaxRegEnv = "FROG_OPENCL_MAXREG"
-
-// nvMaxRegs, when positive, caps the registers per work-item on NVIDIA
-// devices. Left alone, the compiler takes 160-200 registers for the
-// products' 8 x 8 blocks (two work-groups of 128 per compute unit); the
-// cap is an experiment (FROG_OPENCL_MAXREG), off by default. A build
-// that fails with it is retried without: the H200's driver (580.159.04)
-// rejects "-cl-nv-maxrregcount N" as an unknown argument and ignores
-// "-cl-nv-maxrregcount=N" (the registers did not change).
-const nvMaxRegs = 0
-
-// vendorOptions returns the extra build options for dev: on NVIDIA the
-// register cap, and -cl-nv-verbose with BuildLogEnv.
+// vendorOptions returns the extra build options for dev: on NVIDIA,
+// -cl-nv-verbose with BuildLogEnv. (The driver offers no working register
+// cap as a build option: the H200's 580.159.04 rejects
+// "-cl-nv-maxrregcount N" and ignores "-cl-nv-maxrregcount=N"; see
+// PTXRegEnv for one that works.)
 func vendorOptions(dev *cl.Device) string {
 	if !strings.Contains(strings.ToUpper(dev.Vendor()), "NVIDIA") {
 		return ""
 	}
-	var o string
-	regs := nvMaxRegs
-	if v, err := strconv.Atoi(os.Getenv(MaxRegEnv)); err == nil {
-		regs = v
-	}
-	if regs > 0 {
-		o += fmt.Sprintf(" -cl-nv-maxrregcount %d", regs)
-	}
 	if os.Getenv(BuildLogEnv) != "" {
-		o += " -cl-nv-verbose"
+		return " -cl-nv-verbose"
 	}
-	return o
+	return ""
 }
 
 // reportBuild prints the build log of prog and, when BuildLogEnv names a

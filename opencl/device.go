@@ -84,7 +84,7 @@ func DefaultTiles(gpu bool, maxGroup int) Tiles {
 
 // defaultVariants are the blockings a device's program is built with;
 // each product of each layer takes the one its shape suits (Engine.plan).
-// On a GPU (tuned on an H200 with TestProfileResNet18): 8 x 8 blocks
+// On a GPU (tuned on an H200 with BenchmarkProfileResNet18): 8 x 8 blocks
 // per work-item for the second product, 8 x 4 for the first, each in
 // 128-row tiles for layers with many rows and 64-row ones for 64-row
 // layers, and 64 x 64 tiles with 4 x 4 blocks for the smallest shapes.

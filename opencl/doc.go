@@ -51,14 +51,12 @@
 // second by the CG update as it reads them), so that results do not
 // depend on scheduling. The set may be overridden with Options.Tiles or
 // FROG_OPENCL_TILES ("TM,TN,TK,WM,WN[,RL]", several separated by ";"),
-// which gpucheck.sh and TestProfileResNet18 use to tune on a GPU. A built
+// which gpucheck.sh and BenchmarkProfileResNet18 use to tune on a GPU. A built
 // program is cached per device and blocking for the life of the process.
 // For tuning, FROG_OPENCL_BUILDLOG prints each build's log (on NVIDIA with
 // -cl-nv-verbose: registers and spills per kernel) and, when it names a
-// directory, writes the program binary (PTX) there. FROG_OPENCL_MAXREG
-// passes -cl-nv-maxrregcount to NVIDIA's compiler (off by default; the
-// 580 driver rejects the option, and the program is then built without).
-// Two register experiments, off by default: FROG_OPENCL_PTXREG ("N" or
+// directory, writes the program binary (PTX) there. Two register
+// experiments, off by default: FROG_OPENCL_PTXREG ("N" or
 // "ctaN") writes ".maxnreg N" or ".minnctapersm N" into the products'
 // entries of the program's PTX and builds it again from that binary
 // (NVIDIA only; other devices keep the plain build), and FROG_OPENCL_LEAN=1

@@ -519,7 +519,7 @@ type productPlan struct {
 // blockEfficiency is the relative speed of a work-item's WM x WN block in
 // the first product (P X^T, both operands staged transposed) and the
 // second (T X) of a layer with rows rows per group, as measured on an
-// NVIDIA H200 (TestProfileResNet18): 8 x 4 blocks are the fastest in the
+// NVIDIA H200 (BenchmarkProfileResNet18): 8 x 4 blocks are the fastest in the
 // first, 8 x 8 in 128 x 128 tiles in the second.
 func blockEfficiency(t Tiles, second bool, rows int) float64 {
 	switch {

@@ -12,7 +12,7 @@
 #                                -r 64 and the device-resident benchmark.
 #                                "tune" also prints the per-kernel
 #                                profile of every shape with each
-#                                blocking forced (TestProfileResNet18).
+#                                blocking forced (BenchmarkProfileResNet18).
 # Everything it prints is also written to $OUT/gpucheck.log when $OUT is set.
 # It needs about 3-5 minutes on an H100 (kernels compile once per process).
 set -u
@@ -68,11 +68,11 @@ FROG_BENCH_R=64 timeout 300 "$DEV/opencl.test" -test.run '^$' -test.bench 'ResNe
 
 if [ "${1:-}" = tune ]; then
 	# Per-kernel device time of every shape with the blocking chosen by
-	# Engine.plan and with each blocking forced (TestProfileResNet18), for
+	# Engine.plan and with each blocking forced (BenchmarkProfileResNet18), for
 	# the default set and a wider one (the first one's RL serves all).
 	for set in "" "128,128,16,8,8;64,128,16,8,8;128,64,16,8,4;64,64,16,8,4;64,64,16,4,4;64,64,32,4,4;64,64,32,8,8"; do
 		echo "== profile, r = 64, tiles ${set:-default}"
-		FROG_OPENCL_TILES=$set FROG_OPENCL_PROFILE=1 FROG_BENCH_R=64 timeout 120 "$DEV/opencl.test" -test.run Profile -test.v 2>&1 |
+		FROG_OPENCL_TILES=$set FROG_BENCH_R=64 timeout 120 "$DEV/opencl.test" -test.run '^$' -test.bench ProfileResNet18 -test.benchtime 1x -test.v 2>&1 |
 			grep -E 'device|FAIL|rror|panic|:[0-9]+: ' | sed -E 's/.*bench_test.go:[0-9]+: //'
 	done
 fi
