@@ -13,13 +13,31 @@ import (
 	"github.com/jgillich/go-opencl/cl"
 )
 
-// resnetShapes are the distinct convolutions of the CIFAR-10 ResNet-18
-// (GUIDE.md), named as frogbench names them.
-var resnetShapes = []struct {
+// resnetShape is a distinct convolution of the CIFAR-10 ResNet-18
+// (GUIDE.md), named as frogbench names it. (internal/resnet has the same
+// table but imports the root package, which imports this one.)
+type resnetShape struct {
 	name                 string
 	cin, cout, k, stride int
 	in                   int
-}{
+}
+
+// geometry is the shape's convolution: 3x3 kernels are padded by 1.
+func (s resnetShape) geometry() conv.Geometry {
+	pad := s.k / 2
+	return conv.Geometry{InChannels: s.cin, OutChannels: s.cout, InH: s.in, InW: s.in, KernelH: s.k, KernelW: s.k,
+		StrideH: s.stride, StrideW: s.stride, PadH: pad, PadW: pad}
+}
+
+// benchSamples is the r of the ResNet-18 benchmarks: FROG_BENCH_R, else 16.
+func benchSamples() int {
+	if r, err := strconv.Atoi(os.Getenv("FROG_BENCH_R")); err == nil && r > 0 {
+		return r
+	}
+	return 16
+}
+
+var resnetShapes = []resnetShape{
 	{"stem", 3, 64, 3, 1, 32},
 	{"l1.conv", 64, 64, 3, 1, 32},
 	{"l2.conv_s2", 64, 128, 3, 2, 32},
@@ -40,10 +58,7 @@ var resnetShapes = []struct {
 // PreconditionDevice on tensors already there (what a GPU training stack
 // pays).
 func BenchmarkResNet18(b *testing.B) {
-	r := 16
-	if s := os.Getenv("FROG_BENCH_R"); s != "" {
-		r, _ = strconv.Atoi(s)
-	}
+	r := benchSamples()
 	e, err := NewEngine(Options{AllowCPU: true})
 	if err != nil {
 		b.Skipf("no OpenCL device: %v", err)
@@ -51,13 +66,7 @@ func BenchmarkResNet18(b *testing.B) {
 	defer e.Close()
 	b.Logf("device %s, tiles %v, r = %d", e.Device().Name(), e.Device().Tiles(), r)
 	for _, s := range resnetShapes {
-		pad := 0
-		if s.k == 3 {
-			pad = 1
-		}
-		c := layerCase{name: s.name, samples: r, iters: 4, g: conv.Geometry{
-			InChannels: s.cin, OutChannels: s.cout, InH: s.in, InW: s.in, KernelH: s.k, KernelW: s.k,
-			StrideH: s.stride, StrideW: s.stride, PadH: pad, PadW: pad}}
+		c := layerCase{name: s.name, samples: r, iters: 4, g: s.geometry()}
 		job := newJob(c, 1, 1)
 		g := job.Geometry
 		flops := float64(4*job.Iters) * float64(r*g.Locations()) * float64(job.RowLen()) * float64(job.Rows())
@@ -91,18 +100,9 @@ func BenchmarkResNet18(b *testing.B) {
 
 // BenchmarkResNet18CPU is the same on backend.CPU, for the ratio.
 func BenchmarkResNet18CPU(b *testing.B) {
-	r := 16
-	if s := os.Getenv("FROG_BENCH_R"); s != "" {
-		r, _ = strconv.Atoi(s)
-	}
+	r := benchSamples()
 	for _, s := range resnetShapes {
-		pad := 0
-		if s.k == 3 {
-			pad = 1
-		}
-		c := layerCase{name: s.name, samples: r, iters: 4, g: conv.Geometry{
-			InChannels: s.cin, OutChannels: s.cout, InH: s.in, InW: s.in, KernelH: s.k, KernelW: s.k,
-			StrideH: s.stride, StrideW: s.stride, PadH: pad, PadW: pad}}
+		c := layerCase{name: s.name, samples: r, iters: 4, g: s.geometry()}
 		job := newJob(c, 1, 1)
 		g := job.Geometry
 		flops := float64(4*job.Iters) * float64(r*g.Locations()) * float64(job.RowLen()) * float64(job.Rows())
@@ -164,10 +164,7 @@ func deviceCopy(e *Engine, job *backend.Job) (*DeviceJob, func(), error) {
 // blocking forced: the table to tune Engine.plan and the kernels on a new
 // device.
 func BenchmarkProfileResNet18(b *testing.B) {
-	r := 16
-	if s := os.Getenv("FROG_BENCH_R"); s != "" {
-		r, _ = strconv.Atoi(s)
-	}
+	r := benchSamples()
 	d, err := OpenDevice(Options{AllowCPU: true})
 	if err != nil {
 		b.Skipf("no OpenCL device: %v", err)
@@ -179,13 +176,7 @@ func BenchmarkProfileResNet18(b *testing.B) {
 	defer e.Close()
 	b.Logf("device %s, %d units, r = %d", d.Name(), d.units, r)
 	for _, s := range resnetShapes {
-		pad := 0
-		if s.k == 3 {
-			pad = 1
-		}
-		c := layerCase{name: s.name, samples: r, iters: 4, g: conv.Geometry{
-			InChannels: s.cin, OutChannels: s.cout, InH: s.in, InW: s.in, KernelH: s.k, KernelW: s.k,
-			StrideH: s.stride, StrideW: s.stride, PadH: pad, PadW: pad}}
+		c := layerCase{name: s.name, samples: r, iters: 4, g: s.geometry()}
 		job := newJob(c, 1, 1)
 		dj, free, err := deviceCopy(e, job)
 		if err != nil {

@@ -469,12 +469,7 @@ func TestPlan(t *testing.T) {
 	}
 	e := &Engine{dev: d, forceVariant: -1}
 	for _, s := range resnetShapes {
-		pad := 0
-		if s.k == 3 {
-			pad = 1
-		}
-		g := conv.Geometry{InChannels: s.cin, OutChannels: s.cout, InH: s.in, InW: s.in, KernelH: s.k, KernelW: s.k,
-			StrideH: s.stride, StrideW: s.stride, PadH: pad, PadW: pad}.Normalized()
+		g := s.geometry().Normalized()
 		N := 64 * g.Locations()
 		dp, Np := roundUp(g.PatchLen(), kPad), roundUp(N, nPad)
 		pp := e.plan(g.OutChannels, Np, dp, 1, false)
