@@ -35,14 +35,8 @@ func (t Tiles) String() string {
 func (t Tiles) threads() int { return (t.TM / t.WM) * (t.TN / t.WN) }
 
 // localBytes is the local memory one product work-group uses: two slabs
-// (one with LeanEnv) of TK x (TM+4) and TK x (TN+4).
-func (t Tiles) localBytes() int {
-	slabs := 2
-	if leanProducts() {
-		slabs = 1
-	}
-	return slabs * 4 * t.TK * (t.TM + 4 + t.TN + 4)
-}
+// of TK x (TM+4) and TK x (TN+4).
+func (t Tiles) localBytes() int { return 2 * 4 * t.TK * (t.TM + 4 + t.TN + 4) }
 
 // The padding of the patch matrix (kernels.cl KPAD and NPAD): rows are
 // padded to a multiple of kPad coordinates and the points to a multiple of
@@ -149,26 +143,6 @@ func ParseTiles(s string) (Tiles, error) {
 	return Tiles{TM: v[0], TN: v[1], TK: v[2], WM: v[3], WN: v[4], RL: v[5]}, nil
 }
 
-// LeanEnv, when "1", builds the products with one local-memory slab and
-// no operands prefetched into registers (kernels.cl LEAN): an experiment,
-// off by default. On an H200 (round 3) it saves 10-30 registers in some
-// products but is slower: 24.3 ms against 22.0 ms over the 20 ResNet-18
-// convolutions (22.9-23.4 ms with a PTX register cap).
-const LeanEnv = "FROG_OPENCL_LEAN"
-
-// leanDefault is LeanEnv's default.
-const leanDefault = false
-
-func leanProducts() bool {
-	switch os.Getenv(LeanEnv) {
-	case "1":
-		return true
-	case "0":
-		return false
-	}
-	return leanDefault
-}
-
 // TilesEnv is the environment variable that overrides the tiles.
 const TilesEnv = "FROG_OPENCL_TILES"
 
@@ -235,7 +209,7 @@ func OpenDevice(opts Options) (*Device, error) {
 	}
 	shared.mu.Lock()
 	defer shared.mu.Unlock()
-	key := fmt.Sprintf("%v|%s|%s|%s", opts.AllowCPU, os.Getenv(TilesEnv), os.Getenv(LeanEnv), os.Getenv(PTXRegEnv))
+	key := fmt.Sprintf("%v|%s|%s", opts.AllowCPU, os.Getenv(TilesEnv), os.Getenv(PTXRegEnv))
 	if opts.Tiles != nil {
 		key = fmt.Sprintf("%v|%v,%d", opts.AllowCPU, *opts.Tiles, opts.Tiles.RL)
 	}
@@ -394,9 +368,6 @@ func buildProgram(ctx *cl.Context, dev *cl.Device, t Tiles) (*cl.Program, error)
 		src += "\n#error injected build fault\n"
 	}
 	options := fmt.Sprintf("-cl-std=CL1.2 -DTM=%d -DTN=%d -DTK=%d -DWM=%d -DWN=%d -DRL=%d", t.TM, t.TN, t.TK, t.WM, t.WN, t.RL)
-	if leanProducts() {
-		options += " -DLEAN=1"
-	}
 	plain := options
 	options += vendorOptions(dev)
 	dir, err := ptxDirective()

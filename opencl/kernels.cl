@@ -303,16 +303,7 @@ void row_weights(__global const float *og, int ogOff, __global const int *sidx, 
 // q < WM/4, columns q*4*RTN + 4*tx + {0..3}, so that it reads its operands
 // from local memory as float4s and a warp's reads hit distinct banks.
 
-// With LEAN (an experiment, FROG_OPENCL_LEAN) a work-group has one slab:
-// each step loads its operands, stages them between two barriers and
-// multiplies them, so that no prefetched operands stay in registers
-// during the multiplication (fewer registers, more work-groups per unit;
-// the same operations in the same order).
-#ifdef LEAN
-#define SLABS 1
-#else
 #define SLABS 2
-#endif
 
 #define NT (RTM * RTN)
 #define AS_LD (TM + 4)
@@ -420,6 +411,52 @@ inline void tile_fma(__local const float4 *A, __local const float4 *B, float acc
 // ACC_COL is the tile column of register columns 4q .. 4q+3.
 #define ACC_COL(q, tx) ((q) * 4 * RTN + 4 * (tx))
 
+// zero_acc clears a work-item's block of sums.
+inline void zero_acc(float acc[WM][WN]) {
+	#pragma unroll
+	for (int i = 0; i < WM; i++) {
+		#pragma unroll
+		for (int j = 0; j < WN; j++) {
+			acc[i][j] = 0.0f;
+		}
+	}
+}
+
+// PRODUCT_LOOP runs a work-group's contraction [kbeg, kend) into acc: the
+// slab at k is fetched into registers (FETCH_A(k), FETCH_B(k), into ra and
+// rb), staged into local memory (B by STAGE_B(slab): its layout differs
+// between the products), and multiplied while the next slab's loads are in
+// flight, one barrier per step. Each product defines FETCH_A, FETCH_B and
+// STAGE_B for its operands; the loop uses the kernel's tid, tx, ty, kbeg,
+// kend, As and Bs.
+#define PRODUCT_LOOP(acc) \
+	do { \
+		float4 ra[A_PER]; \
+		float4 rb[B_PER]; \
+		if (kbeg < kend) { \
+			FETCH_A(kbeg); \
+			FETCH_B(kbeg); \
+			stage_rows((__local float *)As[0], AS_LD, tid, A_VECS, A_PER, ra); \
+			STAGE_B(0); \
+			barrier(CLK_LOCAL_MEM_FENCE); \
+		} \
+		int buf = 0; \
+		for (int k0 = kbeg; k0 < kend; k0 += TK) { \
+			bool more = k0 + TK < kend; \
+			if (more) { \
+				FETCH_A(k0 + TK); \
+				FETCH_B(k0 + TK); \
+			} \
+			tile_fma(As[buf], Bs[buf], acc, tx, ty); \
+			if (more) { \
+				stage_rows((__local float *)As[buf ^ 1], AS_LD, tid, A_VECS, A_PER, ra); \
+				STAGE_B(buf ^ 1); \
+			} \
+			barrier(CLK_LOCAL_MEM_FENCE); \
+			buf ^= 1; \
+		} \
+	} while (0)
+
 // fisher_pxt, the first product: T = Wt .* (P X^T) for every group, or,
 // split over the contraction (S > 1), the partial sums Tp[s] = P X^T over
 // coordinates [s*chunk, (s+1)*chunk) for pxt_reduce (grid: Np/TN*RTN by
@@ -444,51 +481,14 @@ void fisher_pxt(__global const float *P, __global const float *X, __global const
 	const int kbeg = s * chunk;
 	const int kend = min(dp, kbeg + chunk);
 	float acc[WM][WN];
-	#pragma unroll
-	for (int i = 0; i < WM; i++) {
-		#pragma unroll
-		for (int j = 0; j < WN; j++) {
-			acc[i][j] = 0.0f;
-		}
-	}
-#ifdef LEAN
-	for (int k0 = kbeg; k0 < kend; k0 += TK) {
-		float4 ra[A_PER];
-		float4 rb[B_PER];
-		fetch_rows(P, dp, m0, rg, k0, tid, A_VECS, A_PER, ra);
-		fetch_rows(X, dp, n0, Np, k0, tid, B_VECS, B_PER, rb);
-		barrier(CLK_LOCAL_MEM_FENCE);
-		stage_rows((__local float *)As[0], AS_LD, tid, A_VECS, A_PER, ra);
-		stage_rows((__local float *)Bs[0], BS_LD, tid, B_VECS, B_PER, rb);
-		barrier(CLK_LOCAL_MEM_FENCE);
-		tile_fma(As[0], Bs[0], acc, tx, ty);
-	}
-#else
-	float4 ra[A_PER];
-	float4 rb[B_PER];
-	if (kbeg < kend) {
-		fetch_rows(P, dp, m0, rg, kbeg, tid, A_VECS, A_PER, ra);
-		fetch_rows(X, dp, n0, Np, kbeg, tid, B_VECS, B_PER, rb);
-		stage_rows((__local float *)As[0], AS_LD, tid, A_VECS, A_PER, ra);
-		stage_rows((__local float *)Bs[0], BS_LD, tid, B_VECS, B_PER, rb);
-		barrier(CLK_LOCAL_MEM_FENCE);
-	}
-	int buf = 0;
-	for (int k0 = kbeg; k0 < kend; k0 += TK) {
-		bool more = k0 + TK < kend;
-		if (more) {
-			fetch_rows(P, dp, m0, rg, k0 + TK, tid, A_VECS, A_PER, ra);
-			fetch_rows(X, dp, n0, Np, k0 + TK, tid, B_VECS, B_PER, rb);
-		}
-		tile_fma(As[buf], Bs[buf], acc, tx, ty);
-		if (more) {
-			stage_rows((__local float *)As[buf ^ 1], AS_LD, tid, A_VECS, A_PER, ra);
-			stage_rows((__local float *)Bs[buf ^ 1], BS_LD, tid, B_VECS, B_PER, rb);
-		}
-		barrier(CLK_LOCAL_MEM_FENCE);
-		buf ^= 1;
-	}
-#endif
+	zero_acc(acc);
+#define FETCH_A(k) fetch_rows(P, dp, m0, rg, k, tid, A_VECS, A_PER, ra)
+#define FETCH_B(k) fetch_rows(X, dp, n0, Np, k, tid, B_VECS, B_PER, rb)
+#define STAGE_B(slab) stage_rows((__local float *)Bs[slab], BS_LD, tid, B_VECS, B_PER, rb)
+	PRODUCT_LOOP(acc);
+#undef FETCH_A
+#undef FETCH_B
+#undef STAGE_B
 	#pragma unroll
 	for (int i = 0; i < WM; i++) {
 		int gm = m0 + ACC_ROW(i, ty);
@@ -543,51 +543,14 @@ void fisher_tx(__global const float *T, __global const float *X, __global float 
 	const int kbeg = s * chunk;
 	const int kend = min(Np, kbeg + chunk);
 	float acc[WM][WN];
-	#pragma unroll
-	for (int i = 0; i < WM; i++) {
-		#pragma unroll
-		for (int j = 0; j < WN; j++) {
-			acc[i][j] = 0.0f;
-		}
-	}
-#ifdef LEAN
-	for (int k0 = kbeg; k0 < kend; k0 += TK) {
-		float4 ra[A_PER];
-		float4 rb[B_PER];
-		fetch_rows(T, Np, m0, rg, k0, tid, A_VECS, A_PER, ra);
-		fetch_cols(X, dp, n0, dp, k0, tid, rb);
-		barrier(CLK_LOCAL_MEM_FENCE);
-		stage_rows((__local float *)As[0], AS_LD, tid, A_VECS, A_PER, ra);
-		stage_cols(Bs[0], tid, rb);
-		barrier(CLK_LOCAL_MEM_FENCE);
-		tile_fma(As[0], Bs[0], acc, tx, ty);
-	}
-#else
-	float4 ra[A_PER];
-	float4 rb[B_PER];
-	if (kbeg < kend) {
-		fetch_rows(T, Np, m0, rg, kbeg, tid, A_VECS, A_PER, ra);
-		fetch_cols(X, dp, n0, dp, kbeg, tid, rb);
-		stage_rows((__local float *)As[0], AS_LD, tid, A_VECS, A_PER, ra);
-		stage_cols(Bs[0], tid, rb);
-		barrier(CLK_LOCAL_MEM_FENCE);
-	}
-	int buf = 0;
-	for (int k0 = kbeg; k0 < kend; k0 += TK) {
-		bool more = k0 + TK < kend;
-		if (more) {
-			fetch_rows(T, Np, m0, rg, k0 + TK, tid, A_VECS, A_PER, ra);
-			fetch_cols(X, dp, n0, dp, k0 + TK, tid, rb);
-		}
-		tile_fma(As[buf], Bs[buf], acc, tx, ty);
-		if (more) {
-			stage_rows((__local float *)As[buf ^ 1], AS_LD, tid, A_VECS, A_PER, ra);
-			stage_cols(Bs[buf ^ 1], tid, rb);
-		}
-		barrier(CLK_LOCAL_MEM_FENCE);
-		buf ^= 1;
-	}
-#endif
+	zero_acc(acc);
+#define FETCH_A(k) fetch_rows(T, Np, m0, rg, k, tid, A_VECS, A_PER, ra)
+#define FETCH_B(k) fetch_cols(X, dp, n0, dp, k, tid, rb)
+#define STAGE_B(slab) stage_cols(Bs[slab], tid, rb)
+	PRODUCT_LOOP(acc);
+#undef FETCH_A
+#undef FETCH_B
+#undef STAGE_B
 	#pragma unroll
 	for (int i = 0; i < WM; i++) {
 		int gm = m0 + ACC_ROW(i, ty);
