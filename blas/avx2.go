@@ -49,8 +49,8 @@ func PeakLoop() (loop func(rounds int), flopsPerRound int) {
 
 // MicroKernel names the instruction set of the products' micro-kernel in
 // use: "avx512", "avx2", or "" when the assembly is not in use (noasm,
-// another architecture, or a CPU without AVX2 and FMA). Measurements of the
-// peak should use the matching asm loop (FMALoop512 or FMALoop).
+// another architecture, or a CPU without AVX2 and FMA). PeakLoop gives the
+// matching measure of the peak.
 func MicroKernel() string {
 	if !hasAVX2 {
 		return ""

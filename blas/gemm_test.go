@@ -82,8 +82,9 @@ func TestGemm(t *testing.T) {
 }
 
 // TestMicroKernelsAgree: the products give the same bits on the AVX2 and
-// the AVX-512 micro-kernel, for every transpose, partial tiles of rows and
-// columns, B packed per block and read in place.
+// the AVX-512 micro-kernel, for every transpose and partial tiles of rows
+// and columns (B read in place and from whole packed copies: the Fisher
+// products of TestFisherDeterministic).
 func TestMicroKernelsAgree(t *testing.T) {
 	sets := kernelSets()
 	if len(sets) < 2 {
