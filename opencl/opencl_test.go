@@ -492,3 +492,54 @@ func TestPlan(t *testing.T) {
 		t.Errorf("minSplit 3, contraction %d: plan %+v", kPad, p)
 	}
 }
+
+// TestProfiledEngine: an engine whose queue records kernel times (the
+// per-kernel profile of BenchmarkProfileResNet18) gives the bits of a
+// plain engine, and its profile holds every kernel of the run with the
+// products once per CG iteration and positive times.
+func TestProfiledEngine(t *testing.T) {
+	plain := testEngine(t)
+	d := plain.Device()
+	e, err := d.newProfiledEngine()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	c := geometryCases()[10]
+	job := newJob(c, 3, 1)
+	want := cloneOutputs(job)
+	if err := plain.Precondition(want); err != nil {
+		t.Fatal(err)
+	}
+	dj, free, err := deviceCopy(e, job)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer free()
+	if err := e.PreconditionDevice(dj); err != nil {
+		t.Fatal(err)
+	}
+	got := make([]float32, len(job.Dir))
+	ev, err := e.Queue().EnqueueReadBufferFloat32(dj.Dir.Mem, true, dj.Dir.Offset*4, got, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ev.Release()
+	for i := range got {
+		if math.Float32bits(got[i]) != math.Float32bits(want.Dir[i]) {
+			t.Fatalf("direction[%d] = %v with profiling, %v without", i, got[i], want.Dir[i])
+		}
+	}
+	if err := e.prof.collect(); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []string{"fisher_pxt", "fisher_tx", "cg_update", "im2col"} {
+		if e.prof.count[k] == 0 || e.prof.total[k] <= 0 {
+			t.Errorf("%s: %d launches, %v recorded", k, e.prof.count[k], e.prof.total[k])
+		}
+	}
+	if n := e.prof.count["fisher_tx"]; n != c.iters {
+		t.Errorf("fisher_tx ran %d times for %d CG iterations", n, c.iters)
+	}
+	t.Log(e.prof.String(1))
+}
