@@ -51,8 +51,9 @@ type report struct {
 	Iters      int           `json:"iters"`
 	Layers     []layerResult `json:"layers"`
 	TotalMs    float64       `json:"total_ms"`
-	// ISA is the products' micro-kernel ("avx512", "avx2", or "" without
-	// the assembly), whose FMA loop gives PeakGFlops.
+	// ISA is the instruction set of the FMA loop that gives PeakGFlops
+	// ("avx512", "avx2", or "" without the assembly): that of the cpu
+	// backend's micro-kernel.
 	ISA string `json:"isa"`
 	// PeakAVX2GFlops is the AVX2 loop's peak when PeakGFlops is another's.
 	PeakAVX2GFlops float64 `json:"peak_avx2_gflops,omitempty"`
