@@ -6,7 +6,10 @@
 // chosen once at start-up; Use switches it at run time (the optimizer's
 // backend option and the FROG_BACKEND environment variable end up here).
 // The portable implementation delegates GEMM to gonum's pure-Go BLAS, which
-// splits large products across GOMAXPROCS goroutines.
+// splits large products across GOMAXPROCS goroutines. On amd64 with AVX2 and
+// FMA the default is the assembly of package asm; its products run on the
+// AVX-512 micro-kernel where the CPU has AVX-512F, unless the environment
+// variable FROG_ISA is "avx2" (MicroKernel reports which).
 //
 // Results do not depend on the number of cores: products are split by
 // their output (rows or columns of C), never by the inner dimension, and
