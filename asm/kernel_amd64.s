@@ -18,6 +18,103 @@
 	VMOVUPS     Y13, 32(DI); \
 	ADDQ        DX, DI
 
+// The element-wise routines share two loop skeletons over CX values, four
+// vectors of eight a round, then one vector of eight, then single values:
+// UPDATE_Y rewrites y in place, y = OP(y, x) (y in Y0..Y3 / X0 when OP8 /
+// OP1 run), and WRITE_Y writes y = OP(x) with the store instruction ST.
+// SI walks x and DI y; both end at "done" (Go assembler labels are local
+// to each TEXT).
+#define UPDATE_Y(OP8, OP1) \
+	CMPQ    CX, $32; \
+	JL      oct; \
+loop: \
+	VMOVUPS (DI), Y0; \
+	VMOVUPS 32(DI), Y1; \
+	VMOVUPS 64(DI), Y2; \
+	VMOVUPS 96(DI), Y3; \
+	OP8(0, Y0); \
+	OP8(32, Y1); \
+	OP8(64, Y2); \
+	OP8(96, Y3); \
+	VMOVUPS Y0, (DI); \
+	VMOVUPS Y1, 32(DI); \
+	VMOVUPS Y2, 64(DI); \
+	VMOVUPS Y3, 96(DI); \
+	ADDQ    $128, SI; \
+	ADDQ    $128, DI; \
+	SUBQ    $32, CX; \
+	CMPQ    CX, $32; \
+	JGE     loop; \
+oct: \
+	CMPQ    CX, $8; \
+	JL      tail; \
+	VMOVUPS (DI), Y0; \
+	OP8(0, Y0); \
+	VMOVUPS Y0, (DI); \
+	ADDQ    $32, SI; \
+	ADDQ    $32, DI; \
+	SUBQ    $8, CX; \
+	JMP     oct; \
+tail: \
+	TESTQ   CX, CX; \
+	JE      done; \
+	VMOVSS  (DI), X0; \
+	OP1; \
+	VMOVSS  X0, (DI); \
+	ADDQ    $4, SI; \
+	ADDQ    $4, DI; \
+	DECQ    CX; \
+	JMP     tail; \
+done:
+
+#define WRITE_Y(OP8, OP1, ST) \
+	CMPQ    CX, $32; \
+	JL      oct; \
+loop: \
+	OP8(0, Y0); \
+	OP8(32, Y1); \
+	OP8(64, Y2); \
+	OP8(96, Y3); \
+	ST      Y0, (DI); \
+	ST      Y1, 32(DI); \
+	ST      Y2, 64(DI); \
+	ST      Y3, 96(DI); \
+	ADDQ    $128, SI; \
+	ADDQ    $128, DI; \
+	SUBQ    $32, CX; \
+	CMPQ    CX, $32; \
+	JGE     loop; \
+oct: \
+	CMPQ    CX, $8; \
+	JL      tail; \
+	OP8(0, Y0); \
+	ST      Y0, (DI); \
+	ADDQ    $32, SI; \
+	ADDQ    $32, DI; \
+	SUBQ    $8, CX; \
+	JMP     oct; \
+tail: \
+	TESTQ   CX, CX; \
+	JE      done; \
+	OP1; \
+	VMOVSS  X0, (DI); \
+	ADDQ    $4, SI; \
+	ADDQ    $4, DI; \
+	DECQ    CX; \
+	JMP     tail; \
+done:
+
+// The operations: y += alpha*x (Axpy), y = x + beta*y (Xpby), y *= x
+// (Hadamard), y = alpha*x (ScaleTo); alpha or beta broadcast in Y15.
+#define AXPY8(off, r) VFMADD231PS off(SI), Y15, r
+#define AXPY1 VFMADD231SS (SI), X15, X0
+#define XPBY8(off, r) VFMADD213PS off(SI), Y15, r
+#define XPBY1 VFMADD213SS (SI), X15, X0
+#define HADAMARD8(off, r) VMULPS off(SI), r, r
+#define HADAMARD1 VMULSS (SI), X0, X0
+#define SCALE8(off, r) VMULPS off(SI), Y15, r
+#define SCALE1 VMULSS (SI), X15, X0
+
 // func Kernel6x16(k int, alpha float32, a []float32, rsa, csa int, b []float32, ldb int, c []float32, ldc int)
 TEXT ·Kernel6x16(SB), NOSPLIT, $0-120
 	MOVQ k+0(FP), CX
@@ -180,51 +277,7 @@ TEXT ·Axpy(SB), NOSPLIT, $0-56
 	MOVQ         x_base+8(FP), SI
 	MOVQ         x_len+16(FP), CX
 	MOVQ         y_base+32(FP), DI
-	CMPQ         CX, $32
-	JL           axpyoct
-
-axpyloop:
-	VMOVUPS     (DI), Y0
-	VMOVUPS     32(DI), Y1
-	VMOVUPS     64(DI), Y2
-	VMOVUPS     96(DI), Y3
-	VFMADD231PS (SI), Y15, Y0
-	VFMADD231PS 32(SI), Y15, Y1
-	VFMADD231PS 64(SI), Y15, Y2
-	VFMADD231PS 96(SI), Y15, Y3
-	VMOVUPS     Y0, (DI)
-	VMOVUPS     Y1, 32(DI)
-	VMOVUPS     Y2, 64(DI)
-	VMOVUPS     Y3, 96(DI)
-	ADDQ        $128, SI
-	ADDQ        $128, DI
-	SUBQ        $32, CX
-	CMPQ        CX, $32
-	JGE         axpyloop
-
-axpyoct:
-	CMPQ        CX, $8
-	JL          axpytail
-	VMOVUPS     (DI), Y0
-	VFMADD231PS (SI), Y15, Y0
-	VMOVUPS     Y0, (DI)
-	ADDQ        $32, SI
-	ADDQ        $32, DI
-	SUBQ        $8, CX
-	JMP         axpyoct
-
-axpytail:
-	TESTQ       CX, CX
-	JE          axpydone
-	VMOVSS      (DI), X0
-	VFMADD231SS (SI), X15, X0
-	VMOVSS      X0, (DI)
-	ADDQ        $4, SI
-	ADDQ        $4, DI
-	DECQ        CX
-	JMP         axpytail
-
-axpydone:
+	UPDATE_Y(AXPY8, AXPY1)
 	VZEROUPPER
 	RET
 
@@ -234,51 +287,7 @@ TEXT ·Xpby(SB), NOSPLIT, $0-56
 	MOVQ         x_len+8(FP), CX
 	VBROADCASTSS beta+24(FP), Y15
 	MOVQ         y_base+32(FP), DI
-	CMPQ         CX, $32
-	JL           xpbyoct
-
-xpbyloop:
-	VMOVUPS     (DI), Y0
-	VMOVUPS     32(DI), Y1
-	VMOVUPS     64(DI), Y2
-	VMOVUPS     96(DI), Y3
-	VFMADD213PS (SI), Y15, Y0 // y = beta*y + x
-	VFMADD213PS 32(SI), Y15, Y1
-	VFMADD213PS 64(SI), Y15, Y2
-	VFMADD213PS 96(SI), Y15, Y3
-	VMOVUPS     Y0, (DI)
-	VMOVUPS     Y1, 32(DI)
-	VMOVUPS     Y2, 64(DI)
-	VMOVUPS     Y3, 96(DI)
-	ADDQ        $128, SI
-	ADDQ        $128, DI
-	SUBQ        $32, CX
-	CMPQ        CX, $32
-	JGE         xpbyloop
-
-xpbyoct:
-	CMPQ        CX, $8
-	JL          xpbytail
-	VMOVUPS     (DI), Y0
-	VFMADD213PS (SI), Y15, Y0
-	VMOVUPS     Y0, (DI)
-	ADDQ        $32, SI
-	ADDQ        $32, DI
-	SUBQ        $8, CX
-	JMP         xpbyoct
-
-xpbytail:
-	TESTQ       CX, CX
-	JE          xpbydone
-	VMOVSS      (DI), X0
-	VFMADD213SS (SI), X15, X0
-	VMOVSS      X0, (DI)
-	ADDQ        $4, SI
-	ADDQ        $4, DI
-	DECQ        CX
-	JMP         xpbytail
-
-xpbydone:
+	UPDATE_Y(XPBY8, XPBY1)
 	VZEROUPPER
 	RET
 
@@ -504,53 +513,7 @@ TEXT ·Hadamard(SB), NOSPLIT, $0-48
 	MOVQ x_base+0(FP), SI
 	MOVQ x_len+8(FP), CX
 	MOVQ y_base+24(FP), DI
-	CMPQ CX, $32
-	JL   hadoct
-
-hadloop:
-	VMOVUPS (DI), Y0
-	VMOVUPS 32(DI), Y1
-	VMOVUPS 64(DI), Y2
-	VMOVUPS 96(DI), Y3
-	VMULPS  (SI), Y0, Y0
-	VMULPS  32(SI), Y1, Y1
-	VMULPS  64(SI), Y2, Y2
-	VMULPS  96(SI), Y3, Y3
-	VMOVUPS Y0, (DI)
-	VMOVUPS Y1, 32(DI)
-	VMOVUPS Y2, 64(DI)
-	VMOVUPS Y3, 96(DI)
-	ADDQ    $128, SI
-	ADDQ    $128, DI
-	SUBQ    $32, CX
-	CMPQ    CX, $32
-	JGE     hadloop
-
-hadoct:
-	CMPQ    CX, $8
-	JL      hadtail
-	VMOVUPS (DI), Y0
-	VMULPS  (SI), Y0, Y0
-	VMOVUPS Y0, (DI)
-	ADDQ    $32, SI
-	ADDQ    $32, DI
-	SUBQ    $8, CX
-	JMP     hadoct
-
-hadtail:
-	TESTQ CX, CX
-	JE    haddone
-
-hadone:
-	VMOVSS (DI), X0
-	VMULSS (SI), X0, X0
-	VMOVSS X0, (DI)
-	ADDQ   $4, SI
-	ADDQ   $4, DI
-	DECQ   CX
-	JNZ    hadone
-
-haddone:
+	UPDATE_Y(HADAMARD8, HADAMARD1)
 	VZEROUPPER
 	RET
 
@@ -560,47 +523,7 @@ TEXT ·ScaleTo(SB), NOSPLIT, $0-56
 	MOVQ         x_base+8(FP), SI
 	MOVQ         x_len+16(FP), CX
 	MOVQ         y_base+32(FP), DI
-	CMPQ         CX, $32
-	JL           scaleoct
-
-scaleloop:
-	VMULPS  (SI), Y15, Y0
-	VMULPS  32(SI), Y15, Y1
-	VMULPS  64(SI), Y15, Y2
-	VMULPS  96(SI), Y15, Y3
-	VMOVUPS Y0, (DI)
-	VMOVUPS Y1, 32(DI)
-	VMOVUPS Y2, 64(DI)
-	VMOVUPS Y3, 96(DI)
-	ADDQ    $128, SI
-	ADDQ    $128, DI
-	SUBQ    $32, CX
-	CMPQ    CX, $32
-	JGE     scaleloop
-
-scaleoct:
-	CMPQ    CX, $8
-	JL      scaletail
-	VMULPS  (SI), Y15, Y0
-	VMOVUPS Y0, (DI)
-	ADDQ    $32, SI
-	ADDQ    $32, DI
-	SUBQ    $8, CX
-	JMP     scaleoct
-
-scaletail:
-	TESTQ CX, CX
-	JE    scaledone
-
-scaleone:
-	VMULSS (SI), X15, X0
-	VMOVSS X0, (DI)
-	ADDQ   $4, SI
-	ADDQ   $4, DI
-	DECQ   CX
-	JNZ    scaleone
-
-scaledone:
+	WRITE_Y(SCALE8, SCALE1, VMOVUPS)
 	VZEROUPPER
 	RET
 
@@ -806,60 +729,20 @@ TEXT ·ScaleToNT(SB), NOSPLIT, $0-56
 	MOVQ         x_len+16(FP), CX
 	MOVQ         y_base+32(FP), DI
 
-ntscalehead:
-	TESTQ CX, CX
-	JE    ntscaledone
-	TESTQ $31, DI
-	JZ    ntscalebody
+head:
+	TESTQ  CX, CX
+	JE     done
+	TESTQ  $31, DI
+	JZ     body
 	VMULSS (SI), X15, X0
 	VMOVSS X0, (DI)
 	ADDQ   $4, SI
 	ADDQ   $4, DI
 	DECQ   CX
-	JMP    ntscalehead
+	JMP    head
 
-ntscalebody:
-	CMPQ CX, $32
-	JL   ntscaleoct
-
-ntscaleloop:
-	VMULPS   (SI), Y15, Y0
-	VMULPS   32(SI), Y15, Y1
-	VMULPS   64(SI), Y15, Y2
-	VMULPS   96(SI), Y15, Y3
-	VMOVNTPS Y0, (DI)
-	VMOVNTPS Y1, 32(DI)
-	VMOVNTPS Y2, 64(DI)
-	VMOVNTPS Y3, 96(DI)
-	ADDQ     $128, SI
-	ADDQ     $128, DI
-	SUBQ     $32, CX
-	CMPQ     CX, $32
-	JGE      ntscaleloop
-
-ntscaleoct:
-	CMPQ     CX, $8
-	JL       ntscaletail
-	VMULPS   (SI), Y15, Y0
-	VMOVNTPS Y0, (DI)
-	ADDQ     $32, SI
-	ADDQ     $32, DI
-	SUBQ     $8, CX
-	JMP      ntscaleoct
-
-ntscaletail:
-	TESTQ CX, CX
-	JE    ntscaledone
-
-ntscaleone:
-	VMULSS (SI), X15, X0
-	VMOVSS X0, (DI)
-	ADDQ   $4, SI
-	ADDQ   $4, DI
-	DECQ   CX
-	JNZ    ntscaleone
-
-ntscaledone:
+body:
+	WRITE_Y(SCALE8, SCALE1, VMOVNTPS)
 	SFENCE
 	VZEROUPPER
 	RET
