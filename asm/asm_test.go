@@ -1,6 +1,7 @@
 package asm
 
 import (
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"testing"
@@ -125,6 +126,41 @@ func vectorCases(yield func(n, off int) bool) {
 	}
 }
 
+// checkElementwise runs f on guarded vectors x (n values xOff into
+// their buffer) and y (yOff in), after prep (when not nil) has set special
+// values, and compares y with what ref computes from the same x and y:
+// bit for bit when exact, else to float32 rounding.
+func checkElementwise(t *testing.T, rng *rand.Rand, name string, n, xOff, yOff int, exact bool, prep, ref, f func(x, y []float32)) {
+	t.Helper()
+	xAll, x := guarded(rng, n+xOff)
+	yAll, y := guarded(rng, n+yOff)
+	x, y = x[xOff:], y[yOff:]
+	if prep != nil {
+		prep(x, y)
+	}
+	want := append([]float32(nil), y...)
+	ref(x, want)
+	f(x, y)
+	checkGuards(t, name+" x", xAll, n+xOff)
+	checkGuards(t, name+" y", yAll, n+yOff)
+	for i := range y {
+		same := math.Float32bits(y[i]) == math.Float32bits(want[i])
+		if !exact {
+			same = close32(float64(y[i]), float64(want[i]), 2, 1)
+		}
+		if !same {
+			t.Fatalf("%s n=%d off=%d/%d: y[%d] = %v, want %v", name, n, xOff, yOff, i, y[i], want[i])
+		}
+	}
+}
+
+// nanInMiddle puts a NaN in the middle of x (when it has three values).
+func nanInMiddle(x, _ []float32) {
+	if len(x) > 2 {
+		x[len(x)/2] = float32(math.NaN())
+	}
+}
+
 func TestDot(t *testing.T) {
 	rng := rand.New(rand.NewPCG(3, 4))
 	for n, off := range vectorCases {
@@ -156,33 +192,10 @@ func TestAxpyXpby(t *testing.T) {
 	rng := rand.New(rand.NewPCG(5, 6))
 	for n, off := range vectorCases {
 		for _, s := range []float32{0, 1, -0.75} {
-			xAll, x := guarded(rng, n+off)
-			yAll, y := guarded(rng, n+off)
-			x, y = x[off:], y[off:]
-			orig := append([]float32(nil), y...)
-
-			want := append([]float32(nil), orig...)
-			axpyRef(s, x, want)
-			Axpy(s, x, y)
-			checkGuards(t, "Axpy x", xAll, n+off)
-			checkGuards(t, "Axpy y", yAll, n+off)
-			for i := range y {
-				if !close32(float64(y[i]), float64(want[i]), 2, 1) {
-					t.Fatalf("Axpy n=%d off=%d alpha=%v: y[%d] = %v, want %v", n, off, s, i, y[i], want[i])
-				}
-			}
-
-			copy(y, orig)
-			want = append(want[:0], orig...)
-			xpbyRef(x, s, want)
-			Xpby(x, s, y)
-			checkGuards(t, "Xpby x", xAll, n+off)
-			checkGuards(t, "Xpby y", yAll, n+off)
-			for i := range y {
-				if !close32(float64(y[i]), float64(want[i]), 2, 1) {
-					t.Fatalf("Xpby n=%d off=%d beta=%v: y[%d] = %v, want %v", n, off, s, i, y[i], want[i])
-				}
-			}
+			checkElementwise(t, rng, fmt.Sprintf("Axpy alpha=%v", s), n, off, off, false, nil,
+				func(x, y []float32) { axpyRef(s, x, y) }, func(x, y []float32) { Axpy(s, x, y) })
+			checkElementwise(t, rng, fmt.Sprintf("Xpby beta=%v", s), n, off, off, false, nil,
+				func(x, y []float32) { xpbyRef(x, s, y) }, func(x, y []float32) { Xpby(x, s, y) })
 		}
 	}
 }
@@ -276,23 +289,12 @@ func TestMaxAbsBits(t *testing.T) {
 func TestHadamard(t *testing.T) {
 	rng := rand.New(rand.NewPCG(23, 24))
 	for n, off := range vectorCases {
-		xAll, x := guarded(rng, n+off)
-		yAll, y := guarded(rng, n+off)
-		x, y = x[off:], y[off:]
-		if n > 2 {
-			x[n/2] = float32(math.Inf(1)) // Inf times a finite value stays as IEEE says
-			y[n-1] = float32(math.NaN())
-		}
-		want := append([]float32(nil), y...)
-		hadamardRef(x, want)
-		Hadamard(x, y)
-		checkGuards(t, "Hadamard x", xAll, n+off)
-		checkGuards(t, "Hadamard y", yAll, n+off)
-		for i := range y {
-			if math.Float32bits(y[i]) != math.Float32bits(want[i]) {
-				t.Fatalf("Hadamard n=%d off=%d: y[%d] = %v, want %v", n, off, i, y[i], want[i])
+		checkElementwise(t, rng, "Hadamard", n, off, off, true, func(x, y []float32) {
+			if n > 2 {
+				x[n/2] = float32(math.Inf(1)) // Inf times a finite value stays as IEEE says
+				y[n-1] = float32(math.NaN())
 			}
-		}
+		}, hadamardRef, Hadamard)
 	}
 }
 
@@ -300,22 +302,8 @@ func TestScaleTo(t *testing.T) {
 	rng := rand.New(rand.NewPCG(25, 26))
 	for n, off := range vectorCases {
 		for _, alpha := range []float32{0, 1, -0.375, 1e30} {
-			xAll, x := guarded(rng, n+off)
-			yAll, y := guarded(rng, n+off)
-			x, y = x[off:], y[off:]
-			if n > 2 {
-				x[n/2] = float32(math.NaN())
-			}
-			want := append([]float32(nil), y...)
-			scaleToRef(alpha, x, want)
-			ScaleTo(alpha, x, y)
-			checkGuards(t, "ScaleTo x", xAll, n+off)
-			checkGuards(t, "ScaleTo y", yAll, n+off)
-			for i := range y {
-				if math.Float32bits(y[i]) != math.Float32bits(want[i]) {
-					t.Fatalf("ScaleTo n=%d off=%d alpha=%v: y[%d] = %v, want %v", n, off, alpha, i, y[i], want[i])
-				}
-			}
+			checkElementwise(t, rng, fmt.Sprintf("ScaleTo alpha=%v", alpha), n, off, off, true, nanInMiddle,
+				func(x, y []float32) { scaleToRef(alpha, x, y) }, func(x, y []float32) { ScaleTo(alpha, x, y) })
 		}
 	}
 }
@@ -324,22 +312,8 @@ func TestScaleTo64(t *testing.T) {
 	rng := rand.New(rand.NewPCG(27, 28))
 	for n, off := range vectorCases {
 		for _, alpha := range []float64{0, 1, -0.375, 1.0 / 3, 1e30, 0x1p-140} {
-			xAll, x := guarded(rng, n+off)
-			yAll, y := guarded(rng, n+off)
-			x, y = x[off:], y[off:]
-			if n > 2 {
-				x[n/2] = float32(math.NaN())
-			}
-			want := append([]float32(nil), y...)
-			scaleTo64Ref(alpha, x, want)
-			ScaleTo64(alpha, x, y)
-			checkGuards(t, "ScaleTo64 x", xAll, n+off)
-			checkGuards(t, "ScaleTo64 y", yAll, n+off)
-			for i := range y {
-				if math.Float32bits(y[i]) != math.Float32bits(want[i]) {
-					t.Fatalf("ScaleTo64 n=%d off=%d alpha=%v: y[%d] = %v, want %v", n, off, alpha, i, y[i], want[i])
-				}
-			}
+			checkElementwise(t, rng, fmt.Sprintf("ScaleTo64 alpha=%v", alpha), n, off, off, true, nanInMiddle,
+				func(x, y []float32) { scaleTo64Ref(alpha, x, y) }, func(x, y []float32) { ScaleTo64(alpha, x, y) })
 		}
 	}
 }
@@ -375,22 +349,13 @@ func TestScaleToNT(t *testing.T) {
 	for n, off := range vectorCases {
 		for _, yOff := range []int{0, 1, 3, 7} {
 			for _, alpha := range []float32{1, -0.375, 0x1p-20} {
-				xAll, x := guarded(rng, n+off)
-				yAll, y := guarded(rng, n+yOff)
-				x, y = x[off:], y[yOff:]
-				if n > 2 {
-					x[n/2] = float32(math.Inf(-1))
-				}
-				want := append([]float32(nil), y...)
-				scaleToRef(alpha, x, want)
-				ScaleToNT(alpha, x, y)
-				checkGuards(t, "ScaleToNT x", xAll, n+off)
-				checkGuards(t, "ScaleToNT y", yAll, n+yOff)
-				for i := range y {
-					if math.Float32bits(y[i]) != math.Float32bits(want[i]) {
-						t.Fatalf("ScaleToNT n=%d off=%d/%d alpha=%v: y[%d] = %v, want %v", n, off, yOff, alpha, i, y[i], want[i])
-					}
-				}
+				checkElementwise(t, rng, fmt.Sprintf("ScaleToNT alpha=%v", alpha), n, off, yOff, true,
+					func(x, _ []float32) {
+						if len(x) > 2 {
+							x[len(x)/2] = float32(math.Inf(-1))
+						}
+					},
+					func(x, y []float32) { scaleToRef(alpha, x, y) }, func(x, y []float32) { ScaleToNT(alpha, x, y) })
 			}
 		}
 	}
