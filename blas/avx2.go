@@ -90,16 +90,16 @@ func runGemm(t *gemmTask) {
 		tiles = rowTiles
 	}
 	if 2*t.m*t.n*t.k < serialFlops || tiles < 2 {
-		ws := getWorkspace()
+		ws := spare.get()
 		t.run(0, 1, ws)
-		putWorkspace(ws)
+		spare.put(ws)
 		return
 	}
-	pt := getTask()
+	pt := freeTasks.get()
 	*pt = *t
 	parallel(pt, tiles)
 	*pt = gemmTask{}
-	putTask(pt)
+	freeTasks.put(pt)
 }
 
 // Dot returns the float64-accumulated dot product of x and y[:len(x)].
@@ -120,20 +120,6 @@ func (avx2) Xpby(x []float32, beta float32, y []float32) {
 	asm.Xpby(x, beta, y)
 }
 
-var freeTasks = make(chan *gemmTask, maxHelpers)
-
-func getTask() *gemmTask {
-	select {
-	case t := <-freeTasks:
-		return t
-	default:
-		return new(gemmTask)
-	}
-}
-
-func putTask(t *gemmTask) {
-	select {
-	case freeTasks <- t:
-	default:
-	}
-}
+// freeTasks keeps gemmTasks for runGemm: a task handed to the helpers
+// escapes, so it is reused rather than allocated per product.
+var freeTasks = make(freeList[gemmTask], maxHelpers)

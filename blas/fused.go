@@ -315,8 +315,8 @@ func (w *fisherWork) RunPart(part, parts int) {
 		}
 		return
 	}
-	ws := getWorkspace()
-	defer putWorkspace(ws)
+	ws := spare.get()
+	defer spare.put(ws)
 	for {
 		c := int(w.next.Add(1)) - 1
 		if c >= w.chunks {

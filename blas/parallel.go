@@ -139,24 +139,28 @@ func returnHelper(h *helper) {
 	helpers.Unlock()
 }
 
+// freeList keeps values for reuse without allocating: get returns a kept
+// one or a new one, put keeps one unless the list is full.
+type freeList[T any] chan *T
+
+func (f freeList[T]) get() *T {
+	select {
+	case v := <-f:
+		return v
+	default:
+		return new(T)
+	}
+}
+
+func (f freeList[T]) put(v *T) {
+	select {
+	case f <- v:
+	default:
+	}
+}
+
 // spare holds the workspaces of the calling goroutines.
-var spare = make(chan *workspace, maxHelpers)
-
-func getWorkspace() *workspace {
-	select {
-	case ws := <-spare:
-		return ws
-	default:
-		return new(workspace)
-	}
-}
-
-func putWorkspace(ws *workspace) {
-	select {
-	case spare <- ws:
-	default:
-	}
-}
+var spare = make(freeList[workspace], maxHelpers)
 
 // parallel runs t in at most maxParts parts, on the calling goroutine and
 // on up to GOMAXPROCS-1 idle helpers. It returns when every part is done.
@@ -181,9 +185,9 @@ func dispatch(t task, u Task, maxParts int) {
 	if u != nil {
 		u.RunPart(0, parts)
 	} else {
-		ws := getWorkspace()
+		ws := spare.get()
 		t.run(0, parts, ws)
-		putWorkspace(ws)
+		spare.put(ws)
 	}
 	for i := 0; i < n; i++ {
 		awaitDone(taken[i].done)

@@ -35,7 +35,7 @@ func (g pureGo) Gemm(transA, transB bool, m, n, k int, alpha float32, a []float3
 	// three blocks instead (each runs serially in gonum, with the whole
 	// inner dimension) and spread them over the helpers: no allocation,
 	// and the same bits whatever the number of cores.
-	t := getPureTask()
+	t := freePureTasks.get()
 	*t = pureGemmTask{
 		impl: g.impl, transA: transA, transB: transB, m: m, n: n, k: k,
 		alpha: alpha, beta: beta, a: a, lda: lda, b: b, ldb: ldb, c: c, ldc: ldc,
@@ -48,7 +48,7 @@ func (g pureGo) Gemm(transA, transB bool, m, n, k int, alpha float32, a []float3
 	}
 	Parallel(t, parts)
 	*t = pureGemmTask{}
-	putPureTask(t)
+	freePureTasks.put(t)
 }
 
 // Tiles of C for the portable Gemm: three of gonum's 64x64 blocks, fewer
@@ -92,23 +92,7 @@ func (t *pureGemmTask) RunPart(part, parts int) {
 	}
 }
 
-var freePureTasks = make(chan *pureGemmTask, maxHelpers)
-
-func getPureTask() *pureGemmTask {
-	select {
-	case t := <-freePureTasks:
-		return t
-	default:
-		return new(pureGemmTask)
-	}
-}
-
-func putPureTask(t *pureGemmTask) {
-	select {
-	case freePureTasks <- t:
-	default:
-	}
-}
+var freePureTasks = make(freeList[pureGemmTask], maxHelpers)
 
 // Dot is the loop
 //
