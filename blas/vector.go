@@ -93,7 +93,5 @@ func ScaleToNT(alpha float32, x, y []float32) {
 		asm.ScaleToNT(alpha, x, y)
 		return
 	}
-	for i, v := range x {
-		y[i] = alpha * v
-	}
+	ScaleTo(alpha, x, y)
 }
