@@ -7,13 +7,30 @@ import (
 	"testing"
 )
 
-// The two products of the Fisher operator on ResNet-18 shapes (R rows,
-// N patches at r = 16, D patch length): T = P X^T (R x N, inner D) and
+// productShape is one ResNet-18 layer's Fisher products (R rows, N
+// patches at r = 16, D patch length): T = P X^T (R x N, inner D) and
 // Q = T X (R x D, inner N).
-var productShapes = []struct {
+type productShape struct {
 	layer   string
 	r, n, d int
-}{
+}
+
+// operands returns P (R x D) and X (N x D) filled with small integers, and
+// room for T (R x N) and Q (R x D).
+func (s productShape) operands() (p, x, t, q []float32) {
+	p, x = make([]float32, s.r*s.d), make([]float32, s.n*s.d)
+	t, q = make([]float32, s.r*s.n), make([]float32, s.r*s.d)
+	for i := range x {
+		x[i] = float32(i%7) - 3
+	}
+	for i := range p {
+		p[i] = float32(i%5) - 2
+	}
+	return p, x, t, q
+}
+
+// productShapes are the benchmarked layers.
+var productShapes = []productShape{
 	{"stem", 64, 16384, 27},
 	{"l1.conv", 64, 16384, 576},
 	{"l2.conv_s2", 128, 4096, 576},
@@ -28,16 +45,7 @@ func BenchmarkProducts(b *testing.B) {
 		impls = append(impls, avx2{})
 	}
 	for _, s := range productShapes {
-		p := make([]float32, s.r*s.d)
-		x := make([]float32, s.n*s.d)
-		t := make([]float32, s.r*s.n)
-		q := make([]float32, s.r*s.d)
-		for i := range x {
-			x[i] = float32(i%7) - 3
-		}
-		for i := range p {
-			p[i] = float32(i%5) - 2
-		}
+		p, x, t, q := s.operands()
 		flops := float64(2 * s.r * s.n * s.d)
 		for _, impl := range impls {
 			b.Run(fmt.Sprintf("PXt/%s/%s", s.layer, impl.Name()), func(b *testing.B) {
@@ -65,14 +73,8 @@ func BenchmarkFisher(b *testing.B) {
 		b.Skip("no AVX2")
 	}
 	for _, s := range productShapes {
-		p := make([]float32, s.r*s.d)
-		x := make([]float32, s.n*s.d)
+		p, x, t, q := s.operands()
 		w := make([]float32, s.r*s.n)
-		t := make([]float32, s.r*s.n)
-		q := make([]float32, s.r*s.d)
-		for i := range x {
-			x[i] = float32(i%7) - 3
-		}
 		for i := range w {
 			w[i] = 0.5
 		}
