@@ -54,6 +54,15 @@ type rowUpdate struct {
 	b, z  []float32
 }
 
+// runPhase runs u on every row, split across the cores by whole rows.
+// The update lives in the Solver: handed to the helpers, a local one would
+// escape to the heap on every call.
+func (s *Solver) runPhase(u rowUpdate) {
+	s.update = u
+	blas.Parallel(&s.update, max(1, u.rows*u.n>>15))
+	s.update = rowUpdate{}
+}
+
 func (u *rowUpdate) RunPart(part, parts int) {
 	switch u.phase {
 	case startRows:
@@ -209,9 +218,7 @@ func (s *Solver) Solve(op Operator, b, z []float32, rows, n int) Result {
 	p, q := s.p, s.q
 
 	z = z[:total]
-	s.update = rowUpdate{s: s, k: k, phase: startRows, n: n, rows: rows, b: b, z: z}
-	blas.Parallel(&s.update, max(1, rows*n>>15))
-	s.update = rowUpdate{}
+	s.runPhase(rowUpdate{s: s, k: k, phase: startRows, n: n, rows: rows, b: b, z: z})
 
 	result := Result{Breakdown: broke}
 	for it := 0; it < s.Iters; it++ {
@@ -228,13 +235,9 @@ func (s *Solver) Solve(op Operator, b, z []float32, rows, n int) Result {
 		op.Apply(q, p)
 		// Rows are independent: their updates split across the cores
 		// give the same values as one loop.
-		s.update = rowUpdate{s: s, k: k, phase: updateRows, it: it, n: n, rows: rows, z: z}
-		blas.Parallel(&s.update, max(1, rows*n>>15))
-		s.update = rowUpdate{}
+		s.runPhase(rowUpdate{s: s, k: k, phase: updateRows, it: it, n: n, rows: rows, z: z})
 	}
-	s.update = rowUpdate{s: s, k: k, phase: finishRows, n: n, rows: rows, z: z}
-	blas.Parallel(&s.update, max(1, rows*n>>15))
-	s.update = rowUpdate{}
+	s.runPhase(rowUpdate{s: s, k: k, phase: finishRows, n: n, rows: rows, z: z})
 	for j := 0; j < rows; j++ {
 		if broke[j] {
 			result.Breakdowns++
