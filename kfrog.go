@@ -316,12 +316,10 @@ func (kl *kLayer) precondition(cfg KConfig, in *Batch, idx, yIdx []int) error {
 		for i := range diag {
 			diag[i] /= b
 		}
+		// In float64: float32(ps) would overflow for tiny patches (see
+		// tinyScale); for a power of two the bits are the same.
 		ps := blas.Normalizer(x)
-		if ps > 0x1p100 {
-			scaleExact(x, ps) // float32(ps) would overflow (see tinyScale)
-		} else {
-			fisher.ScaleInPlace(x, ps)
-		}
+		blas.ScaleTo64(ps, x, x)
 		// The operator is u*Xn^T Xn + eps*I on the normalized patches Xn,
 		// u = 1/(b*ps^2). For activations far from 1 (beyond about 2^+-30)
 		// the larger of u and eps leaves the float32 range, so the system is

@@ -213,7 +213,7 @@ func (p *Preconditioner) solve(in *RowsInput, dir []float32, diag *RowDiagnostic
 			if !owned {
 				acts = append([]float32(nil), acts...)
 			}
-			scaleExact(acts, actScale)
+			blas.ScaleTo64(actScale, acts, acts) // exact: a power of two
 		}
 	}
 	grad := in.Grad
@@ -287,14 +287,6 @@ func tinyScale(s []float32) float64 {
 		return a
 	}
 	return 1
-}
-
-// scaleExact multiplies s by the power of two f, in float64 so that the
-// factor itself cannot overflow.
-func scaleExact(s []float32, f float64) {
-	for i, v := range s {
-		s[i] = float32(float64(v) * f)
-	}
 }
 
 // tinyRow reports a row that is not zero but has no value above the

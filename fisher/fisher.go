@@ -74,17 +74,6 @@ func (o *Operator) Apply(q, p []float32) {
 	k.Gemm(false, false, r, d, n, alpha, prod, n, o.Patches, d, o.Damping, q, d)
 }
 
-// ScaleInPlace multiplies x by s.
-func ScaleInPlace(x []float32, s float64) {
-	if s == 1 {
-		return
-	}
-	f := float32(s)
-	for i := range x {
-		x[i] *= f
-	}
-}
-
 // RowWeights describes where the output gradients of one group's rows lie
 // in a subsample: the gradient for row j (0 <= j < Rows), sample n and
 // location l is OutGrads[n*SampleStride + (RowOffset+j)*Locations + l].
