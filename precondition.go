@@ -362,7 +362,7 @@ func checkRowsInput(in RowsInput, dir []float32) error {
 	if err := checkLen("output gradients", in.OutGrads, mulLen(in.Samples, l.OutGradLen())); err != nil {
 		return err
 	}
-	return checkFinite(map[string][]float32{"gradient": in.Grad, "activations": in.Acts, "output gradients": in.OutGrads})
+	return checkFinite(named{"gradient", in.Grad}, named{"activations", in.Acts}, named{"output gradients", in.OutGrads})
 }
 
 func checkLen(what string, s []float32, want int) error {
@@ -378,12 +378,17 @@ func checkLen(what string, s []float32, want int) error {
 // ErrNonFinite is wrapped by the errors for NaN or Inf inputs.
 var ErrNonFinite = errors.New("not finite")
 
-func checkFinite(named map[string][]float32) error {
-	for _, what := range []string{"gradient", "bias gradient", "activations", "output gradients"} {
-		if s, ok := named[what]; ok {
-			if i := firstNonFinite(s); i >= 0 {
-				return fmt.Errorf("%s[%d] = %v: %w", what, i, s[i], ErrNonFinite)
-			}
+// named is a vector with the name errors give it.
+type named struct {
+	what string
+	s    []float32
+}
+
+// checkFinite reports the first NaN or Inf among vs, in their order.
+func checkFinite(vs ...named) error {
+	for _, v := range vs {
+		if i := firstNonFinite(v.s); i >= 0 {
+			return fmt.Errorf("%s[%d] = %v: %w", v.what, i, v.s[i], ErrNonFinite)
 		}
 	}
 	return nil

@@ -70,11 +70,10 @@ func (b *layerBase) checkParams() error {
 
 // checkProposal reports a NaN or Inf in the proposed new weights, bias or
 // momentum (an overflow of finite inputs, e.g. a huge learning rate).
-func checkProposal(named ...any) error {
-	for i := 0; i+1 < len(named); i += 2 {
-		what, s := named[i].(string), named[i+1].([]float32)
-		if k := firstNonFinite(s); k >= 0 {
-			return fmt.Errorf("the step would make %s[%d] %v (overflow; is the learning rate too large?): %w", what, k, s[k], ErrNonFinite)
+func checkProposal(vs ...named) error {
+	for _, v := range vs {
+		if k := firstNonFinite(v.s); k >= 0 {
+			return fmt.Errorf("the step would make %s[%d] %v (overflow; is the learning rate too large?): %w", v.what, k, v.s[k], ErrNonFinite)
 		}
 	}
 	return nil
@@ -83,11 +82,11 @@ func checkProposal(named ...any) error {
 // checkProposals reports a non-finite proposed weight or bias, and, when
 // the step uses momentum, a non-finite proposed momentum.
 func (b *layerBase) checkProposals(withMomentum bool) error {
-	if err := checkProposal("weight", b.newW, "bias", b.newB); err != nil {
+	if err := checkProposal(named{"weight", b.newW}, named{"bias", b.newB}); err != nil {
 		return err
 	}
 	if withMomentum {
-		return checkProposal("momentum", b.newMom, "bias momentum", b.newMomB)
+		return checkProposal(named{"momentum", b.newMom}, named{"bias momentum", b.newMomB})
 	}
 	return nil
 }
@@ -197,10 +196,8 @@ func checkIndices(what string, idx []int, batch int) error {
 
 // checkBatchFinite reports the first NaN or Inf in the batch.
 func checkBatchFinite(in *Batch) error {
-	return checkFinite(map[string][]float32{
-		"gradient": in.Grad, "bias gradient": in.BiasGrad,
-		"activations": in.Acts, "output gradients": in.OutGrads,
-	})
+	return checkFinite(named{"gradient", in.Grad}, named{"bias gradient", in.BiasGrad},
+		named{"activations", in.Acts}, named{"output gradients", in.OutGrads})
 }
 
 // draw picks r distinct indices of [0, batch) with the layer's generator
@@ -324,7 +321,7 @@ func (p *param) step(grad []float32, lr, mu, wd float64, nesterov, skipNonFinite
 	if err := checkLen("gradient", grad, len(p.theta)); err != nil {
 		return &LayerError{Layer: name, Err: err}
 	}
-	err := checkFinite(map[string][]float32{"gradient": grad})
+	err := checkFinite(named{"gradient", grad})
 	if err == nil {
 		if i := firstNonFinite(p.theta); i >= 0 {
 			err = fmt.Errorf("parameter[%d] = %v: %w", i, p.theta[i], ErrNonFinite)
@@ -333,9 +330,9 @@ func (p *param) step(grad []float32, lr, mu, wd float64, nesterov, skipNonFinite
 	if err == nil {
 		sgdStep(p.newTheta, p.newMom, p.theta, grad, p.mom, lr, mu, wd, nesterov)
 		if mu != 0 {
-			err = checkProposal("parameter", p.newTheta, "momentum", p.newMom)
+			err = checkProposal(named{"parameter", p.newTheta}, named{"momentum", p.newMom})
 		} else {
-			err = checkProposal("parameter", p.newTheta)
+			err = checkProposal(named{"parameter", p.newTheta})
 		}
 	}
 	if err != nil {
