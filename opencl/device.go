@@ -209,7 +209,7 @@ func OpenDevice(opts Options) (*Device, error) {
 	}
 	shared.mu.Lock()
 	defer shared.mu.Unlock()
-	key := fmt.Sprintf("%v|%s|%s", opts.AllowCPU, os.Getenv(TilesEnv), os.Getenv(PTXRegEnv))
+	key := fmt.Sprintf("%v|%s", opts.AllowCPU, os.Getenv(TilesEnv))
 	if opts.Tiles != nil {
 		key = fmt.Sprintf("%v|%v,%d", opts.AllowCPU, *opts.Tiles, opts.Tiles.RL)
 	}
@@ -370,12 +370,8 @@ func buildProgram(ctx *cl.Context, dev *cl.Device, t Tiles) (*cl.Program, error)
 	options := fmt.Sprintf("-cl-std=CL1.2 -DTM=%d -DTN=%d -DTK=%d -DWM=%d -DWN=%d -DRL=%d", t.TM, t.TN, t.TK, t.WM, t.WN, t.RL)
 	plain := options
 	options += vendorOptions(dev)
-	dir, err := ptxDirective()
-	if err != nil {
-		return nil, err
-	}
 	// Programs belong to a context: key by the context's handle.
-	key := fmt.Sprintf("%p|%s|%d|%s", ctxHandle(ctx), options, len(src), dir)
+	key := fmt.Sprintf("%p|%s|%d", ctxHandle(ctx), options, len(src))
 	if p := shared.programs[key]; p != nil && !faultActive(FaultBuild) {
 		return p, nil
 	}
@@ -383,7 +379,6 @@ func buildProgram(ctx *cl.Context, dev *cl.Device, t Tiles) (*cl.Program, error)
 	if err != nil {
 		return nil, fmt.Errorf("creating the program: %w", err)
 	}
-	built := options
 	err = prog.BuildProgram([]*cl.Device{dev}, options)
 	if err != nil && options != plain {
 		// A vendor option the driver does not take: build without.
@@ -393,23 +388,10 @@ func buildProgram(ctx *cl.Context, dev *cl.Device, t Tiles) (*cl.Program, error)
 			return nil, fmt.Errorf("creating the program: %w", err)
 		}
 		err = prog.BuildProgram([]*cl.Device{dev}, plain)
-		built = plain
 	}
 	if err != nil {
 		prog.Release()
 		return nil, fmt.Errorf("building the kernels: %w", err)
-	}
-	if dir != "" {
-		// The products' register directive goes into the PTX (a device
-		// whose binary is not PTX keeps the program as built).
-		patched, err := rebuildFromBinary(ctx, dev, prog, built, func(b []byte) ([]byte, bool) {
-			return patchPTX(b, dir, productEntries...)
-		})
-		if err != nil {
-			fmt.Fprintf(os.Stderr, "opencl: %s in the PTX failed, keeping the plain build: %v\n", dir, err)
-		} else if patched && os.Getenv(BuildLogEnv) != "" {
-			fmt.Fprintf(os.Stderr, "opencl: products rebuilt with %s\n", dir)
-		}
 	}
 	reportBuild(prog, dev, fmt.Sprintf("%v,%d", t, t.RL))
 	if shared.programs == nil {

@@ -55,12 +55,7 @@
 // program is cached per device and blocking for the life of the process.
 // For tuning, FROG_OPENCL_BUILDLOG prints each build's log (on NVIDIA with
 // -cl-nv-verbose: registers and spills per kernel) and, when it names a
-// directory, writes the program binary (PTX) there. A register
-// experiment, off by default: FROG_OPENCL_PTXREG ("N" or "ctaN") writes
-// ".maxnreg N" or ".minnctapersm N" into the products' entries of the
-// program's PTX and builds it again from that binary (NVIDIA only; other
-// devices keep the plain build); it was slower on an H200 than the default
-// build (see ptxRegs).
+// directory, writes the program binary (PTX) there.
 //
 // im2col takes 32 patches at a time through local memory, so that it
 // reads neighbouring pixels and writes whole patch rows, and writes the
