@@ -158,7 +158,7 @@ func TestSubsampleDraw(t *testing.T) {
 				t.Fatal(err)
 			}
 			st, _ := opt.Stats("fc")
-			if err := checkIndices("drawn", st.Samples, 10); err != nil || len(st.Samples) != 4 {
+			if err := new(layerBase).checkIndices("drawn", st.Samples, 10); err != nil || len(st.Samples) != 4 {
 				t.Fatalf("draw %v: %v", st.Samples, err)
 			}
 			draws = append(draws, st.Samples)

@@ -42,6 +42,8 @@ type layerBase struct {
 	pcg    rand.PCG
 	rng    *rand.Rand
 	perm   []int
+	// seen marks given sample indices while checkIndices runs.
+	seen []bool
 	// gathered subsample
 	acts, outGrads []float32
 	samples        []int
@@ -165,13 +167,15 @@ func (b *layerBase) checkBatch(in *Batch) error {
 	if err := checkLen("output gradients", in.OutGrads, mulLen(in.BatchSize, l.OutGradLen())); err != nil {
 		return err
 	}
-	if err := checkIndices("sample", in.Samples, in.BatchSize); err != nil {
+	if err := b.checkIndices("sample", in.Samples, in.BatchSize); err != nil {
 		return err
 	}
-	return checkIndices("y sample", in.YSamples, in.BatchSize)
+	return b.checkIndices("y sample", in.YSamples, in.BatchSize)
 }
 
-func checkIndices(what string, idx []int, batch int) error {
+// checkIndices checks given sample indices: in [0, batch), none repeated
+// (marked in b.seen, which is left all false).
+func (b *layerBase) checkIndices(what string, idx []int, batch int) error {
 	if idx == nil {
 		return nil
 	}
@@ -181,17 +185,28 @@ func checkIndices(what string, idx []int, batch int) error {
 	if len(idx) > batch {
 		return fmt.Errorf("%s indices: %d of them for a batch of %d", what, len(idx), batch)
 	}
+	if cap(b.seen) < batch {
+		b.seen = make([]bool, batch)
+	}
+	seen := b.seen[:batch]
+	var err error
+	marked := 0
 	for i, v := range idx {
 		if v < 0 || v >= batch {
-			return fmt.Errorf("%s indices: [%d] = %d is outside the batch [0, %d)", what, i, v, batch)
+			err = fmt.Errorf("%s indices: [%d] = %d is outside the batch [0, %d)", what, i, v, batch)
+			break
 		}
-		for _, w := range idx[:i] {
-			if w == v {
-				return fmt.Errorf("%s indices: %d is repeated", what, v)
-			}
+		if seen[v] {
+			err = fmt.Errorf("%s indices: %d is repeated", what, v)
+			break
 		}
+		seen[v] = true
+		marked++
 	}
-	return nil
+	for _, v := range idx[:marked] {
+		seen[v] = false
+	}
+	return err
 }
 
 // checkBatchFinite reports the first NaN or Inf in the batch.
