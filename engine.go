@@ -43,16 +43,16 @@ var (
 )
 
 func init() {
-	registerEngine(BackendPureGo, func(bool) (backend.Engine, error) { return &backend.CPU{Kernels: blas.Portable()}, nil }, true)
-	registerEngine(BackendCPU, func(bool) (backend.Engine, error) { return &backend.CPU{}, nil }, true)
+	registerEngine(BackendPureGo, func(bool) (backend.Engine, error) { return &backend.CPU{Kernels: blas.Portable()}, nil })
+	registerEngine(BackendCPU, func(bool) (backend.Engine, error) { return &backend.CPU{}, nil })
 }
 
-// registerEngine adds a backend; first puts it in front of the automatic choice.
-func registerEngine(name string, f engineFactory, first bool) {
+// registerEngine adds a backend in front of the automatic choice: the
+// later registered (this file's init, then a tagged file's) the earlier
+// tried.
+func registerEngine(name string, f engineFactory) {
 	engines[name] = f
-	if first {
-		autoOrder = append([]string{name}, autoOrder...)
-	}
+	autoOrder = append([]string{name}, autoOrder...)
 }
 
 // Backends lists the backend names this build accepts.

@@ -21,7 +21,7 @@ const openclDeviceEnv = "FROG_OPENCL_DEVICE"
 
 func init() {
 	// First in the automatic order: built with the tag, a GPU wins.
-	registerEngine(BackendOpenCL, newOpenCLEngine, true)
+	registerEngine(BackendOpenCL, newOpenCLEngine)
 }
 
 // newOpenCLEngine makes a layer's engine on the process's OpenCL device;

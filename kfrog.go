@@ -92,6 +92,7 @@ type kLayer struct {
 	yPerm         []int
 	patches       []float32
 	actDiag       []float64 // groups x SolveLen(): diag(X^T X)/b
+	dirScale      []float64 // SolveLen(): a group's shift*sqrt(diag)
 	solution      []float32 // P2, Rows() x SolveLen()
 	rhs           []float32 // P1, then the direction
 	residual      []float64
@@ -133,6 +134,7 @@ func (o *KFROG) AddLayer(l Layer, weight, bias []float32) error {
 	kl.ydiag = make([]float64, r)
 	kl.actDiag = make([]float64, l.Geometry().Groups*sd)
 	kl.actDiagNew = make([]float64, l.Geometry().Groups*sd)
+	kl.dirScale = make([]float64, sd)
 	kl.solution = make([]float32, r*sd)
 	kl.solutionNew = make([]float32, r*sd)
 	kl.rhs = make([]float32, r*sd)
@@ -251,9 +253,7 @@ func (kl *kLayer) precondition(cfg KConfig, in *Batch, idx, yIdx []int) error {
 	// Output-gradient diagonal over the Y samples.
 	L := g.Locations()
 	outLen := g.OutputLen()
-	for j := range kl.ydiag {
-		kl.ydiag[j] = 0
-	}
+	clear(kl.ydiag)
 	addY := func(n int) {
 		for j := 0; j < rows; j++ {
 			var s float64
@@ -342,14 +342,19 @@ func (kl *kLayer) precondition(cfg KConfig, in *Batch, idx, yIdx []int) error {
 		sol := kl.solutionNew[r0*sd : (r0+rg)*sd]
 		res := kl.solver.Solve(&kl.op, kl.rhs[r0*sd:(r0+rg)*sd], sol, rg, sd)
 		copy(kl.residualNew[r0:r0+rg], res.Residual)
-		// direction = P2 .* sqrt(diag), written over P1 (no longer needed).
+		// direction = P2 .* sqrt(diag), written over P1 (no longer needed);
+		// shift is a power of two, so folding it into the factor leaves
+		// the products' rounding as it was.
+		for i, v := range diag {
+			kl.dirScale[i] = shift * math.Sqrt(v)
+		}
 		for j := r0; j < r0+rg; j++ {
 			p2, dir := kl.solutionNew[j*sd:(j+1)*sd], kl.rhs[j*sd:(j+1)*sd]
 			for i, v := range p2 {
-				dir[i] = float32(float64(v) * shift * math.Sqrt(diag[i]))
-				if shift != 1 {
-					p2[i] = float32(float64(v) * shift)
-				}
+				dir[i] = float32(float64(v) * kl.dirScale[i])
+			}
+			if shift != 1 {
+				blas.ScaleTo64(shift, p2, p2)
 			}
 		}
 	}

@@ -203,13 +203,18 @@ func (p *Preconditioner) Precondition(in RowsInput, dir []float32, diag *RowDiag
 // Errors are not yet wrapped with the layer's name.
 func (p *Preconditioner) solve(in *RowsInput, dir []float32, diag *RowDiagnostics, owned bool) error {
 	l := in.Layer
+	// The activations' normalizer serves both scales: one pass over them.
+	actsNorm := 1.0
+	if in.ScaleInvariant || l.Bias != JointBias {
+		actsNorm = blas.Normalizer(in.Acts)
+	}
 	dataScale := 1.0
 	if in.ScaleInvariant {
-		dataScale = scaleOf(in.Acts, in.OutGrads, l.Bias == JointBias)
+		dataScale = scaleOf(actsNorm, in.OutGrads, l.Bias == JointBias)
 	}
 	acts, actScale := in.Acts, 1.0 // see tinyScale
 	if l.Bias != JointBias {
-		if actScale = tinyScale(acts); actScale != 1 {
+		if actScale = tinyScale(actsNorm); actScale != 1 {
 			if !owned {
 				acts = append([]float32(nil), acts...)
 			}
@@ -257,8 +262,9 @@ func (p *Preconditioner) solve(in *RowsInput, dir []float32, diag *RowDiagnostic
 // of the output gradients into [1, 2). With a joint bias the patches hold a
 // constant 1 too, so a is at most 1. A power of two times the loss scale
 // is exact in float64: k lies in [2^-508, 2^596] for finite float32 data.
-func scaleOf(acts, outGrads []float32, jointBias bool) float64 {
-	a := blas.Normalizer(acts)
+// actsNorm is blas.Normalizer of the activations.
+func scaleOf(actsNorm float64, outGrads []float32, jointBias bool) float64 {
+	a := actsNorm
 	if jointBias {
 		a = min(a, 1)
 	}
@@ -280,11 +286,12 @@ func scaleOf(acts, outGrads []float32, jointBias bool) float64 {
 //     order 1e-27 or less (c_j <= 1/sqrt(eps)), far below any float32 step
 //     on weights of ordinary size.
 
-// tinyScale is the power of two that brings the largest magnitude of s
-// into [1, 2) when that magnitude is below 2^-100, else 1.
-func tinyScale(s []float32) float64 {
-	if a := blas.Normalizer(s); a > 0x1p100 {
-		return a
+// tinyScale is the power of two that brings the largest magnitude of the
+// activations into [1, 2) when that magnitude is below 2^-100, else 1;
+// actsNorm is blas.Normalizer of the activations.
+func tinyScale(actsNorm float64) float64 {
+	if actsNorm > 0x1p100 {
+		return actsNorm
 	}
 	return 1
 }
