@@ -607,20 +607,9 @@ func TestSkipNonFinite(t *testing.T) {
 					t.Fatalf("skipped step returned %v", err)
 				}
 			}
-			skipped := map[string]int64{}
-			switch o := o.(type) {
-			case *Optimizer:
-				for _, name := range []string{"conv", "lin"} {
-					st, _ := o.Stats(name)
-					skipped[name] = st.Skipped
-				}
-				skipped["theta"] = o.params["theta"].skipped
-			case *KFROG:
-				for _, name := range []string{"conv", "lin"} {
-					st, _ := o.Stats(name)
-					skipped[name] = st.Skipped
-				}
-				skipped["theta"] = o.params["theta"].skipped
+			skipped := map[string]int64{"theta": paramsOf(o)["theta"].skipped}
+			for _, name := range []string{"conv", "lin"} {
+				skipped[name] = statsSkipped(t, o, name)
 			}
 			if skipped["conv"] != 2 || skipped["lin"] != 1 || skipped["theta"] != 1 {
 				t.Fatalf("skip counts %v, want conv 2, lin 1, theta 1", skipped)
@@ -632,30 +621,75 @@ func TestSkipNonFinite(t *testing.T) {
 			if string(ckA) == string(ckB) {
 				t.Fatal("skip counts are not in the checkpoint")
 			}
-			// Apart from the skip counters, the state is the twin's.
-			sa, sb := stateOf(o), stateOf(twin)
-			if len(sa) != len(sb) {
-				t.Fatal("state sizes differ")
+			// Apart from the skip counters, the state is the twin's: every
+			// tensor of the layers and of the parameter, and then the whole
+			// state with the counters set to the twin's.
+			pa, pb := paramsOf(o)["theta"], paramsOf(twin)["theta"]
+			tensors := map[string][2][]float32{"theta": {pa.theta, pb.theta}, "theta momentum": {pa.mom, pb.mom}}
+			for _, n := range []string{"conv", "lin"} {
+				ba, bb := baseOf(o, n), baseOf(twin, n)
+				tensors[n+" weight"] = [2][]float32{ba.weight, bb.weight}
+				tensors[n+" bias"] = [2][]float32{ba.bias, bb.bias}
+				tensors[n+" momentum"] = [2][]float32{ba.mom, bb.mom}
+				tensors[n+" bias momentum"] = [2][]float32{ba.momB, bb.momB}
 			}
-			var wa, wb [][]float32
-			if kind == "frog" {
-				for _, n := range []string{"conv", "lin"} {
-					wa = append(wa, o.(*Optimizer).layers[n].weight, o.(*Optimizer).layers[n].mom)
-					wb = append(wb, twin.(*Optimizer).layers[n].weight, twin.(*Optimizer).layers[n].mom)
-				}
-			} else {
-				for _, n := range []string{"conv", "lin"} {
-					wa = append(wa, o.(*KFROG).layers[n].weight, o.(*KFROG).layers[n].mom)
-					wb = append(wb, twin.(*KFROG).layers[n].weight, twin.(*KFROG).layers[n].mom)
+			for what, ab := range tensors {
+				if !bitsEqual(ab[0], ab[1]) {
+					t.Fatalf("%s differs from the twin's after skipped steps", what)
 				}
 			}
-			for i := range wa {
-				if !bitsEqual(wa[i], wb[i]) {
-					t.Fatalf("tensor %d differs from the twin's after skipped steps", i)
-				}
+			for _, n := range []string{"conv", "lin"} {
+				baseOf(o, n).skipped = baseOf(twin, n).skipped
+			}
+			pa.skipped = pb.skipped
+			if string(stateOf(o)) != string(stateOf(twin)) {
+				t.Fatal("apart from the skip counters, the state differs from the twin's")
 			}
 		})
 	}
+}
+
+// baseOf is the state common to FROG and K-FROG of the layer name.
+func baseOf(o optimizerAPI, name string) *layerBase {
+	switch o := o.(type) {
+	case *Optimizer:
+		return &o.layers[name].layerBase
+	case *KFROG:
+		return &o.layers[name].layerBase
+	}
+	panic("unknown optimizer")
+}
+
+// paramsOf is an optimizer's plain parameters.
+func paramsOf(o optimizerAPI) map[string]*param {
+	switch o := o.(type) {
+	case *Optimizer:
+		return o.params
+	case *KFROG:
+		return o.params
+	}
+	panic("unknown optimizer")
+}
+
+// statsSkipped is the skip counter that Stats reports for the layer name.
+func statsSkipped(t *testing.T, o optimizerAPI, name string) int64 {
+	t.Helper()
+	var skipped int64
+	var err error
+	switch o := o.(type) {
+	case *Optimizer:
+		var st LayerStats
+		st, err = o.Stats(name)
+		skipped = st.Skipped
+	case *KFROG:
+		var st KStats
+		st, err = o.Stats(name)
+		skipped = st.Skipped
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return skipped
 }
 
 // TestBreakdownGivesFiniteWeights builds finite inputs on which the float32
