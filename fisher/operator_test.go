@@ -4,6 +4,8 @@ import (
 	"math"
 	"math/rand/v2"
 	"testing"
+
+	"github.com/frogopt/frog/blas"
 )
 
 // The operator against its definition, row by row with explicit D x D
@@ -105,8 +107,14 @@ func TestRowWeightsFill(t *testing.T) {
 }
 
 // TestPackPatches: the operator gives the same Q, bit for bit, whether the
-// kernels read the patches in place or from the copy PackPatches makes.
+// kernels read the patches in place or from the copy PackPatches makes. The
+// avx2 kernels (where the machine has them) must make the copy; the
+// portable ones make none and read in place both times.
 func TestPackPatches(t *testing.T) {
+	kernels := []blas.Kernels{blas.Portable()}
+	if k, ok := avx2Kernels(t); ok {
+		kernels = append(kernels, k)
+	}
 	rng := rand.New(rand.NewPCG(3, 4))
 	for _, s := range [][3]int{{64, 288, 1500}, {256, 600, 300}, {10, 33, 77}} {
 		r, d, n := s[0], s[1], s[2]
@@ -116,16 +124,35 @@ func TestPackPatches(t *testing.T) {
 				v[i] = rng.Float32() - 0.5
 			}
 		}
-		op := Operator{Rows: r, Len: d, Points: n, Patches: x, Weights: w, Damping: 0.1}
-		plain := make([]float32, r*d)
-		op.Apply(plain, p)
-		op.PackPatches()
-		packed := make([]float32, r*d)
-		op.Apply(packed, p)
-		for i := range plain {
-			if math.Float32bits(plain[i]) != math.Float32bits(packed[i]) {
-				t.Fatalf("R=%d D=%d N=%d: Q[%d] = %v packed, %v in place", r, d, n, i, packed[i], plain[i])
+		for _, k := range kernels {
+			op := Operator{Rows: r, Len: d, Points: n, Patches: x, Weights: w, Damping: 0.1, Kernels: k}
+			plain := make([]float32, r*d)
+			op.Apply(plain, p)
+			if packs, want := op.PackPatches(), k.Name() == "avx2"; packs != want {
+				t.Fatalf("%s R=%d D=%d N=%d: PackPatches = %v, want %v", k.Name(), r, d, n, packs, want)
+			}
+			packed := make([]float32, r*d)
+			op.Apply(packed, p)
+			for i := range plain {
+				if math.Float32bits(plain[i]) != math.Float32bits(packed[i]) {
+					t.Fatalf("%s R=%d D=%d N=%d: Q[%d] = %v packed, %v in place", k.Name(), r, d, n, i, packed[i], plain[i])
+				}
 			}
 		}
 	}
+}
+
+// avx2Kernels returns the avx2 kernels when the machine has them (and the
+// assembly is built), leaving the current kernels as they were.
+func avx2Kernels(t *testing.T) (blas.Kernels, bool) {
+	t.Helper()
+	prev := blas.Current()
+	if blas.Use("avx2") != nil {
+		return nil, false
+	}
+	k := blas.Current()
+	if err := blas.Use(prev.Name()); err != nil {
+		t.Fatal(err)
+	}
+	return k, true
 }
