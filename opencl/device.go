@@ -80,8 +80,10 @@ func DefaultTiles(gpu bool, maxGroup int) Tiles {
 // each product of each layer takes the one its shape suits (Engine.plan).
 // On a GPU (tuned on an H200 with BenchmarkProfileResNet18): 8 x 8 blocks
 // per work-item for the second product, 8 x 4 for the first, each in
-// 128-row tiles for layers with many rows and 64-row ones for 64-row
-// layers, and 64 x 64 tiles with 4 x 4 blocks for the smallest shapes.
+// 128-row tiles for layers with many rows and in 64-row ones where those
+// fit the rows better (layers of up to 64 rows; for the second product,
+// rows at most 64 past a multiple of 128, such as 192). Each is Engine.plan's
+// choice for some shapes (TestPlan checks it).
 func defaultVariants(gpu bool, maxGroup int) []Tiles {
 	ts := []Tiles{{TM: 32, TN: 32, TK: 16, WM: 4, WN: 4, RL: 64}, {TM: 16, TN: 16, TK: 16, WM: 4, WN: 4, RL: 64}}
 	if gpu {
@@ -90,7 +92,6 @@ func defaultVariants(gpu bool, maxGroup int) []Tiles {
 			{TM: 64, TN: 128, TK: 16, WM: 8, WN: 8, RL: 128},
 			{TM: 128, TN: 64, TK: 16, WM: 8, WN: 4, RL: 128},
 			{TM: 64, TN: 64, TK: 16, WM: 8, WN: 4, RL: 128},
-			{TM: 64, TN: 64, TK: 32, WM: 4, WN: 4, RL: 128},
 		}
 	}
 	for i := range ts {

@@ -461,7 +461,8 @@ func TestConcurrentEngines(t *testing.T) {
 
 // TestPlan checks Engine.plan's choices for the ResNet-18 shapes at r = 64
 // on a model of a 132-unit GPU with the GPU blockings (no device needed):
-// every plan is valid, and it logs them.
+// every plan is valid, and it logs them; over a coarse sweep of shapes
+// every GPU blocking is chosen for some.
 func TestPlan(t *testing.T) {
 	d := &Device{units: 132}
 	for _, ts := range defaultVariants(true, 1024) {
@@ -485,6 +486,30 @@ func TestPlan(t *testing.T) {
 		t.Logf("%-10s pxt %v x%d, tx %v x%d", s.name, d.variants[pp.variant].tiles, pp.parts,
 			d.variants[tp.variant].tiles, tp.parts)
 	}
+	// Every GPU blocking is the best for some shapes: one that never is
+	// only costs a program build.
+	used := make([]bool, len(d.variants))
+	for _, units := range []int{28, 132} {
+		d.units = units
+		for _, M := range []int{16, 64, 128, 192, 256, 512, 1024} {
+			for _, cols := range []int{32, 128, 512, 2048, 8192, 32768} {
+				for _, K := range []int{128, 1152, 4608} {
+					for _, G := range []int{1, 32} {
+						if cols%nPad == 0 {
+							used[e.plan(M, cols, K, G, false).variant] = true
+						}
+						used[e.plan(M, cols, K, G, true).variant] = true
+					}
+				}
+			}
+		}
+	}
+	for v, u := range used {
+		if !u {
+			t.Errorf("tiles %v are never chosen", d.variants[v].tiles)
+		}
+	}
+	d.units = 132
 	// Forced splitting of a contraction as short as the deepest slab
 	// takes a blocking that can split it.
 	e.minSplit = 3
