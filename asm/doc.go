@@ -15,3 +15,10 @@
 // blas does once at init. The routines check no lengths:
 // the caller guarantees every element they touch exists.
 package asm
+
+// The flops of one round of FMALoop (twelve 8-wide FMAs) and of
+// FMALoop512 (twelve 16-wide FMAs).
+const (
+	FMALoopFlops    = 12 * 8 * 2
+	FMALoop512Flops = 12 * 16 * 2
+)

@@ -85,8 +85,14 @@ type CPU struct {
 	normalize normalizeRows
 }
 
-// Name returns "cpu".
-func (*CPU) Name() string { return "cpu" }
+// Name returns "cpu", or "purego" when the engine runs on the portable
+// kernels (blas.Portable), as the root package's backend of that name does.
+func (c *CPU) Name() string {
+	if c.Kernels != nil && c.Kernels.Name() == blas.Portable().Name() {
+		return "purego"
+	}
+	return "cpu"
+}
 
 // Precondition runs the job one channel group at a time.
 func (c *CPU) Precondition(job *Job) error {

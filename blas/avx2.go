@@ -42,9 +42,9 @@ func init() {
 // that the products' GFLOP/s compare with.
 func PeakLoop() (loop func(rounds int), flopsPerRound int) {
 	if MicroKernel() == "avx512" {
-		return asm.FMALoop512, 384
+		return asm.FMALoop512, asm.FMALoop512Flops
 	}
-	return asm.FMALoop, 192
+	return asm.FMALoop, asm.FMALoopFlops
 }
 
 // MicroKernel names the instruction set of the products' micro-kernel in

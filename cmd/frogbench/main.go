@@ -55,6 +55,9 @@ type report struct {
 	// ("avx512", "avx2", or "" without the assembly): that of the cpu
 	// backend's micro-kernel.
 	ISA string `json:"isa"`
+	// Fallback says why the backend asked for did not start (Backend is
+	// then the one that ran).
+	Fallback string `json:"fallback,omitempty"`
 	// PeakAVX2GFlops is the AVX2 loop's peak when PeakGFlops is another's.
 	PeakAVX2GFlops float64 `json:"peak_avx2_gflops,omitempty"`
 }
@@ -98,10 +101,7 @@ func run(r, iters int, layerList string, threads int, backendName string, reps i
 	if p.Fallback() != "" {
 		fmt.Fprintf(os.Stderr, "frogbench: running on %s: %s\n", p.Backend(), p.Fallback())
 	}
-	rep := report{Backend: p.Backend(), Threads: threads, R: r, Iters: iters}
-	if backendName != p.Backend() && backendName != frog.BackendAuto {
-		rep.Backend = backendName
-	}
+	rep := report{Backend: p.Backend(), Fallback: p.Fallback(), Threads: threads, R: r, Iters: iters}
 	// The peak is measured before and after the layers and the higher
 	// figure kept: on a shared machine a single measurement can fall in a
 	// burst of someone else's load. It is the CPU's: on another device
@@ -136,8 +136,8 @@ func run(r, iters int, layerList string, threads int, backendName string, reps i
 	}
 	if onCPU {
 		rep.PeakGFlops = max(rep.PeakGFlops, fmaPeak(threads, loop, flops))
-		if flops != 192 {
-			rep.PeakAVX2GFlops = fmaPeak(threads, asm.FMALoop, 192)
+		if rep.ISA == "avx512" {
+			rep.PeakAVX2GFlops = fmaPeak(threads, asm.FMALoop, asm.FMALoopFlops)
 		}
 		for i := range rep.Layers {
 			rep.Layers[i].Efficiency = rep.Layers[i].GFlops / rep.PeakGFlops
