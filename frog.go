@@ -185,7 +185,9 @@ func (o *Optimizer) AddLayer(l Layer, weight, bias []float32) error {
 	if err := fl.init(l, weight, bias, o.cfg.Seed, len(o.order)); err != nil {
 		return err
 	}
-	fl.pre.engine, fl.pre.fallback = newEngine(o.backend)
+	if err := fl.pre.init(o.backend); err != nil {
+		return err
+	}
 	n := l.Rows() * l.SolveLen()
 	if l.Bias == JointBias {
 		fl.effW = make([]float32, l.WeightLen())
@@ -272,8 +274,11 @@ func (fl *frogLayer) propose(cfg Config, in *Batch) error {
 	fl.outGrads = gather(fl.outGrads, in.OutGrads, idx, l.OutGradLen())
 
 	fl.effective(cfg, in)
-	if i := firstNonFinite(fl.eff); i >= 0 {
-		return fmt.Errorf("the effective gradient (after momentum) overflows at %d: %w", i, ErrNonFinite)
+	// Without momentum the effective gradient is the gradient, checked.
+	if cfg.Momentum != 0 {
+		if i := firstNonFinite(fl.eff); i >= 0 {
+			return fmt.Errorf("the effective gradient (after momentum) overflows at %d: %w", i, ErrNonFinite)
+		}
 	}
 	problem := RowsInput{
 		Layer: l, Grad: fl.eff, Acts: fl.acts, OutGrads: fl.outGrads,

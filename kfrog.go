@@ -243,11 +243,14 @@ func (kl *kLayer) precondition(cfg KConfig, in *Batch, idx, yIdx []int) error {
 		effB = kl.effBias
 		momentum(effB, kl.newMomB, kl.momB, in.BiasGrad, cfg.Momentum, cfg.Nesterov)
 	}
-	if i := firstNonFinite(kl.eff); i >= 0 {
-		return fmt.Errorf("the effective gradient (after momentum) overflows at %d: %w", i, ErrNonFinite)
-	}
-	if i := firstNonFinite(effB); i >= 0 {
-		return fmt.Errorf("the effective bias gradient (after momentum) overflows at %d: %w", i, ErrNonFinite)
+	// Without momentum the effective gradients are the gradients, checked.
+	if cfg.Momentum != 0 {
+		if i := firstNonFinite(kl.eff); i >= 0 {
+			return fmt.Errorf("the effective gradient (after momentum) overflows at %d: %w", i, ErrNonFinite)
+		}
+		if i := firstNonFinite(effB); i >= 0 {
+			return fmt.Errorf("the effective bias gradient (after momentum) overflows at %d: %w", i, ErrNonFinite)
+		}
 	}
 
 	// Output-gradient diagonal over the Y samples.
