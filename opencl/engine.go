@@ -6,11 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"runtime"
-	"sync"
 	"unsafe"
 
 	"github.com/frogopt/frog/backend"
+	"github.com/frogopt/frog/blas"
 	"github.com/frogopt/frog/conv"
 	"github.com/jgillich/go-opencl/cl"
 )
@@ -55,6 +54,8 @@ type Engine struct {
 	rowsPinned pinnedBuffer
 
 	sidxHost []int32
+	// copier is the task of parallelCopy
+	copier copyTask
 	// identityLen is how many indices 0, 1, ... e.sidx holds.
 	identityLen int
 
@@ -289,7 +290,7 @@ func (e *Engine) Precondition(job *backend.Job) (err error) {
 			continue
 		}
 		stage := e.pinned.host[off : off+len(up.host)]
-		parallelCopy(stage, up.host)
+		e.parallelCopy(stage, up.host)
 		ev, err := e.queue.EnqueueWriteBuffer(up.b.mem, false, 0, 4*len(stage), unsafe.Pointer(&stage[0]), nil)
 		release(ev)
 		if err == nil {
@@ -360,28 +361,24 @@ func (b *pinnedBuffer) release(q *cl.CommandQueue) {
 	*b = pinnedBuffer{}
 }
 
-// parallelCopy copies src to dst with up to GOMAXPROCS goroutines, each
-// taking at least 256 KiB: one core cannot move memory as fast as the
-// device fetches it.
-func parallelCopy(dst, src []float32) {
+// copyTask copies src to dst in contiguous parts (Engine.parallelCopy).
+type copyTask struct{ dst, src []float32 }
+
+func (c *copyTask) RunPart(part, parts int) {
+	n := len(c.src)
+	lo, hi := part*n/parts, (part+1)*n/parts
+	copy(c.dst[lo:hi], c.src[lo:hi])
+}
+
+// parallelCopy copies src to dst in up to 16 parts of at least 256 KiB
+// each, on blas.Parallel's helpers: one core cannot move memory as fast
+// as the device fetches it. The task is the engine's, so that a copy
+// starts no goroutine and allocates nothing.
+func (e *Engine) parallelCopy(dst, src []float32) {
 	const minPart = 1 << 16
-	parts := min(runtime.GOMAXPROCS(0), len(src)/minPart, 16)
-	if parts <= 1 {
-		copy(dst, src)
-		return
-	}
-	var wg sync.WaitGroup
-	step := ceilDiv(len(src), parts)
-	for lo := step; lo < len(src); lo += step {
-		hi := min(lo+step, len(src))
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			copy(dst[lo:hi], src[lo:hi])
-		}()
-	}
-	copy(dst[:step], src[:step])
-	wg.Wait()
+	e.copier = copyTask{dst: dst, src: src}
+	blas.Parallel(&e.copier, min(len(src)/minPart, 16))
+	e.copier = copyTask{}
 }
 
 // readRows copies the per-row diagnostics of R rows into the non-nil

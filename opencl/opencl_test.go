@@ -568,3 +568,30 @@ func TestProfiledEngine(t *testing.T) {
 	}
 	t.Log(e.prof.String(1))
 }
+
+// TestParallelCopy: the parts of a host copy cover it exactly, for sizes
+// around the part boundaries, and a copy allocates nothing.
+func TestParallelCopy(t *testing.T) {
+	var e Engine
+	src := make([]float32, 16<<16+37)
+	for i := range src {
+		src[i] = float32(i + 1)
+	}
+	dst := make([]float32, len(src))
+	for _, n := range []int{0, 1, 1<<16 - 1, 2 << 16, 2<<16 + 1, 5<<16 + 3, len(src)} {
+		clear(dst)
+		e.parallelCopy(dst[:n], src[:n])
+		for i := range dst {
+			want := float32(0)
+			if i < n {
+				want = src[i]
+			}
+			if dst[i] != want {
+				t.Fatalf("n = %d: dst[%d] = %v, want %v", n, i, dst[i], want)
+			}
+		}
+	}
+	if a := testing.AllocsPerRun(10, func() { e.parallelCopy(dst, src) }); a != 0 {
+		t.Errorf("parallelCopy allocates %v times per call", a)
+	}
+}
