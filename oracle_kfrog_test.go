@@ -100,25 +100,10 @@ func kOracleRun(t *testing.T, l Layer, o kOracleOpts, name string) {
 		nb := float64(len(xs))
 
 		// Momentum (FROG.md step 4) for weight and bias.
-		eff := func(m, gr []float64) []float64 {
-			out := make([]float64, len(gr))
-			for i := range gr {
-				if o.mu == 0 {
-					out[i] = gr[i]
-					continue
-				}
-				m[i] = o.mu*m[i] + gr[i]
-				out[i] = m[i]
-				if o.nesterov {
-					out[i] = gr[i] + o.mu*m[i]
-				}
-			}
-			return out
-		}
-		ew := eff(mw, grad)
+		ew := oracleMomentum(mw, grad, o.mu, o.nesterov)
 		var eb []float64
 		if b != nil {
-			eb = eff(mb, bgrad)
+			eb = oracleMomentum(mb, bgrad, o.mu, o.nesterov)
 		}
 		L := g.Locations()
 		wantW := append([]float64(nil), w...)
