@@ -421,9 +421,11 @@ func TestFaults(t *testing.T) {
 func TestConcurrentEngines(t *testing.T) {
 	testEngine(t)
 	cases := geometryCases()
+	const workers = 3
 	var wg sync.WaitGroup
-	errs := make(chan string, 8)
-	for w := 0; w < 3; w++ {
+	// Each goroutine sends one error at most, so that none blocks.
+	errs := make(chan string, workers)
+	for w := 0; w < workers; w++ {
 		wg.Add(1)
 		go func(w int) {
 			defer wg.Done()
@@ -448,6 +450,7 @@ func TestConcurrentEngines(t *testing.T) {
 				}
 				if d := relL2(f64(got.Dir), f64(want.Dir)); !(d <= caseTol(c)) {
 					errs <- fmt.Sprintf("%s: relative error %.2g", c.name, d)
+					return
 				}
 			}
 		}(w)
