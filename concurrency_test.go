@@ -73,7 +73,27 @@ func (r *ccRun) result(layers []Layer) [][]float32 {
 	return append(out, r.theta)
 }
 
+// train takes the steps sequentially: every layer in order, then the
+// plain parameter, step after step.
+func (r *ccRun) train(t testing.TB, o optimizerAPI, layers []Layer, steps int) {
+	t.Helper()
+	for s := 0; s < steps; s++ {
+		for _, l := range layers {
+			if err := o.Step(l.Name, r.batches[l.Name][s]); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := o.StepParam("theta", r.thetaGrads[s]); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// sameResult compares two results tensor by tensor, bit for bit.
 func sameResult(a, b [][]float32) error {
+	if len(a) != len(b) {
+		return fmt.Errorf("%d tensors, want %d", len(a), len(b))
+	}
 	for i := range a {
 		if !bitsEqual(a[i], b[i]) {
 			return fmt.Errorf("tensor %d differs", i)
@@ -94,23 +114,15 @@ func TestConcurrentLayers(t *testing.T) {
 			seq := newCCRun(layers, steps, 6)
 			oSeq := newOptimizer(t, kind)
 			seq.register(t, oSeq, layers)
-			for s := 0; s < steps; s++ {
-				for _, l := range layers {
-					if err := oSeq.Step(l.Name, seq.batches[l.Name][s]); err != nil {
-						t.Fatal(err)
-					}
-				}
-				if err := oSeq.StepParam("theta", seq.thetaGrads[s]); err != nil {
-					t.Fatal(err)
-				}
-			}
+			seq.train(t, oSeq, layers, steps)
 
 			par := newCCRun(layers, steps, 6)
 			o := newOptimizer(t, kind)
 			par.register(t, o, layers)
 			lr := 0.05
 			var wg sync.WaitGroup
-			errs := make(chan error, len(layers)+8)
+			// Every goroutine sends at most one error, so none blocks.
+			errs := make(chan error, len(layers)+2)
 			for _, l := range layers {
 				wg.Add(1)
 				go func(name string) {
@@ -129,6 +141,7 @@ func TestConcurrentLayers(t *testing.T) {
 				for s := 0; s < steps; s++ {
 					if err := o.StepParam("theta", par.thetaGrads[s]); err != nil {
 						errs <- err
+						return
 					}
 				}
 			}()
@@ -137,9 +150,11 @@ func TestConcurrentLayers(t *testing.T) {
 				for i := 0; i < 5; i++ {
 					if err := o.SetLR(lr); err != nil {
 						errs <- err
+						return
 					}
 					if _, err := o.MarshalBinary(); err != nil {
 						errs <- err
+						return
 					}
 					switch o := o.(type) {
 					case *Optimizer:
@@ -172,21 +187,12 @@ func TestDeterminism(t *testing.T) {
 	}
 	layers := ccLayers(true)
 	const steps = 2
-	train := func(kind string, procs int) [][]float32 {
+	train := func(t *testing.T, kind string, procs int) [][]float32 {
 		defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(procs))
 		r := newCCRun(layers, steps, 8)
 		o := newOptimizer(t, kind)
 		r.register(t, o, layers)
-		for s := 0; s < steps; s++ {
-			for _, l := range layers {
-				if err := o.Step(l.Name, r.batches[l.Name][s]); err != nil {
-					t.Fatal(err)
-				}
-			}
-			if err := o.StepParam("theta", r.thetaGrads[s]); err != nil {
-				t.Fatal(err)
-			}
-		}
+		r.train(t, o, layers, steps)
 		return r.result(layers)
 	}
 	defaultKernels := blas.Current().Name()
@@ -197,12 +203,12 @@ func TestDeterminism(t *testing.T) {
 		}
 		for _, kind := range []string{"frog", "kfrog"} {
 			t.Run(kernels+"/"+kind, func(t *testing.T) {
-				first := train(kind, 2)
-				if err := sameResult(train(kind, 2), first); err != nil {
+				first := train(t, kind, 2)
+				if err := sameResult(train(t, kind, 2), first); err != nil {
 					t.Fatalf("run to run, GOMAXPROCS 2: %v", err)
 				}
 				for _, procs := range []int{1, 4} {
-					if err := sameResult(train(kind, procs), first); err != nil {
+					if err := sameResult(train(t, kind, procs), first); err != nil {
 						t.Errorf("GOMAXPROCS %d vs 2: %v", procs, err)
 					}
 				}
