@@ -288,7 +288,7 @@ type registration struct {
 	name  string
 	layer *layerBase // nil for a plain parameter
 	param *param
-	ybuf  int // K-FROG y-average length
+	ybuf  []float64 // K-FROG's y-averages, nil for FROG
 }
 
 // match checks the checkpoint against the registrations (in order) and
@@ -342,8 +342,8 @@ func (c *checkpoint) match(optimizer uint8, regs []registration) ([]rand.PCG, er
 		if want := layerGeometry(b.layer); e.geometry != want {
 			return fail("layer shape %v, the optimizer's is %v", e.geometry, want)
 		}
-		if len(e.mom) != len(b.mom) || len(e.momB) != len(b.momB) || len(e.ybuf) != reg.ybuf {
-			return fail("state lengths %d, %d, %d, want %d, %d, %d", len(e.mom), len(e.momB), len(e.ybuf), len(b.mom), len(b.momB), reg.ybuf)
+		if len(e.mom) != len(b.mom) || len(e.momB) != len(b.momB) || len(e.ybuf) != len(reg.ybuf) {
+			return fail("state lengths %d, %d, %d, want %d, %d, %d", len(e.mom), len(e.momB), len(e.ybuf), len(b.mom), len(b.momB), len(reg.ybuf))
 		}
 		if err := pcgs[i].UnmarshalBinary(e.rng); err != nil {
 			return fail("random generator: %v", err)
@@ -354,7 +354,7 @@ func (c *checkpoint) match(optimizer uint8, regs []registration) ([]rand.PCG, er
 
 // restore copies a matched checkpoint into the registrations; the caller
 // holds every lock.
-func (c *checkpoint) restore(regs []registration, pcgs []rand.PCG, ybufs [][]float64) {
+func (c *checkpoint) restore(regs []registration, pcgs []rand.PCG) {
 	for i, reg := range regs {
 		e := &c.entries[i]
 		if reg.layer == nil {
@@ -366,22 +366,23 @@ func (c *checkpoint) restore(regs []registration, pcgs []rand.PCG, ybufs [][]flo
 		b := reg.layer
 		copy(b.mom, e.mom)
 		copy(b.momB, e.momB)
-		copy(ybufs[i], e.ybuf)
+		copy(reg.ybuf, e.ybuf)
 		b.steps, b.skipped = e.steps, e.skipped
 		b.pcg = pcgs[i]
 		b.lastSamples = b.lastSamples[:0]
 	}
 }
 
-// registrations lists an optimizer's layers and parameters in order.
-func registrationsOf[L any](order []string, layers map[string]L, params map[string]*param, base func(L) (*layerBase, int)) []registration {
-	regs := make([]registration, len(order))
-	for i, name := range order {
+// registrations lists the layers and parameters in order; base gives a
+// layer's common state and its y-averages.
+func (r *registry[L]) registrations(base func(L) (*layerBase, []float64)) []registration {
+	regs := make([]registration, len(r.order))
+	for i, name := range r.order {
 		regs[i].name = name
-		if l, ok := layers[name]; ok {
+		if l, ok := r.layers[name]; ok {
 			regs[i].layer, regs[i].ybuf = base(l)
 		} else {
-			regs[i].param = params[name]
+			regs[i].param = r.params[name]
 		}
 	}
 	return regs
@@ -407,14 +408,14 @@ func lockAll(regs []registration) (unlock func()) {
 	}
 }
 
-func snapshot(optimizer uint8, lr float64, regs []registration, ybufs [][]float64) ([]byte, error) {
+func snapshot(optimizer uint8, lr float64, regs []registration) ([]byte, error) {
 	c := &checkpoint{optimizer: optimizer, lr: lr, entries: make([]ckptEntry, len(regs))}
 	for i, reg := range regs {
 		if reg.layer == nil {
 			c.entries[i] = paramEntry(reg.name, reg.param)
 			continue
 		}
-		e, err := layerEntry(reg.layer, ybufs[i])
+		e, err := layerEntry(reg.layer, reg.ybuf)
 		if err != nil {
 			return nil, &LayerError{Layer: reg.name, Err: err}
 		}
@@ -423,18 +424,48 @@ func snapshot(optimizer uint8, lr float64, regs []registration, ybufs [][]float6
 	return c.encode(), nil
 }
 
-func frogBase(fl *frogLayer) (*layerBase, int) { return &fl.layerBase, 0 }
-func kfrogBase(kl *kLayer) (*layerBase, int)   { return &kl.layerBase, len(kl.ybuf) }
+func frogBase(fl *frogLayer) (*layerBase, []float64) { return &fl.layerBase, nil }
+func kfrogBase(kl *kLayer) (*layerBase, []float64)   { return &kl.layerBase, kl.ybuf }
+
+// marshal is MarshalBinary for either optimizer: kind is its tag, lr its
+// learning rate (read under the lock).
+func (r *registry[L]) marshal(kind uint8, lr *float64, base func(L) (*layerBase, []float64)) ([]byte, error) {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	regs := r.registrations(base)
+	defer lockAll(regs)()
+	return snapshot(kind, *lr, regs)
+}
+
+// unmarshal is UnmarshalBinary for either optimizer: it restores the
+// checkpoint and the learning rate, then reset clears what each layer
+// recomputes at its next step.
+func (r *registry[L]) unmarshal(data []byte, kind uint8, lr *float64, base func(L) (*layerBase, []float64), reset func(L)) error {
+	c, err := decodeCheckpoint(data)
+	if err != nil {
+		return err
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	regs := r.registrations(base)
+	defer lockAll(regs)()
+	pcgs, err := c.match(kind, regs)
+	if err != nil {
+		return err
+	}
+	c.restore(regs, pcgs)
+	for _, l := range r.layers {
+		reset(l)
+	}
+	*lr = c.lr
+	return nil
+}
 
 // MarshalBinary writes the optimizer's state as a checkpoint (see the
 // format above). It waits for running steps; take it between steps, so
 // that every layer is at the same point of training.
 func (o *Optimizer) MarshalBinary() ([]byte, error) {
-	o.mu.RLock()
-	defer o.mu.RUnlock()
-	regs := registrationsOf(o.order, o.layers, o.params, frogBase)
-	defer lockAll(regs)()
-	return snapshot(ckptFROG, o.cfg.LR, regs, make([][]float64, len(regs)))
+	return o.marshal(ckptFROG, &o.cfg.LR, frogBase)
 }
 
 // UnmarshalBinary restores a checkpoint written by MarshalBinary into an
@@ -442,66 +473,22 @@ func (o *Optimizer) MarshalBinary() ([]byte, error) {
 // same order). It restores the learning rate too. On error, which wraps
 // ErrCheckpoint, nothing is changed.
 func (o *Optimizer) UnmarshalBinary(data []byte) error {
-	c, err := decodeCheckpoint(data)
-	if err != nil {
-		return err
-	}
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	regs := registrationsOf(o.order, o.layers, o.params, frogBase)
-	defer lockAll(regs)()
-	pcgs, err := c.match(ckptFROG, regs)
-	if err != nil {
-		return err
-	}
-	c.restore(regs, pcgs, make([][]float64, len(regs)))
-	for _, fl := range o.layers {
+	return o.unmarshal(data, ckptFROG, &o.cfg.LR, frogBase, func(fl *frogLayer) {
 		fl.diag = newRowDiagnostics(fl.layer.Rows())
-	}
-	o.cfg.LR = c.lr
-	return nil
+	})
 }
 
 // MarshalBinary writes the optimizer's state as a checkpoint; see
 // Optimizer.MarshalBinary.
 func (o *KFROG) MarshalBinary() ([]byte, error) {
-	o.mu.RLock()
-	defer o.mu.RUnlock()
-	regs := registrationsOf(o.order, o.layers, o.params, kfrogBase)
-	defer lockAll(regs)()
-	return snapshot(ckptKFROG, o.cfg.LR, regs, o.ybufs(regs))
+	return o.marshal(ckptKFROG, &o.cfg.LR, kfrogBase)
 }
 
 // UnmarshalBinary restores a checkpoint; see Optimizer.UnmarshalBinary.
 func (o *KFROG) UnmarshalBinary(data []byte) error {
-	c, err := decodeCheckpoint(data)
-	if err != nil {
-		return err
-	}
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	regs := registrationsOf(o.order, o.layers, o.params, kfrogBase)
-	defer lockAll(regs)()
-	pcgs, err := c.match(ckptKFROG, regs)
-	if err != nil {
-		return err
-	}
-	c.restore(regs, pcgs, o.ybufs(regs))
-	for _, kl := range o.layers {
+	return o.unmarshal(data, ckptKFROG, &o.cfg.LR, kfrogBase, func(kl *kLayer) {
 		clear(kl.actDiag)
 		clear(kl.solution)
 		clear(kl.residual)
-	}
-	o.cfg.LR = c.lr
-	return nil
-}
-
-func (o *KFROG) ybufs(regs []registration) [][]float64 {
-	y := make([][]float64, len(regs))
-	for i, r := range regs {
-		if r.layer != nil {
-			y[i] = o.layers[r.name].ybuf
-		}
-	}
-	return y
+	})
 }
