@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"unsafe"
 
 	"github.com/frogopt/frog/backend"
 	"github.com/frogopt/frog/conv"
@@ -348,13 +349,32 @@ func TestDeviceJob(t *testing.T) {
 	got.Trace, got.Scale, got.Residual, got.Breakdown = job.Trace, job.Scale, job.Residual, job.Breakdown
 	compare(t, got, want, 1e-5)
 
-	// Async, no diagnostics; then bad jobs are refused.
+	// Async, no diagnostics, over a direction filled with NaN: once the
+	// queue has finished it holds the synchronous run's bits. Then bad
+	// jobs are refused.
+	nan := math.Float32bits(float32(math.NaN()))
+	ev, err = q.EnqueueFillBuffer(dir, unsafe.Pointer(&nan), 4, 0, 4*len(full.Dir), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ev.Release()
 	job.Async, job.Trace, job.Scale, job.Residual, job.Breakdown = true, nil, nil, nil, nil
 	if err := e.PreconditionDevice(job); err != nil {
 		t.Fatal(err)
 	}
 	if err := q.Finish(); err != nil {
 		t.Fatal(err)
+	}
+	async := make([]float32, len(got.Dir))
+	ev, err = q.EnqueueReadBufferFloat32(dir, true, 0, async, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ev.Release()
+	for i := range async {
+		if math.Float32bits(async[i]) != math.Float32bits(got.Dir[i]) {
+			t.Fatalf("Async: direction[%d] = %v, synchronously %v", i, async[i], got.Dir[i])
+		}
 	}
 	bad := *job
 	bad.SampleIndex = []int{0, 0}
