@@ -259,15 +259,9 @@ func (o *Optimizer) Step(name string, in Batch) error {
 // advances the random generator, which the caller restores on error.
 func (fl *frogLayer) propose(cfg Config, in *Batch) error {
 	l := fl.layer
-	if err := checkBatchFinite(in); err != nil {
+	idx, err := fl.begin(in, cfg.SampleSize)
+	if err != nil {
 		return err
-	}
-	if err := fl.checkParams(); err != nil {
-		return err
-	}
-	idx := in.Samples
-	if idx == nil {
-		idx = fl.draw(cfg.SampleSize, in.BatchSize)
 	}
 	r := len(idx)
 	fl.acts = gather(fl.acts, in.Acts, idx, l.ActLen())
@@ -338,18 +332,9 @@ func (fl *frogLayer) proposeUpdate(cfg Config, in *Batch) {
 
 // commit applies a proposed step: momentum, weights, bias, statistics.
 func (fl *frogLayer) commit(cfg Config) {
-	l := fl.layer
-	if cfg.Momentum != 0 {
-		copy(fl.mom, fl.newMom)
-		if l.Bias != NoBias {
-			copy(fl.momB, fl.newMomB)
-		}
-	}
-	copy(fl.weight, fl.newW)
-	copy(fl.bias, fl.newB)
+	fl.commitBase(cfg.Momentum != 0)
 	fl.diag, fl.diagNew = fl.diagNew, fl.diag
 	fl.lastSamples, fl.lastSamplesNew = fl.lastSamplesNew, fl.lastSamples
-	fl.steps++
 }
 
 // LayerStats describes a layer's last step.

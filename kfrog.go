@@ -197,15 +197,9 @@ func (o *KFROG) Step(name string, in Batch) error {
 // propose computes a step into scratch, leaving the committed state alone
 // except for the random generator, which the caller restores on error.
 func (kl *kLayer) propose(cfg KConfig, in *Batch) error {
-	if err := checkBatchFinite(in); err != nil {
+	idx, err := kl.begin(in, cfg.SampleSize)
+	if err != nil {
 		return err
-	}
-	if err := kl.checkParams(); err != nil {
-		return err
-	}
-	idx := in.Samples
-	if idx == nil {
-		idx = kl.draw(cfg.SampleSize, in.BatchSize)
 	}
 	yIdx := in.YSamples
 	if yIdx == nil && cfg.YSampleSize > 0 && cfg.YSampleSize < in.BatchSize {
@@ -387,22 +381,13 @@ func (kl *kLayer) proposeUpdate(cfg KConfig, in *Batch) {
 
 // commitK applies the step computed by propose.
 func (kl *kLayer) commitK(cfg KConfig) {
-	l := kl.layer
-	if cfg.Momentum != 0 {
-		copy(kl.mom, kl.newMom)
-		if l.Bias != NoBias {
-			copy(kl.momB, kl.newMomB)
-		}
-	}
+	kl.commitBase(cfg.Momentum != 0)
 	if cfg.YMomentum > 0 {
 		copy(kl.ybuf, kl.ybufNew)
 	}
-	copy(kl.weight, kl.newW)
-	copy(kl.bias, kl.newB)
 	kl.actDiag, kl.actDiagNew = kl.actDiagNew, kl.actDiag
 	kl.solution, kl.solutionNew = kl.solutionNew, kl.solution
 	kl.residual, kl.residualNew = kl.residualNew, kl.residual
-	kl.steps++
 }
 
 // columnSquares writes sum_i x[i][c]^2 for every column c of the n x d

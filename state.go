@@ -93,6 +93,36 @@ func (b *layerBase) checkProposals(withMomentum bool) error {
 	return nil
 }
 
+// begin starts a step's proposal: it checks the batch and the weights for
+// NaN and Inf and returns the Fisher subsample (the given indices, or a
+// draw of sampleSize).
+func (b *layerBase) begin(in *Batch, sampleSize int) ([]int, error) {
+	if err := checkBatchFinite(in); err != nil {
+		return nil, err
+	}
+	if err := b.checkParams(); err != nil {
+		return nil, err
+	}
+	if in.Samples != nil {
+		return in.Samples, nil
+	}
+	return b.draw(sampleSize, in.BatchSize), nil
+}
+
+// commitBase applies the common part of a checked proposal: the weights,
+// the bias, with momentum the momenta, and the step count.
+func (b *layerBase) commitBase(withMomentum bool) {
+	if withMomentum {
+		copy(b.mom, b.newMom)
+		if b.layer.Bias != NoBias {
+			copy(b.momB, b.newMomB)
+		}
+	}
+	copy(b.weight, b.newW)
+	copy(b.bias, b.newB)
+	b.steps++
+}
+
 // transact runs one step as a transaction: propose computes it into
 // scratch, commit applies it. When propose fails the random generator is
 // restored, so nothing has changed; a non-finite failure with
