@@ -104,7 +104,7 @@ func (u *unfold) RunPart(part, parts int) {
 	}
 }
 
-// normalizer is pow2.Normalizer of all the patches' values (see RunPart):
+// normalizer is blas.Normalizer of all the patches' values (see RunPart):
 // 2^-e bringing the largest magnitude into [1, 2), or 1 when all are zero
 // or one is not finite.
 func (u *unfold) normalizer(parts int) float64 {

@@ -41,7 +41,7 @@ func MaxAbsBits(x []float32) uint32 {
 
 // Normalizer returns the power of two 2^-e that brings the largest
 // magnitude in x into [1, 2), or 1 when x is all zeros or holds a value
-// that is not finite (internal/pow2.Normalizer, in one vector pass).
+// that is not finite, from one vector pass (MaxAbsBits).
 func Normalizer(x []float32) float64 {
 	return NormalizerOfBits(MaxAbsBits(x))
 }
