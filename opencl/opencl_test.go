@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 	"unsafe"
 
 	"github.com/frogopt/frog/backend"
@@ -616,5 +617,34 @@ func TestParallelCopy(t *testing.T) {
 	}
 	if a := testing.AllocsPerRun(10, func() { e.parallelCopy(dst, src) }); a != 0 {
 		t.Errorf("parallelCopy allocates %v times per call", a)
+	}
+}
+
+// TestProfileCollectError: events whose times cannot be read (from a queue
+// without profiling) give an error and no times, and collect still takes
+// every event (releasing each).
+func TestProfileCollectError(t *testing.T) {
+	d := testEngine(t).Device()
+	q, err := d.ctx.CreateCommandQueue(d.dev, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := d.newEngine(q, &profile{total: map[string]time.Duration{}, count: map[string]int{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	if err := e.Precondition(newJob(geometryCases()[0], 3, 1)); err != nil {
+		t.Fatal(err)
+	}
+	n := len(e.prof.events)
+	if err := e.prof.collect(); err == nil {
+		t.Skipf("the device reports times without profiling (%d events)", n)
+	}
+	if len(e.prof.events) != 0 || n < 2 {
+		t.Errorf("%d of %d events left", len(e.prof.events), n)
+	}
+	if len(e.prof.total) != 0 {
+		t.Errorf("unreadable events recorded times: %v", e.prof.total)
 	}
 }

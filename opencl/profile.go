@@ -35,24 +35,28 @@ func (d *Device) newProfiledEngine() (*Engine, error) {
 	return d.newEngine(q, &profile{total: map[string]time.Duration{}, count: map[string]int{}})
 }
 
-// collect adds the finished events' times to the totals; the queue must
-// have finished.
+// collect adds the finished events' times to the totals and releases
+// every event; the queue must have finished. It returns the first error
+// (an event whose times cannot be read adds nothing).
 func (p *profile) collect() error {
-	defer func() { p.events = p.events[:0] }()
-	for _, ne := range p.events {
+	var first error
+	for i, ne := range p.events {
 		start, err := ne.ev.GetEventProfilingInfo(cl.ProfilingInfoCommandStart)
+		var end int64
 		if err == nil {
-			var end int64
 			end, err = ne.ev.GetEventProfilingInfo(cl.ProfilingInfoCommandEnd)
+		}
+		if err == nil {
 			p.total[ne.name] += time.Duration(end - start)
 			p.count[ne.name]++
+		} else if first == nil {
+			first = err
 		}
 		ne.ev.Release()
-		if err != nil {
-			return err
-		}
+		p.events[i] = namedEvent{}
 	}
-	return nil
+	p.events = p.events[:0]
+	return first
 }
 
 func (p *profile) reset() {
