@@ -73,33 +73,17 @@ func openclRowsInput() RowsInput {
 	l := Layer{Name: "g", InChannels: 6, OutChannels: 8, InH: 6, InW: 5, Kernel: [2]int{3, 2},
 		Stride: [2]int{2, 1}, Padding: [2]int{1, 1}, Groups: 2, Bias: JointBias}
 	rng := rand.New(rand.NewPCG(1, 2))
-	fill := func(n int) []float32 {
-		v := make([]float32, n)
-		for i := range v {
-			v[i] = float32(rng.NormFloat64())
-		}
-		return v
-	}
 	r := 3
 	return RowsInput{
-		Layer: l, Grad: fill(l.Rows() * l.SolveLen()), Acts: fill(r * l.ActLen()), OutGrads: fill(r * l.OutGradLen()),
+		Layer: l, Grad: rbVec(rng, l.Rows()*l.SolveLen(), 1), Acts: rbVec(rng, r*l.ActLen(), 1), OutGrads: rbVec(rng, r*l.OutGradLen(), 1),
 		Samples: r, BatchSize: 16, Damping: 1e-3, Iters: 4, DenomEps: 1e-10,
 	}
-}
-
-func cpuDirection(t *testing.T, in RowsInput) []float32 {
-	t.Helper()
-	dir := make([]float32, in.Layer.Rows()*in.Layer.SolveLen())
-	if _, err := PreconditionRows(in, dir); err != nil {
-		t.Fatal(err)
-	}
-	return dir
 }
 
 func TestOpenCLPreconditioner(t *testing.T) {
 	requireOpenCL(t)
 	in := openclRowsInput()
-	want := cpuDirection(t, in)
+	want, _ := precondition(t, in) // PreconditionRows: always the CPU
 	p, err := NewPreconditioner(BackendOpenCL)
 	if err != nil {
 		t.Fatal(err)
@@ -115,19 +99,11 @@ func TestOpenCLPreconditioner(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if e := relErr(f64s(dir), f64s(want)); !(e <= 1e-5) {
+	if e := relErr(toF64(dir), toF64(want)); !(e <= 1e-5) {
 		t.Errorf("relative error %.3g against the CPU", e)
 	} else {
 		t.Logf("relative error %.3g against the CPU", e)
 	}
-}
-
-func f64s(s []float32) []float64 {
-	out := make([]float64, len(s))
-	for i, v := range s {
-		out[i] = float64(v)
-	}
-	return out
 }
 
 // TestOpenCLFaultFallback injects each OpenCL fault (issue 6 item 8): the
@@ -135,7 +111,7 @@ func f64s(s []float32) []float64 {
 func TestOpenCLFaultFallback(t *testing.T) {
 	requireOpenCL(t)
 	in := openclRowsInput()
-	want := cpuDirection(t, in)
+	want, _ := precondition(t, in) // PreconditionRows: always the CPU
 	for _, tc := range []struct {
 		fault opencl.Fault
 		where string // "start": the factory fails; "run": Precondition fails

@@ -112,23 +112,18 @@ func TestUpdateIsScaleFree(t *testing.T) {
 	l := Layer{Name: "s", InChannels: 3, OutChannels: 5, InH: 6, InW: 6, Kernel: [2]int{3, 3}, Padding: [2]int{1, 1}}
 	in := rowsInput(l, 4, 16, 9)
 	want, _ := precondition(t, in)
-	scaled := func(v []float32, c float32) []float32 {
-		out := make([]float32, len(v))
-		for i, x := range v {
-			out[i] = x * c
-		}
-		return out
-	}
+	// scaled's float64 product of two float32 values is exact, so its
+	// rounding is the float32 product's.
 	for _, c := range []float32{0.05, 7, 1e3} {
 		for _, which := range []string{"gradient", "activations", "output gradients"} {
 			s := in
 			switch which {
 			case "gradient":
-				s.Grad = scaled(in.Grad, c)
+				s.Grad = scaled(in.Grad, float64(c))
 			case "activations":
-				s.Acts = scaled(in.Acts, c)
+				s.Acts = scaled(in.Acts, float64(c))
 			default:
-				s.OutGrads = scaled(in.OutGrads, c)
+				s.OutGrads = scaled(in.OutGrads, float64(c))
 			}
 			got, _ := precondition(t, s)
 			checkClose(t, 0, which+" scaled", toF64(got), toF64(want), 1e-5)
