@@ -79,7 +79,7 @@ func (e *Engine) PreconditionDevice(job *DeviceJob) error {
 		samples = len(job.SampleIndex)
 	}
 	p.samples = samples
-	if err := checkDeviceJob(job, &p); err != nil {
+	if err := e.checkDeviceJob(job, &p); err != nil {
 		return err
 	}
 	if err := p.checkSize(); err != nil {
@@ -94,8 +94,10 @@ func (e *Engine) PreconditionDevice(job *DeviceJob) error {
 	if job.Async {
 		return nil
 	}
-	if err := e.readRows(g.OutChannels, job.Trace, job.Residual, job.Scale, job.Breakdown, nil); err != nil {
-		return err
+	if job.Trace != nil || job.Residual != nil || job.Scale != nil || job.Breakdown != nil {
+		// readRows ends with a blocking read, which on the in-order
+		// queue also waits for everything before it.
+		return e.readRows(g.OutChannels, job.Trace, job.Residual, job.Scale, job.Breakdown, nil)
 	}
 	if err := e.queue.Finish(); err != nil {
 		return fmt.Errorf("opencl: waiting for the queue: %w", err)
@@ -103,7 +105,7 @@ func (e *Engine) PreconditionDevice(job *DeviceJob) error {
 	return nil
 }
 
-func checkDeviceJob(job *DeviceJob, p *problem) error {
+func (e *Engine) checkDeviceJob(job *DeviceJob, p *problem) error {
 	g := p.g
 	R, d := g.OutChannels, p.rowLen()
 	switch {
@@ -117,13 +119,6 @@ func checkDeviceJob(job *DeviceJob, p *problem) error {
 		return fmt.Errorf("opencl: device job: denom_eps must be positive, got %v", job.DenomEps)
 	case job.Async && (job.Trace != nil || job.Residual != nil || job.Scale != nil || job.Breakdown != nil):
 		return errors.New("opencl: device job: Async needs the diagnostics to be nil")
-	}
-	seen := make(map[int]bool, len(job.SampleIndex))
-	for _, s := range job.SampleIndex {
-		if s < 0 || s >= job.Batch || seen[s] {
-			return fmt.Errorf("opencl: device job: sample index %d out of range or repeated (batch %d)", s, job.Batch)
-		}
-		seen[s] = true
 	}
 	for _, s := range []struct {
 		what string
@@ -154,6 +149,34 @@ func checkDeviceJob(job *DeviceJob, p *problem) error {
 	if bufferHandle(job.Dir.Mem) == bufferHandle(job.Grad.Mem) || bufferHandle(job.Dir.Mem) == bufferHandle(job.Acts.Mem) ||
 		bufferHandle(job.Dir.Mem) == bufferHandle(job.OutGrads.Mem) {
 		return errors.New("opencl: device job: the direction must have a buffer of its own")
+	}
+	// The indices are checked last, once the buffers bound Batch.
+	return e.checkSampleIndex(job.SampleIndex, job.Batch)
+}
+
+// checkSampleIndex rejects indices out of [0, batch) or repeated, marking
+// each in e.seen, which it leaves all false.
+func (e *Engine) checkSampleIndex(idx []int, batch int) error {
+	if len(idx) == 0 {
+		return nil
+	}
+	if len(e.seen) < batch {
+		e.seen = make([]bool, batch)
+	}
+	seen := e.seen[:batch]
+	n := len(idx)
+	for i, s := range idx {
+		if s < 0 || s >= batch || seen[s] {
+			n = i
+			break
+		}
+		seen[s] = true
+	}
+	for _, s := range idx[:n] {
+		seen[s] = false
+	}
+	if n < len(idx) {
+		return fmt.Errorf("opencl: device job: sample index %d out of range or repeated (batch %d)", idx[n], batch)
 	}
 	return nil
 }

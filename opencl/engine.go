@@ -60,6 +60,9 @@ type Engine struct {
 	sidxHost []int32
 	// copier is the task of parallelCopy
 	copier copyTask
+	// seen marks sample indices while checkSampleIndex runs (all false
+	// between calls)
+	seen []bool
 	// identityLen is how many indices 0, 1, ... e.sidx holds.
 	identityLen int
 

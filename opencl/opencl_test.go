@@ -378,9 +378,18 @@ func TestDeviceJob(t *testing.T) {
 		}
 	}
 	bad := *job
-	bad.SampleIndex = []int{0, 0}
-	if err := e.PreconditionDevice(&bad); err == nil || !strings.Contains(err.Error(), "repeated") {
-		t.Errorf("repeated index: %v", err)
+	for _, idx := range [][]int{{0, 0}, {4, 1, 3, 1}, {2, 5}, {-1}} {
+		bad.SampleIndex = idx
+		if err := e.PreconditionDevice(&bad); err == nil || !strings.Contains(err.Error(), "repeated") {
+			t.Errorf("indices %v: %v", idx, err)
+		}
+	}
+	// The rejected indices leave nothing marked: the job runs again.
+	if err := e.PreconditionDevice(job); err != nil {
+		t.Fatal(err)
+	}
+	if err := q.Finish(); err != nil {
+		t.Fatal(err)
 	}
 	bad = *job
 	bad.Grad.Offset = len(full.OutGrads) + 1
