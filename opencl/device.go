@@ -60,8 +60,6 @@ func (t Tiles) check(maxGroup int, localMem int64) error {
 		return fmt.Errorf("tiles %v: %d work-items exceed the device's %d", t, t.threads(), maxGroup)
 	case int64(t.localBytes()) > localMem:
 		return fmt.Errorf("tiles %v: %d bytes of local memory exceed the device's %d", t, t.localBytes(), localMem)
-	case maxGroup < 256:
-		return fmt.Errorf("device allows %d work-items per group; im2col needs 256", maxGroup)
 	case t.RL <= 0 || t.RL&(t.RL-1) != 0 || t.RL > maxGroup:
 		return fmt.Errorf("row work-group size %d must be a power of two up to %d", t.RL, maxGroup)
 	}
@@ -162,18 +160,17 @@ type Options struct {
 // Device is an OpenCL device with its context and built kernels. It is
 // safe for concurrent use; every Engine on it has its own command queue.
 type Device struct {
-	ctx     *cl.Context
-	dev     *cl.Device
-	gpu     bool
-	name    string
-	units   int
-	maxWG   int
-	maxMem  int64
-	tiles   Tiles
-	program *cl.Program
-	// variants are the blockings of the products, each with its program
-	// (variants[0] is tiles and program); each product of each layer
-	// takes the one that suits its shape (Engine.plan).
+	ctx    *cl.Context
+	dev    *cl.Device
+	gpu    bool
+	name   string
+	units  int
+	maxWG  int
+	maxMem int64
+	// variants are the blockings of the products, each with its program;
+	// each product of each layer takes the one that suits its shape
+	// (Engine.plan). The per-row kernels come from variants[0]'s program,
+	// with its RL, which every program shares.
 	variants []variant
 }
 
@@ -185,8 +182,9 @@ type variant struct {
 // Name describes the device, e.g. "NVIDIA H100 80GB HBM3 (GPU)".
 func (d *Device) Name() string { return d.name }
 
-// Tiles returns the blocking the device's program was built with.
-func (d *Device) Tiles() Tiles { return d.tiles }
+// Tiles returns the device's first blocking (DefaultTiles, unless
+// overridden), whose program runs the per-row kernels.
+func (d *Device) Tiles() Tiles { return d.variants[0].tiles }
 
 // Context is the OpenCL context of the device: buffers passed in a
 // DeviceJob must belong to it.
@@ -272,6 +270,9 @@ func newDevice(ctx *cl.Context, dev *cl.Device, opts Options) (d *Device, err er
 		maxMem: dev.MaxMemAllocSize(),
 	}
 	d.name = fmt.Sprintf("%s (%s)", strings.TrimSpace(dev.Name()), dev.Type())
+	if d.maxWG < 256 {
+		return nil, fmt.Errorf("opencl: %s: device allows %d work-items per group; im2col needs 256", d.name, d.maxWG)
+	}
 	tiles := defaultVariants(d.gpu, d.maxWG)
 	if opts.Tiles != nil {
 		tiles = []Tiles{*opts.Tiles}
@@ -280,7 +281,7 @@ func newDevice(ctx *cl.Context, dev *cl.Device, opts Options) (d *Device, err er
 			return nil, fmt.Errorf("opencl: %s: %w", TilesEnv, err)
 		}
 	}
-	for i, t := range tiles {
+	for _, t := range tiles {
 		// The per-row kernels of every program use the first RL.
 		t.RL = tiles[0].RL
 		if err := t.check(d.maxWG, dev.LocalMemSize()); err != nil {
@@ -291,9 +292,6 @@ func newDevice(ctx *cl.Context, dev *cl.Device, opts Options) (d *Device, err er
 			return nil, fmt.Errorf("opencl: %s: %w", d.name, err)
 		}
 		d.variants = append(d.variants, variant{tiles: t, program: prog})
-		if i == 0 {
-			d.tiles, d.program = t, prog
-		}
 	}
 	return d, nil
 }

@@ -124,7 +124,7 @@ func (d *Device) newEngine(q *cl.CommandQueue, prof *profile) (*Engine, error) {
 		{&e.trace, "row_trace"}, {&e.weights, "row_weights"}, {&e.pxtReduce, "pxt_reduce"},
 		{&e.cgInit, "cg_init"}, {&e.cgUpdate, "cg_update"}, {&e.cgFinish, "cg_finish"},
 	} {
-		if *k.dst, err = d.program.CreateKernel(k.name); err != nil {
+		if *k.dst, err = d.variants[0].program.CreateKernel(k.name); err != nil {
 			e.Close()
 			return nil, fmt.Errorf("opencl: %s: kernel %s: %w", d.name, k.name, err)
 		}
@@ -625,7 +625,7 @@ func (e *Engine) run(p *problem) error {
 	pp := e.plan(rg, Np, dp, G, false)
 	tp := e.plan(rg, dp, Np, G, true)
 	e.used = [2]productPlan{pp, tp}
-	rl := e.dev.tiles.RL
+	rl := e.dev.variants[0].tiles.RL
 	// im2col: work-groups of 32 patches, each through all coordinates
 	// when there are enough patches, else through kc of them (ks parts).
 	kTiles := dp / 32
