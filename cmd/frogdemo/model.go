@@ -5,7 +5,6 @@ import (
 	"math/rand/v2"
 
 	"github.com/frogopt/frog"
-	"github.com/frogopt/frog/conv"
 )
 
 // Arch is the shape of the CNN: conv(3x3, C1) - ReLU - maxpool 2 -
@@ -36,13 +35,18 @@ type Model struct {
 // PyTorch default), zero biases.
 func NewModel(a Arch, seed uint64) *Model {
 	rng := rand.New(rand.NewPCG(seed, 0x5eed))
-	g1 := conv.Geometry{InChannels: 1, OutChannels: a.C1, InH: imageSide, InW: imageSide, KernelH: 3, KernelW: 3, PadH: 1, PadW: 1}.Normalized()
-	g2 := conv.Geometry{InChannels: a.C1, OutChannels: a.C2, InH: imageSide / 2, InW: imageSide / 2, KernelH: 3, KernelW: 3, PadH: 1, PadW: 1}.Normalized()
-	m := &Model{Arch: a, conv1: newConvLayer(g1), conv2: newConvLayer(g2)}
-	m.fc1 = newDenseLayer(a.C2*(imageSide/4)*(imageSide/4), a.Hidden)
-	m.fc2 = newDenseLayer(a.Hidden, classes)
-	heNormal(rng, m.conv1.w, g1.PatchLen())
-	heNormal(rng, m.conv2.w, g2.PatchLen())
+	conv3x3 := func(name string, in, out, side int) frog.Layer {
+		return frog.Layer{Name: name, InChannels: in, OutChannels: out, InH: side, InW: side,
+			Kernel: [2]int{3, 3}, Padding: [2]int{1, 1}, Bias: frog.PlainBias}
+	}
+	m := &Model{Arch: a,
+		conv1: newConvLayer(conv3x3("conv1", 1, a.C1, imageSide)),
+		conv2: newConvLayer(conv3x3("conv2", a.C1, a.C2, imageSide/2)),
+		fc1:   newDenseLayer(a.C2*(imageSide/4)*(imageSide/4), a.Hidden),
+		fc2:   newDenseLayer(a.Hidden, classes),
+	}
+	heNormal(rng, m.conv1.w, m.conv1.layer.RowLen())
+	heNormal(rng, m.conv2.w, m.conv2.layer.RowLen())
 	heNormal(rng, m.fc1.w, m.fc1.in)
 	bound := 1 / math.Sqrt(float64(m.fc2.in))
 	for i := range m.fc2.w {
@@ -51,18 +55,19 @@ func NewModel(a Arch, seed uint64) *Model {
 	return m
 }
 
-func newConvLayer(g conv.Geometry) *convLayer {
-	wl := g.OutChannels * g.PatchLen()
-	return &convLayer{geom: g,
-		w: make([]float32, wl), b: make([]float32, g.OutChannels),
-		gw: make([]float32, wl), gb: make([]float32, g.OutChannels)}
+// newConvLayer allocates the parameters of l; its geometry comes from l.
+func newConvLayer(l frog.Layer) *convLayer {
+	wl := l.WeightLen()
+	return &convLayer{layer: l, geom: l.Geometry(),
+		w: make([]float32, wl), b: make([]float32, l.OutChannels),
+		gw: make([]float32, wl), gb: make([]float32, l.OutChannels)}
 }
 
 func newDenseLayer(in, out int) *denseLayer {
 	return &denseLayer{in: in, out: out,
 		w: make([]float32, in*out), b: make([]float32, out),
 		gw: make([]float32, in*out), gb: make([]float32, out),
-		partial: newPartials(in * out)}
+		wgrad: newSplitK(in * out)}
 }
 
 func heNormal(rng *rand.Rand, w []float32, fanIn int) {
@@ -103,43 +108,35 @@ func (m *Model) Params() []Param {
 // description, its parameters and gradients, and where the last batch's
 // inputs and output gradients lie in a Workspace.
 type PrecLayer struct {
-	Layer            frog.Layer
-	Weight, Bias     []float32
-	GradW, GradB     []float32
-	acts, outGrads   func(ws *Workspace) []float32
-	actLen, gradsLen int
+	Layer          frog.Layer
+	Weight, Bias   []float32
+	GradW, GradB   []float32
+	acts, outGrads func(ws *Workspace) []float32
 }
 
 // Batch is the layer's input to Optimizer.Step for the workspace's last
 // forward and backward pass.
 func (p PrecLayer) Batch(ws *Workspace) frog.Batch {
 	return frog.Batch{Grad: p.GradW, BiasGrad: p.GradB,
-		Acts: p.acts(ws)[:ws.batch*p.actLen], OutGrads: p.outGrads(ws)[:ws.batch*p.gradsLen],
+		Acts: p.acts(ws)[:ws.batch*p.Layer.ActLen()], OutGrads: p.outGrads(ws)[:ws.batch*p.Layer.OutGradLen()],
 		BatchSize: ws.batch}
 }
 
 // Preconditioned lists both convolutions and the hidden dense layer: the
 // layers FROG.md says to precondition. The classifier (fc2) is left out.
 func (m *Model) Preconditioned() []PrecLayer {
-	convLayer := func(name string, c *convLayer, acts, grads func(ws *Workspace) []float32) PrecLayer {
-		g := c.geom
-		return PrecLayer{
-			Layer: frog.Layer{Name: name, InChannels: g.InChannels, OutChannels: g.OutChannels,
-				InH: g.InH, InW: g.InW, Kernel: [2]int{g.KernelH, g.KernelW},
-				Padding: [2]int{g.PadH, g.PadW}, Bias: frog.PlainBias},
-			Weight: c.w, Bias: c.b, GradW: c.gw, GradB: c.gb,
-			acts: acts, outGrads: grads, actLen: g.ImageLen(), gradsLen: g.OutputLen(),
-		}
+	convLayer := func(c *convLayer, acts, grads func(ws *Workspace) []float32) PrecLayer {
+		return PrecLayer{Layer: c.layer, Weight: c.w, Bias: c.b, GradW: c.gw, GradB: c.gb,
+			acts: acts, outGrads: grads}
 	}
 	return []PrecLayer{
-		convLayer("conv1", m.conv1, func(ws *Workspace) []float32 { return ws.x }, func(ws *Workspace) []float32 { return ws.dz1 }),
-		convLayer("conv2", m.conv2, func(ws *Workspace) []float32 { return ws.p1 }, func(ws *Workspace) []float32 { return ws.dz2 }),
+		convLayer(m.conv1, func(ws *Workspace) []float32 { return ws.x }, func(ws *Workspace) []float32 { return ws.dz1 }),
+		convLayer(m.conv2, func(ws *Workspace) []float32 { return ws.p1 }, func(ws *Workspace) []float32 { return ws.dz2 }),
 		{
 			Layer:  frog.Linear("fc1", m.fc1.in, m.fc1.out, frog.PlainBias),
 			Weight: m.fc1.w, Bias: m.fc1.b, GradW: m.fc1.gw, GradB: m.fc1.gb,
 			acts:     func(ws *Workspace) []float32 { return ws.p2 },
 			outGrads: func(ws *Workspace) []float32 { return ws.dh },
-			actLen:   m.fc1.in, gradsLen: m.fc1.out,
 		},
 	}
 }
@@ -154,6 +151,7 @@ func (m *Model) Plain() []Param {
 type Workspace struct {
 	capacity, batch int
 	c1, c2          *convBuffers
+	act             activationLoop
 	x               []float32 // B x 1 x 28 x 28 input
 	a1              []float32 // conv1 output after ReLU, B x C1 x 28 x 28
 	p1              []float32 // pooled, B x C1 x 14 x 14
@@ -199,13 +197,13 @@ func (m *Model) Forward(ws *Workspace, batch int) {
 	ws.batch = batch
 	s, s2 := imageSide, imageSide/2
 	m.conv1.forward(ws.c1, ws.x, ws.a1, batch)
-	reluInPlace(ws.a1[:batch*a.C1*s*s])
-	maxPool2(ws.a1, ws.p1, ws.arg1, batch*a.C1, s, s)
+	ws.act.relu(ws.a1[:batch*a.C1*s*s])
+	ws.act.maxPool2(ws.a1, ws.p1, ws.arg1, batch*a.C1, s, s)
 	m.conv2.forward(ws.c2, ws.p1, ws.a2, batch)
-	reluInPlace(ws.a2[:batch*a.C2*s2*s2])
-	maxPool2(ws.a2, ws.p2, ws.arg2, batch*a.C2, s2, s2)
+	ws.act.relu(ws.a2[:batch*a.C2*s2*s2])
+	ws.act.maxPool2(ws.a2, ws.p2, ws.arg2, batch*a.C2, s2, s2)
 	m.fc1.forward(ws.p2, ws.h, batch)
-	reluInPlace(ws.h[:batch*a.Hidden])
+	ws.act.relu(ws.h[:batch*a.Hidden])
 	m.fc2.forward(ws.h, ws.logits, batch)
 }
 
@@ -249,12 +247,12 @@ func (m *Model) Backward(ws *Workspace) {
 	a, batch := m.Arch, ws.batch
 	s, s2 := imageSide, imageSide/2
 	m.fc2.backward(ws.h, ws.dlogits, ws.dh, batch)
-	reluBackward(ws.dh[:batch*a.Hidden], ws.h)
+	ws.act.reluBackward(ws.dh[:batch*a.Hidden], ws.h)
 	m.fc1.backward(ws.p2, ws.dh, ws.dp2, batch)
-	maxPool2Backward(ws.dp2, ws.dz2, ws.arg2, batch*a.C2, s2, s2)
-	reluBackward(ws.dz2[:batch*a.C2*s2*s2], ws.a2)
+	ws.act.maxPool2Backward(ws.dp2, ws.dz2, ws.arg2, batch*a.C2, s2, s2)
+	ws.act.reluBackward(ws.dz2[:batch*a.C2*s2*s2], ws.a2)
 	m.conv2.backward(ws.c2, ws.dz2, ws.dp1, batch)
-	maxPool2Backward(ws.dp1, ws.dz1, ws.arg1, batch*a.C1, s, s)
-	reluBackward(ws.dz1[:batch*a.C1*s*s], ws.a1)
+	ws.act.maxPool2Backward(ws.dp1, ws.dz1, ws.arg1, batch*a.C1, s, s)
+	ws.act.reluBackward(ws.dz1[:batch*a.C1*s*s], ws.a1)
 	m.conv1.backward(ws.c1, ws.dz1, nil, batch)
 }
