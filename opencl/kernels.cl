@@ -457,6 +457,29 @@ inline void zero_acc(float acc[WM][WN]) {
 		} \
 	} while (0)
 
+// The two products begin alike. PRODUCT_SLABS declares the local slabs
+// and, from the third grid dimension, the group g and the part s of the
+// contraction; the kernel then offsets its pointers to group g and part s.
+// PRODUCT_PROLOGUE(K) declares the work-item's place in its tile (tx, ty,
+// tid), the tile's origin (m0, n0), its range [kbeg, kend) of a
+// contraction of length K, and the cleared sums acc.
+#define PRODUCT_SLABS \
+	__local float4 As[SLABS][TK * AS_LD / 4]; \
+	__local float4 Bs[SLABS][TK * BS_LD / 4]; \
+	int gz = get_global_id(2); \
+	int g = gz / S; \
+	int s = gz - g * S
+#define PRODUCT_PROLOGUE(K) \
+	const int tx = get_local_id(0); \
+	const int ty = get_local_id(1); \
+	const int tid = ty * RTN + tx; \
+	const int m0 = get_group_id(1) * TM; \
+	const int n0 = get_group_id(0) * TN; \
+	const int kbeg = s * chunk; \
+	const int kend = min(K, kbeg + chunk); \
+	float acc[WM][WN]; \
+	zero_acc(acc)
+
 // fisher_pxt, the first product: T = Wt .* (P X^T) for every group, or,
 // split over the contraction (S > 1), the partial sums Tp[s] = P X^T over
 // coordinates [s*chunk, (s+1)*chunk) for pxt_reduce (grid: Np/TN*RTN by
@@ -464,24 +487,12 @@ inline void zero_acc(float acc[WM][WN]) {
 __kernel __attribute__((reqd_work_group_size(RTN, RTM, 1)))
 void fisher_pxt(__global const float *P, __global const float *X, __global const float *Wt,
 		__global float *T, int rg, int Np, int dp, int R, int S, int chunk) {
-	__local float4 As[SLABS][TK * AS_LD / 4];
-	__local float4 Bs[SLABS][TK * BS_LD / 4];
-	int gz = get_global_id(2);
-	int g = gz / S;
-	int s = gz - g * S;
+	PRODUCT_SLABS;
 	P += (long)g * rg * dp;
 	X += (long)g * Np * dp;
 	Wt += (long)g * rg * Np;
 	T += (long)s * R * Np + (long)g * rg * Np;
-	const int tx = get_local_id(0);
-	const int ty = get_local_id(1);
-	const int tid = ty * RTN + tx;
-	const int m0 = get_group_id(1) * TM;
-	const int n0 = get_group_id(0) * TN;
-	const int kbeg = s * chunk;
-	const int kend = min(dp, kbeg + chunk);
-	float acc[WM][WN];
-	zero_acc(acc);
+	PRODUCT_PROLOGUE(dp);
 #define FETCH_A(k) fetch_rows(P, dp, m0, rg, k, tid, A_VECS, A_PER, ra)
 #define FETCH_B(k) fetch_rows(X, dp, n0, Np, k, tid, B_VECS, B_PER, rb)
 #define STAGE_B(slab) stage_rows((__local float *)Bs[slab], BS_LD, tid, B_VECS, B_PER, rb)
@@ -527,23 +538,11 @@ __kernel void pxt_reduce(__global const float4 *Tp, __global const float4 *Wt, _
 __kernel __attribute__((reqd_work_group_size(RTN, RTM, 1)))
 void fisher_tx(__global const float *T, __global const float *X, __global float *Qp,
 		int rg, int Np, int dp, int R, int S, int chunk) {
-	__local float4 As[SLABS][TK * AS_LD / 4];
-	__local float4 Bs[SLABS][TK * BS_LD / 4];
-	int gz = get_global_id(2);
-	int g = gz / S;
-	int s = gz - g * S;
+	PRODUCT_SLABS;
 	T += (long)g * rg * Np;
 	X += (long)g * Np * dp;
 	Qp += (long)s * R * dp + (long)g * rg * dp;
-	const int tx = get_local_id(0);
-	const int ty = get_local_id(1);
-	const int tid = ty * RTN + tx;
-	const int m0 = get_group_id(1) * TM;
-	const int n0 = get_group_id(0) * TN;
-	const int kbeg = s * chunk;
-	const int kend = min(Np, kbeg + chunk);
-	float acc[WM][WN];
-	zero_acc(acc);
+	PRODUCT_PROLOGUE(Np);
 #define FETCH_A(k) fetch_rows(T, Np, m0, rg, k, tid, A_VECS, A_PER, ra)
 #define FETCH_B(k) fetch_cols(X, dp, n0, dp, k, tid, rb)
 #define STAGE_B(slab) stage_cols(Bs[slab], tid, rb)
