@@ -46,14 +46,11 @@ func (c Conv) Layer() frog.Layer {
 	}
 }
 
-// OutHW is the output height and width.
-func (c Conv) OutHW() int { return (c.InHW+2*c.Padding-c.Kernel)/c.Stride + 1 }
-
 // Points is N = r*OutH*OutW, the number of patches at r samples.
-func (c Conv) Points(r int) int { return r * c.OutHW() * c.OutHW() }
+func (c Conv) Points(r int) int { return r * c.Layer().Geometry().Locations() }
 
 // RowLen is D = In*k*k.
-func (c Conv) RowLen() int { return c.In * c.Kernel * c.Kernel }
+func (c Conv) RowLen() int { return c.Layer().RowLen() }
 
 // Flops is the cost of one preconditioning: iters * 4*N*D*R.
 func (c Conv) Flops(r, iters int) float64 {
@@ -71,12 +68,12 @@ func (c Conv) Input(r, iters int) (frog.RowsInput, []float32) {
 		}
 		return s
 	}
-	o := c.OutHW()
+	l := c.Layer()
 	in := frog.RowsInput{
-		Layer:     c.Layer(),
-		Grad:      fill(c.Out * c.RowLen()),
-		Acts:      fill(r * c.In * c.InHW * c.InHW),
-		OutGrads:  fill(r * c.Out * o * o),
+		Layer:     l,
+		Grad:      fill(l.WeightLen()),
+		Acts:      fill(r * l.ActLen()),
+		OutGrads:  fill(r * l.OutGradLen()),
 		Samples:   r,
 		BatchSize: BatchSize,
 		Reduction: frog.Mean,
@@ -84,5 +81,5 @@ func (c Conv) Input(r, iters int) (frog.RowsInput, []float32) {
 		Iters:     iters,
 		DenomEps:  1e-10,
 	}
-	return in, make([]float32, c.Out*c.RowLen())
+	return in, make([]float32, l.WeightLen())
 }
