@@ -13,6 +13,7 @@
 package main
 
 import (
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -78,29 +79,18 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 		}
 		return nil, flag.ErrHelp
 	}
-	if o.quick {
-		setDefault(&o.epochs, 1)
-		setDefault(&o.evals, 8)
-		if o.trainN == 0 {
-			o.trainN = 8192
-		}
-		if o.testN == 0 {
-			o.testN = 2000
-		}
+	if o.quick && o.sweep {
+		return nil, errors.New("-quick and -sweep choose different subsets and epochs: give one of them")
 	}
-	if o.sweep {
+	switch {
+	case o.quick:
+		o.preset(preset{epochs: 1, evals: 8, train: 8192, test: 2000})
+	case o.sweep:
 		// The sweep of SWEEP.md: half the training set once, half the test set.
-		setDefault(&o.epochs, 1)
-		setDefault(&o.evals, 6)
-		if o.trainN == 0 {
-			o.trainN = 30000
-		}
-		if o.testN == 0 {
-			o.testN = 5000
-		}
+		o.preset(preset{epochs: 1, evals: 6, train: 30000, test: 5000})
+	default:
+		o.preset(preset{epochs: 3, evals: 6})
 	}
-	setDefault(&o.epochs, 3)
-	setDefault(&o.evals, 6)
 	if o.seeds < 1 {
 		return nil, fmt.Errorf("-seeds must be at least 1")
 	}
@@ -110,9 +100,26 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	return o, nil
 }
 
-func setDefault(v *float64, d float64) {
-	if *v == 0 {
-		*v = d
+// preset is what -quick and -sweep change: epochs, evaluations per epoch
+// and the training and test subsets (0: the whole set).
+type preset struct {
+	epochs, evals float64
+	train, test   int
+}
+
+// preset fills in the options the command line left at zero.
+func (o *options) preset(p preset) {
+	if o.epochs == 0 {
+		o.epochs = p.epochs
+	}
+	if o.evals == 0 {
+		o.evals = p.evals
+	}
+	if o.trainN == 0 {
+		o.trainN = p.train
+	}
+	if o.testN == 0 {
+		o.testN = p.test
 	}
 }
 

@@ -177,3 +177,30 @@ func TestSummaryMedians(t *testing.T) {
 		t.Errorf("CPU median to 97 %%: %v, want 6", *c.TimeTo[0])
 	}
 }
+
+// TestPresets checks what -quick and -sweep fill in, that explicit flags
+// win over them, and that the two together are refused.
+func TestPresets(t *testing.T) {
+	for _, c := range []struct {
+		args          []string
+		epochs, evals float64
+		train, test   int
+	}{
+		{nil, 3, 6, 0, 0},
+		{[]string{"-quick"}, 1, 8, 8192, 2000},
+		{[]string{"-sweep"}, 1, 6, 30000, 5000},
+		{[]string{"-quick", "-epochs", "2", "-train", "100"}, 2, 8, 100, 2000},
+	} {
+		o, err := parseFlags(c.args, &bytes.Buffer{})
+		if err != nil {
+			t.Fatalf("%v: %v", c.args, err)
+		}
+		if o.epochs != c.epochs || o.evals != c.evals || o.trainN != c.train || o.testN != c.test {
+			t.Errorf("%v: epochs %g, evals %g, train %d, test %d; want %g, %g, %d, %d",
+				c.args, o.epochs, o.evals, o.trainN, o.testN, c.epochs, c.evals, c.train, c.test)
+		}
+	}
+	if _, err := parseFlags([]string{"-quick", "-sweep"}, &bytes.Buffer{}); err == nil || !strings.Contains(err.Error(), "-quick and -sweep") {
+		t.Errorf("-quick -sweep: error %v", err)
+	}
+}
