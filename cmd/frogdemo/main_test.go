@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -107,29 +108,74 @@ func TestRunWritesOutputs(t *testing.T) {
 	}
 }
 
-// TestSameStartSameOrder checks that two optimizers see the same initial
-// weights and data: one SGD step with lr 0 changes nothing, so two runs of
-// it must report identical losses.
+// TestSameStartSameOrder checks that every optimizer starts from the
+// weights it is given and sees the training data in the seed's order: with
+// lr 0 the weights do not move, so the first evaluation's test loss is that
+// of the initial model, the first training loss is that of the seed's first
+// batch, and SGD and AdamW report identical losses.
 func TestSameStartSameOrder(t *testing.T) {
 	train, test, err := LoadMNIST(fakeMNIST(t, 256, 100))
 	if err != nil {
 		t.Fatal(err)
 	}
-	tr := &Trainer{Train: train, Test: test, Epochs: 1, EvalsPerEpoch: 1, Schedule: Schedule{Factor: 1},
-		Arch: DefaultArch, Log: &bytes.Buffer{}, Progress: NewProgress(&bytes.Buffer{}, 4*128)}
+	// Two steps an epoch and an evaluation after each.
+	const batch = 128
+	tr := &Trainer{Train: train, Test: test, Epochs: 1, EvalsPerEpoch: 2, Schedule: Schedule{Factor: 1},
+		Arch: DefaultArch, Log: &bytes.Buffer{}, Progress: NewProgress(&bytes.Buffer{}, 8*batch)}
 	init := NewModel(tr.Arch, 3)
 	h := DefaultHyper("sgd")
-	h["lr"], h["batch"] = 0, 128
+	h["lr"], h["batch"] = 0, batch
 	a, err := tr.Run("sgd", h.Clone(), init, 3, "a")
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := tr.Run("adamw", Hyper{"batch": 128, "lr": 0, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8, "wd": 0}, init, 3, "b")
+	b, err := tr.Run("adamw", Hyper{"batch": batch, "lr": 0, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8, "wd": 0}, init, 3, "b")
 	if err != nil {
 		t.Fatal(err)
 	}
 	if a.Final().TrainLoss != b.Final().TrainLoss || a.Final().TestAcc != b.Final().TestAcc {
 		t.Errorf("same weights and order, different results: %+v vs %+v", a.Final(), b.Final())
+	}
+	if loss, acc := tr.Evaluate(init); a.Points[0].TestLoss != loss || a.Points[0].TestAcc != acc {
+		t.Errorf("first evaluation: test loss %v, accuracy %v; the initial model has %v, %v",
+			a.Points[0].TestLoss, a.Points[0].TestAcc, loss, acc)
+	}
+	// The first batch of seed 3, and of seed 4 for contrast.
+	firstLoss := func(seed uint64) float64 {
+		ws, pix := NewWorkspace(init, batch, false), imageSide*imageSide
+		labels := make([]uint8, batch)
+		for i, idx := range dataOrder(seed).Perm(train.Len())[:batch] {
+			copy(ws.x[i*pix:(i+1)*pix], train.Images[idx*pix:(idx+1)*pix])
+			labels[i] = train.Labels[idx]
+		}
+		init.Forward(ws, batch)
+		l, _ := Loss(ws, labels, false)
+		return l
+	}
+	if want := firstLoss(3); a.Points[0].TrainLoss != want || b.Points[0].TrainLoss != want {
+		t.Errorf("first training loss %v (sgd), %v (adamw); seed 3's first batch has %v", a.Points[0].TrainLoss, b.Points[0].TrainLoss, want)
+	}
+	if firstLoss(3) == firstLoss(4) {
+		t.Errorf("seeds 3 and 4 give the same first batch loss")
+	}
+}
+
+// TestDataOrder checks that the order of the training data follows the
+// seed: the same from run to run, different between seeds, a permutation.
+func TestDataOrder(t *testing.T) {
+	const n = 1000
+	a, b, c := dataOrder(1), dataOrder(1), dataOrder(2)
+	for epoch := 0; epoch < 2; epoch++ {
+		pa, pb, pc := a.Perm(n), b.Perm(n), c.Perm(n)
+		if !slices.Equal(pa, pb) {
+			t.Errorf("epoch %d: seed 1 gives two orders", epoch)
+		}
+		if slices.Equal(pa, pc) {
+			t.Errorf("epoch %d: seeds 1 and 2 give the same order", epoch)
+		}
+		if sorted := slices.Sorted(slices.Values(pa)); sorted[0] != 0 || sorted[n-1] != n-1 || len(slices.Compact(sorted)) != n {
+			t.Errorf("epoch %d: not a permutation of [0, %d)", epoch, n)
+		}
 	}
 }
 

@@ -93,6 +93,10 @@ func (t *Trainer) StepsFor(batch int) int {
 	return max(1, int(math.Round(t.Epochs*float64(perEpoch))))
 }
 
+// dataOrder returns the source of a run's permutations of the training
+// set, one per epoch: it depends on the seed alone.
+func dataOrder(seed uint64) *rand.Rand { return rand.New(rand.NewPCG(seed, 0x0dde)) }
+
 // Run trains a copy of init with the named optimizer. The data order
 // depends on the seed only, so every optimizer sees the same samples in the
 // same order (in batches of its own size).
@@ -117,7 +121,7 @@ func (t *Trainer) Run(name string, h Hyper, init *Model, seed uint64, label stri
 	evals := max(1, int(math.Round(t.EvalsPerEpoch*float64(total)/float64(perEpoch))))
 	evalAt := func(k int) int { return int(math.Round(float64(k) * float64(total) / float64(evals))) }
 	nextEval := 1
-	order := rand.New(rand.NewPCG(seed, 0x0dde))
+	order := dataOrder(seed)
 	var perm []int
 	labels := make([]uint8, batch)
 	run := &Run{Optimizer: name, Seed: seed, Hyper: h, Steps: total, Epochs: float64(total) / float64(perEpoch)}
