@@ -216,7 +216,7 @@ func run(args []string, stdout io.Writer) error {
 		what string
 	}{
 		{rows, "Training wall-clock time"},
-		{rowsCPU, "Training CPU time of the process, both cores together (less sensitive to other load on the machine),"},
+		{rowsCPU, "Training CPU time of the process, " + coresTogether(runtime.GOMAXPROCS(0)) + " (less sensitive to other load on the machine),"},
 	} {
 		fmt.Fprintf(stdout, "\n%s to reach each test accuracy, epochs in brackets", t.what)
 		if o.seeds > 1 {
@@ -230,7 +230,7 @@ func run(args []string, stdout io.Writer) error {
 	}
 	res := &Results{Command: "frogdemo " + strings.Join(args, " "), Device: device, Train: train.Len(), Test: test.Len(),
 		Epochs: o.epochs, Schedule: tr.Schedule, Arch: tr.Arch, Thresholds: Thresholds,
-		Hyper: map[string]Hyper{}, Summary: rows, SummaryCPU: rowsCPU, Runs: runs}
+		Hyper: map[string]Hyper{}, Summary: rows, SummaryCPU: rowsCPU, Runs: runs, Procs: runtime.GOMAXPROCS(0)}
 	for _, name := range names {
 		res.Hyper[name] = hypers[name]
 	}

@@ -250,3 +250,18 @@ func TestPresets(t *testing.T) {
 		t.Errorf("-quick -sweep: error %v", err)
 	}
 }
+
+// TestSweepRuns runs one round of the sweep on fake data and checks that
+// every configuration is ranked.
+func TestSweepRuns(t *testing.T) {
+	var stdout bytes.Buffer
+	args := []string{"-data", fakeMNIST(t, 256, 100), "-sweep", "-round", "4", "-opt", "frog,sgd", "-train", "256", "-test", "100"}
+	if err := run(args, &stdout); err != nil {
+		t.Fatalf("run: %v\n%s", err, stdout.String())
+	}
+	for _, want := range []string{"frog#4.1 ", "frog#4.2 ", "sgd#4.1 ", "sgd#4.2 ", "| rank "} {
+		if !strings.Contains(stdout.String(), want) {
+			t.Errorf("output lacks %q:\n%s", want, stdout.String())
+		}
+	}
+}

@@ -293,7 +293,8 @@ func (a *adamw) Step(*Workspace) error {
 	return nil
 }
 
-// validOptimizers checks a comma-separated list of optimizer names.
+// parseOptimizers checks a comma-separated list of optimizer names and
+// returns them in order.
 func parseOptimizers(list string) ([]string, error) {
 	var out []string
 	for _, name := range strings.Split(list, ",") {

@@ -153,19 +153,20 @@ func WriteTable(w io.Writer, rows []Summary) {
 
 // Results is the JSON file: the command's settings and every measurement.
 type Results struct {
-	Command    string             `json:"command"`
-	Device     string             `json:"device"`
-	Train      int                `json:"train_samples"`
-	Test       int                `json:"test_samples"`
-	Epochs     float64            `json:"epochs"`
-	Schedule   Schedule           `json:"schedule"`
-	Arch       Arch               `json:"arch"`
-	Thresholds []float64          `json:"thresholds"`
-	Hyper      map[string]Hyper   `json:"hyper"`
-	Summary    []Summary          `json:"summary"`
-	SummaryCPU []Summary          `json:"summary_cpu,omitempty"`
-	Runs       []*Run             `json:"runs"`
-	Extra      map[string]float64 `json:"extra,omitempty"`
+	Command    string           `json:"command"`
+	Device     string           `json:"device"`
+	Train      int              `json:"train_samples"`
+	Test       int              `json:"test_samples"`
+	Epochs     float64          `json:"epochs"`
+	Schedule   Schedule         `json:"schedule"`
+	Arch       Arch             `json:"arch"`
+	Thresholds []float64        `json:"thresholds"`
+	Hyper      map[string]Hyper `json:"hyper"`
+	Summary    []Summary        `json:"summary"`
+	SummaryCPU []Summary        `json:"summary_cpu,omitempty"`
+	Runs       []*Run           `json:"runs"`
+	// Procs is GOMAXPROCS: the CPU times add up this many cores.
+	Procs int `json:"gomaxprocs,omitempty"`
 }
 
 // WriteOutputs writes results.json, loss.svg and accuracy.svg under dir,
@@ -300,7 +301,7 @@ func writeMarkdown(path string, res *Results) error {
 	fmt.Fprintf(&b, "Training wall-clock time to reach each test accuracy, epochs in brackets%s; evaluations excluded; '-': not reached:\n\n", note)
 	WriteTable(&b, res.Summary)
 	if res.SummaryCPU != nil {
-		fmt.Fprintf(&b, "\nThe same in process CPU time (both cores together), less sensitive to other load on a shared machine:\n\n")
+		fmt.Fprintf(&b, "\nThe same in process CPU time (%s), less sensitive to other load on a shared machine:\n\n", coresTogether(res.Procs))
 		WriteTable(&b, res.SummaryCPU)
 	}
 	fmt.Fprintf(&b, "\nHyperparameters:\n\n")
@@ -335,4 +336,12 @@ func (ticks125) Ticks(lo, hi float64) []plot.Tick {
 		}
 	}
 	return ticks
+}
+
+// coresTogether says over how many cores a process CPU time adds up.
+func coresTogether(procs int) string {
+	if procs <= 0 {
+		return "all cores (GOMAXPROCS) together"
+	}
+	return fmt.Sprintf("all %d cores (GOMAXPROCS) together", procs)
 }

@@ -145,6 +145,12 @@ func (s sweepResult) timeTo(acc float64) float64 {
 // from the same seed and prints, per optimizer, the configurations ranked
 // by time to the highest accuracy reached.
 func runSweep(tr *Trainer, names []string, base map[string]Hyper, o *options, stdout io.Writer) error {
+	type job struct {
+		name string
+		c    sweepConfig
+		h    Hyper
+	}
+	var jobs []job
 	total := 0
 	for _, name := range names {
 		for _, c := range sweepGrid(name, o.round) {
@@ -152,6 +158,7 @@ func runSweep(tr *Trainer, names []string, base map[string]Hyper, o *options, st
 			if err != nil {
 				return err
 			}
+			jobs = append(jobs, job{name, c, h})
 			total += tr.StepsFor(int(h["batch"])) * int(h["batch"])
 		}
 	}
@@ -159,16 +166,13 @@ func runSweep(tr *Trainer, names []string, base map[string]Hyper, o *options, st
 	init := NewModel(tr.Arch, o.seed)
 	var all []sweepResult
 	var runs []*Run
-	for _, name := range names {
-		for _, c := range sweepGrid(name, o.round) {
-			h, _ := sweepHyper(base, name, c.spec)
-			r, err := tr.Run(name, h, init, o.seed, c.label)
-			if err != nil {
-				return err
-			}
-			all = append(all, sweepResult{name, c.label + " " + c.spec, r})
-			runs = append(runs, r)
+	for _, j := range jobs {
+		r, err := tr.Run(j.name, j.h, init, o.seed, j.c.label)
+		if err != nil {
+			return err
 		}
+		all = append(all, sweepResult{j.name, j.c.label + " " + j.c.spec, r})
+		runs = append(runs, r)
 	}
 	fmt.Fprintf(stdout, "\nSweep: %g epochs per configuration, seed %d; training CPU time, wall-clock time in brackets (epochs), to each test accuracy\n", o.epochs, o.seed)
 	for _, name := range names {

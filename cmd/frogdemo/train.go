@@ -32,7 +32,7 @@ type Point struct {
 	Epoch float64 `json:"epoch"`
 	// Time is the training wall-clock time in seconds, evaluations excluded.
 	Time float64 `json:"time_s"`
-	// CPUTime is the process CPU time of training in seconds (both cores
+	// CPUTime is the process CPU time of training in seconds (all cores
 	// together), evaluations excluded: less sensitive than Time to other
 	// work on a shared machine.
 	CPUTime   float64 `json:"cpu_time_s"`
