@@ -341,7 +341,7 @@ func (ticks125) Ticks(lo, hi float64) []plot.Tick {
 // coresTogether says over how many cores a process CPU time adds up.
 func coresTogether(procs int) string {
 	if procs <= 0 {
-		return "all cores (GOMAXPROCS) together"
+		return "the cores of GOMAXPROCS together"
 	}
-	return fmt.Sprintf("all %d cores (GOMAXPROCS) together", procs)
+	return fmt.Sprintf("the %d cores of GOMAXPROCS together", procs)
 }
