@@ -80,7 +80,7 @@ type CPU struct {
 	op        fisher.Operator
 	solver    cg.Solver
 	unfold    unfold
-	pieces    [maxParts][]float32
+	bufs      [maxParts]unfoldBuffers
 	fill      fillWeights
 	normalize normalizeRows
 }
@@ -123,7 +123,7 @@ func (c *CPU) Precondition(job *Job) error {
 		// squared norms and the scaling, a few patch rows at a time.
 		c.unfold = unfold{
 			geom: g, group: grp, samples: job.Samples, rowLen: d, jointBias: job.JointBias,
-			acts: job.Acts, patches: x, norms: norms, kernels: k, scan: true, pieces: &c.pieces,
+			acts: job.Acts, patches: x, norms: norms, kernels: k, scan: true, bufs: &c.bufs,
 			bypass: 4*len(x) > bypassBytes,
 		}
 		parts := min(job.Samples, maxParts, runtime.GOMAXPROCS(0))

@@ -29,9 +29,8 @@ type unfold struct {
 	kernels   blas.Kernels
 	// scale is the power of two the patches are multiplied by.
 	scale float32
-	// pieces[part] is the part's piece of patch rows, unfolded in cache
-	// and then stored into patches past the cache.
-	pieces *[maxParts][]float32
+	// bufs[part] is the part's scratch memory.
+	bufs *[maxParts]unfoldBuffers
 	// bypass stores the patches past the cache: they are too many to be
 	// found there again when the products next read them.
 	bypass bool
@@ -42,6 +41,17 @@ type unfold struct {
 	// bit patterns of non-negative floats order as the floats do, and NaN
 	// and Inf sort above every finite value.
 	maxBits [maxParts]uint32
+}
+
+// unfoldBuffers is one part's scratch memory for unfold.
+type unfoldBuffers struct {
+	// piece is a piece of patch rows, unfolded in cache and then stored
+	// into patches.
+	piece []float32
+	// padded is one sample's image of the group, padded (for a geometry
+	// with padding): its patches need no bounds tests, which would
+	// otherwise cost most of the unfolding at the borders.
+	padded []float32
 }
 
 // bypassBytes is the size of patches from which unfold stores them past
@@ -76,18 +86,26 @@ func (u *unfold) RunPart(part, parts int) {
 		u.maxBits[part] = top
 		return
 	}
+	bufs := &u.bufs[part]
 	rows := max(1, unfoldFloats/d)
-	if cap(u.pieces[part]) < rows*d {
-		u.pieces[part] = make([]float32, rows*d)
+	bufs.piece = grow(bufs.piece, rows*d)
+	buf := bufs.piece
+	pg, padded := g, g.PadH > 0 || g.PadW > 0
+	if padded {
+		pg = g.Padded()
+		bufs.padded = grow(bufs.padded, pg.ImageLen())
 	}
-	buf := u.pieces[part][:rows*d]
 	for s := s0; s < s1; s++ {
 		x := u.patches[s*L*d : (s+1)*L*d]
-		img := u.acts[s*g.ImageLen():]
+		img, group := u.acts[s*g.ImageLen():], u.group
+		if padded {
+			g.PadImage(bufs.padded, img, group)
+			img, group = bufs.padded, 0
+		}
 		for l0 := 0; l0 < L; l0 += rows {
 			l1 := min(l0+rows, L)
 			piece := buf[:(l1-l0)*d]
-			g.Im2colRange(piece, d, img, u.group, l0, l1)
+			pg.Im2colRange(piece, d, img, group, l0, l1)
 			for l := l0; l < l1; l++ {
 				row := piece[(l-l0)*d : (l-l0+1)*d]
 				if u.jointBias {

@@ -59,7 +59,7 @@ func TestUnfoldMatchesIm2col(t *testing.T) {
 					}
 					norms := make([]float64, samples*L)
 					u := unfold{geom: g, group: grp, samples: samples, rowLen: d, jointBias: jointBias,
-						acts: acts, patches: x, norms: norms, kernels: blas.Current(), scan: true, pieces: new([maxParts][]float32)}
+						acts: acts, patches: x, norms: norms, kernels: blas.Current(), scan: true, bufs: new([maxParts]unfoldBuffers)}
 					for p := 0; p < parts; p++ {
 						u.RunPart(p, parts)
 					}

@@ -187,6 +187,44 @@ func (g Geometry) interiorPatch(row, src []float32, cg, hw int) {
 	}
 }
 
+// Padded is the geometry of one group's input channels with the padding
+// written out (see PadImage): no padding, the image larger by it on each
+// side, one group. Its patches, at the same locations, are g's.
+func (g Geometry) Padded() Geometry {
+	p := g
+	p.InChannels, p.OutChannels = g.GroupInChannels(), g.GroupOutChannels()
+	p.InH, p.InW = g.InH+2*g.PadH, g.InW+2*g.PadW
+	p.PadH, p.PadW, p.Groups = 0, 0, 1
+	return p
+}
+
+// PadImage writes group's input channels of img into dst with the
+// padding as zeros around each plane: dst holds Padded().ImageLen()
+// values. The patches of a padded image all lie inside it, so unfolding
+// them takes no bounds tests.
+func (g Geometry) PadImage(dst, img []float32, group int) {
+	cg, h, w := g.GroupInChannels(), g.InH, g.InW
+	pw := w + 2*g.PadW
+	top, bottom := g.PadH*pw, (h+g.PadH)*pw
+	plane := (h + 2*g.PadH) * pw
+	dst = dst[:cg*plane]
+	for c := 0; c < cg; c++ {
+		src := img[(group*cg+c)*h*w:][:h*w]
+		out := dst[c*plane : (c+1)*plane : (c+1)*plane]
+		clear(out[:top+g.PadW])
+		for y := 0; y < h; y++ {
+			row := out[top+y*pw+g.PadW:]
+			copy(row[:w], src[y*w:(y+1)*w])
+			if y+1 < h {
+				// The right padding of this line and the left of the next.
+				clear(row[w : w+2*g.PadW])
+			}
+		}
+		// The right padding of the last line, and the rows below.
+		clear(out[bottom-g.PadW:])
+	}
+}
+
 // SquaredNorms writes |row|^2 of each of the n rows of x (row length d,
 // stride ld) into norms, accumulated in float64 so that the squares of
 // large or tiny entries neither overflow nor vanish.

@@ -54,6 +54,24 @@ func TestIm2colMatchesDefinition(t *testing.T) {
 					dst[i] = float32(math.NaN()) // every patch entry must be written
 				}
 				g.Im2col(dst, ld, img, grp)
+				// The same patches from the padded image.
+				pg := g.Padded()
+				padded := make([]float32, pg.ImageLen()+1)
+				for i := range padded {
+					padded[i] = float32(math.NaN())
+				}
+				g.PadImage(padded, img, grp)
+				if !math.IsNaN(float64(padded[pg.ImageLen()])) {
+					t.Fatalf("geometry %d: PadImage wrote past its image", gi)
+				}
+				if pg.Locations() != g.Locations() || pg.PatchLen() != d {
+					t.Fatalf("geometry %d: padded geometry has %d locations of %d, want %d of %d", gi, pg.Locations(), pg.PatchLen(), g.Locations(), d)
+				}
+				fromPadded := make([]float32, len(dst))
+				for i := range fromPadded {
+					fromPadded[i] = float32(math.NaN())
+				}
+				pg.Im2col(fromPadded, ld, padded, 0)
 				for oy := 0; oy < g.OutH(); oy++ {
 					for ox := 0; ox < g.OutW(); ox++ {
 						row := dst[(oy*g.OutW()+ox)*ld:]
@@ -67,6 +85,14 @@ func TestIm2colMatchesDefinition(t *testing.T) {
 									k++
 								}
 							}
+						}
+						for k, v := range row[:d] {
+							if fromPadded[(oy*g.OutW()+ox)*ld+k] != v {
+								t.Fatalf("geometry %d group %d patch (%d,%d) coord %d: %v from the padded image, %v from the image", gi, grp, oy, ox, k, fromPadded[(oy*g.OutW()+ox)*ld+k], v)
+							}
+						}
+						if extra == 1 && !math.IsNaN(float64(fromPadded[(oy*g.OutW()+ox)*ld+d])) {
+							t.Fatalf("geometry %d: Im2col of the padded image wrote past the patch", gi)
 						}
 						if extra == 1 && !math.IsNaN(float64(row[d])) {
 							t.Fatalf("geometry %d: Im2col wrote past the patch into the caller's column", gi)
@@ -107,13 +133,25 @@ func TestSquaredNorms(t *testing.T) {
 }
 
 // BenchmarkIm2col unfolds one sample of the l1.conv shape (64 channels,
-// 32x32, 3x3, padding 1).
+// 32x32, 3x3, padding 1): straight from the image, and from the image
+// padded first (PadImage included).
 func BenchmarkIm2col(b *testing.B) {
 	g := Geometry{InChannels: 64, OutChannels: 64, InH: 32, InW: 32, KernelH: 3, KernelW: 3, PadH: 1, PadW: 1}.Normalized()
 	img := make([]float32, g.ImageLen())
 	dst := make([]float32, g.Locations()*g.PatchLen())
-	b.SetBytes(int64(4 * len(dst)))
-	for b.Loop() {
-		g.Im2col(dst, g.PatchLen(), img, 0)
-	}
+	b.Run("direct", func(b *testing.B) {
+		b.SetBytes(int64(4 * len(dst)))
+		for b.Loop() {
+			g.Im2col(dst, g.PatchLen(), img, 0)
+		}
+	})
+	b.Run("padded", func(b *testing.B) {
+		pg := g.Padded()
+		padded := make([]float32, pg.ImageLen())
+		b.SetBytes(int64(4 * len(dst)))
+		for b.Loop() {
+			g.PadImage(padded, img, 0)
+			pg.Im2col(dst, g.PatchLen(), padded, 0)
+		}
+	})
 }
