@@ -55,10 +55,13 @@ type unfoldBuffers struct {
 }
 
 // bypassBytes is the size of patches from which unfold stores them past
-// the cache: larger than a last-level cache, so that the products read
-// them from memory either way. Smaller ones stay in the cache for the
-// packing and the first product that follow.
-const bypassBytes = 32 << 20
+// the cache: twice a core's L2 cache. Smaller ones stay there for the
+// packing and the first product that follow. Larger ones would have to
+// stay in the last-level cache to be found again, and on the shared
+// machine this was tuned on they were not: with 32 MiB here instead,
+// l2.conv_s2 (9.4 MB of patches) and l2.conv (18.9 MB) ran 2-3 % slower
+// in frogbench (median of 4 alternating runs each), l4.* the same.
+const bypassBytes = 2 << 20
 
 // unfoldFloats is the size of the pieces of patch rows that unfold
 // handles at a time: they stay in the L1 cache.
