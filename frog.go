@@ -280,7 +280,7 @@ func (fl *frogLayer) propose(cfg Config, in *Batch) error {
 		Damping: cfg.dampingAt(fl.steps), Iters: cfg.Iters, DenomEps: cfg.DenomEps,
 		Tolerance: cfg.Tolerance, ScaleInvariant: cfg.ScaleInvariant,
 	}
-	if err := fl.pre.solve(&problem, fl.dir, &fl.diagNew, true); err != nil {
+	if err := fl.pre.solve(&problem, fl.dir, &fl.diagNew, true, false); err != nil {
 		return err
 	}
 	fl.proposeUpdate(cfg, in)

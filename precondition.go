@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 
 	"github.com/frogopt/frog/backend"
 	"github.com/frogopt/frog/blas"
@@ -141,6 +142,31 @@ type Preconditioner struct {
 	engine   backend.Engine
 	fallback string
 	job      backend.Job
+	tops     dataTops
+}
+
+// dataTops is what one pass over the inputs learned of their magnitudes
+// (blas.MaxAbsBits: NaN and Inf sort above every finite value), so that
+// the checks, the tiny-data handling, the engine's patch scale and CG's
+// row scales share it instead of reading the data again.
+type dataTops struct {
+	// acts is MaxAbsBits of the activations, when actsKnown.
+	acts      uint32
+	actsKnown bool
+	// rows[j] is MaxAbsBits of row j of the gradient.
+	rows []uint32
+}
+
+// scanRows sets t.rows from grad's rows of length d, in one pass.
+func (t *dataTops) scanRows(grad []float32, d int) {
+	rows := len(grad) / d
+	if cap(t.rows) < rows {
+		t.rows = make([]uint32, rows)
+	}
+	t.rows = t.rows[:rows]
+	for j := range t.rows {
+		t.rows[j] = blas.MaxAbsBits(grad[j*d : (j+1)*d])
+	}
 }
 
 // NewPreconditioner returns a Preconditioner on the named backend (see
@@ -191,22 +217,36 @@ func (p *Preconditioner) Precondition(in RowsInput, dir []float32, diag *RowDiag
 	if err := checkRowsInput(in, dir); err != nil {
 		return l.errorf("%w", err)
 	}
+	if err := p.tops.scanInputs(in); err != nil {
+		return l.errorf("%w", err)
+	}
 	if len(diag.Trace) != l.Rows() || len(diag.Residual) != l.Rows() || len(diag.Scale) != l.Rows() || len(diag.Breakdown) != l.Rows() {
 		*diag = newRowDiagnostics(l.Rows())
 	}
-	return p.solve(&in, dir, diag, false)
+	return p.solve(&in, dir, diag, false, true)
 }
 
 // solve runs a validated problem on the engine: diag has Rows() entries.
 // When owned is set, in.Acts and in.Grad are the caller's scratch and may
 // be rescaled in place; otherwise the rare inputs that need it are copied.
 // Errors are not yet wrapped with the layer's name.
-func (p *Preconditioner) solve(in *RowsInput, dir []float32, diag *RowDiagnostics, owned bool) error {
+//
+// With scanned set, p.tops holds in's magnitudes already (scanInputs);
+// otherwise solve finds those it needs.
+func (p *Preconditioner) solve(in *RowsInput, dir []float32, diag *RowDiagnostics, owned, scanned bool) error {
 	l := in.Layer
-	// The activations' normalizer serves both scales: one pass over them.
+	tops := &p.tops
+	if !scanned {
+		tops.actsKnown = false
+		if in.ScaleInvariant || l.Bias != JointBias {
+			tops.acts, tops.actsKnown = blas.MaxAbsBits(in.Acts), true
+		}
+		tops.scanRows(in.Grad, l.SolveLen())
+	}
+	// The activations' normalizer serves both scales.
 	actsNorm := 1.0
 	if in.ScaleInvariant || l.Bias != JointBias {
-		actsNorm = blas.Normalizer(in.Acts)
+		actsNorm = blas.NormalizerOfBits(tops.acts)
 	}
 	dataScale := 1.0
 	if in.ScaleInvariant {
@@ -222,12 +262,15 @@ func (p *Preconditioner) solve(in *RowsInput, dir []float32, diag *RowDiagnostic
 		}
 	}
 	grad := in.Grad
-	if hasTinyRows(grad, l.SolveLen()) {
+	if hasTinyRows(tops.rows) {
 		if !owned {
 			grad = append([]float32(nil), grad...)
 		}
-		flushTinyRows(grad, l.SolveLen())
+		flushTinyRowsOf(grad, tops.rows, l.SolveLen())
 	}
+	// The engine need not find the largest activation again, unless
+	// they were rescaled.
+	actsTop, actsKnown := tops.acts, tops.actsKnown && actScale == 1
 	// The job lives in the Preconditioner: through the Engine interface a
 	// local one would escape to the heap on every call.
 	p.job = backend.Job{
@@ -237,6 +280,8 @@ func (p *Preconditioner) solve(in *RowsInput, dir []float32, diag *RowDiagnostic
 		Acts:      acts,
 		OutGrads:  in.OutGrads,
 		Grad:      grad,
+
+		ActsMaxBits: actsTop, ActsMaxKnown: actsKnown, GradRowMaxBits: tops.rows,
 		LossScale: lossScale(in.Reduction, in.BatchSize, in.Samples) * dataScale / (actScale * actScale),
 		Damping:   in.Damping,
 		Iters:     in.Iters,
@@ -296,26 +341,28 @@ func tinyScale(actsNorm float64) float64 {
 	return 1
 }
 
-// tinyRow reports a row that is not zero but has no value above the
-// smallest normal float32 2^-126 (bits 0x00800000), in one vector pass.
-func tinyRow(row []float32) bool {
-	m := blas.MaxAbsBits(row)
-	return m != 0 && m <= 0x00800000
-}
+// tinyRow reports a row, given its MaxAbsBits, that is not zero but has
+// no value above the smallest normal float32 2^-126 (bits 0x00800000).
+func tinyRow(top uint32) bool { return top != 0 && top <= 0x00800000 }
 
-func hasTinyRows(s []float32, d int) bool {
-	for j := 0; j+d <= len(s); j += d {
-		if tinyRow(s[j : j+d]) {
-			return true
-		}
-	}
-	return false
-}
+func hasTinyRows(tops []uint32) bool { return slices.ContainsFunc(tops, tinyRow) }
 
+// flushTinyRows clears the tiny rows of s, rows of d values.
 func flushTinyRows(s []float32, d int) {
 	for j := 0; j+d <= len(s); j += d {
-		if tinyRow(s[j : j+d]) {
+		if tinyRow(blas.MaxAbsBits(s[j : j+d])) {
 			clear(s[j : j+d])
+		}
+	}
+}
+
+// flushTinyRowsOf is flushTinyRows given the rows' MaxAbsBits, tops, which
+// it keeps up to date.
+func flushTinyRowsOf(s []float32, tops []uint32, d int) {
+	for j, top := range tops {
+		if tinyRow(top) {
+			clear(s[j*d : (j+1)*d])
+			tops[j] = 0
 		}
 	}
 }
@@ -369,7 +416,25 @@ func checkRowsInput(in RowsInput, dir []float32) error {
 	if err := checkLen("output gradients", in.OutGrads, mulLen(in.Samples, l.OutGradLen())); err != nil {
 		return err
 	}
-	return checkFinite(named{"gradient", in.Grad}, named{"activations", in.Acts}, named{"output gradients", in.OutGrads})
+	return nil
+}
+
+// scanInputs checks that in's gradient, activations and output gradients
+// are finite (reporting the first NaN or Inf in that order) and records
+// the magnitudes solve needs, one pass over each.
+func (t *dataTops) scanInputs(in RowsInput) error {
+	d := in.Layer.SolveLen()
+	t.scanRows(in.Grad, d)
+	for _, top := range t.rows {
+		if top >= 0x7f800000 {
+			return checkFinite(named{"gradient", in.Grad})
+		}
+	}
+	t.acts, t.actsKnown = blas.MaxAbsBits(in.Acts), true
+	if t.acts >= 0x7f800000 {
+		return checkFinite(named{"activations", in.Acts})
+	}
+	return checkFinite(named{"output gradients", in.OutGrads})
 }
 
 func checkLen(what string, s []float32, want int) error {

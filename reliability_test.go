@@ -530,8 +530,12 @@ func TestPreconditionRowsBadInput(t *testing.T) {
 		"NaN gradient":        func(in *RowsInput, _ *[]float32) { in.Grad[0] = float32(math.NaN()) },
 		"Inf activation":      func(in *RowsInput, _ *[]float32) { in.Acts[5] = float32(math.Inf(-1)) },
 		"NaN out grad":        func(in *RowsInput, _ *[]float32) { in.OutGrads[2] = float32(math.NaN()) },
-		"bad layer":           func(in *RowsInput, _ *[]float32) { in.Layer.Stride[0] = -1 },
-		"joint bias lengths":  func(in *RowsInput, _ *[]float32) { in.Layer.Bias = JointBias },
+		"NaN gradient first":  func(in *RowsInput, _ *[]float32) { in.Grad[7], in.Acts[1] = float32(math.NaN()), float32(math.NaN()) },
+		"Inf activation first": func(in *RowsInput, _ *[]float32) {
+			in.Acts[3], in.OutGrads[0] = float32(math.Inf(1)), float32(math.NaN())
+		},
+		"bad layer":          func(in *RowsInput, _ *[]float32) { in.Layer.Stride[0] = -1 },
+		"joint bias lengths": func(in *RowsInput, _ *[]float32) { in.Layer.Bias = JointBias },
 	}
 	for name, mod := range cases {
 		in, d := good(), dir
@@ -545,6 +549,16 @@ func TestPreconditionRowsBadInput(t *testing.T) {
 		if strings.Contains(name, "NaN g") || strings.Contains(name, "Inf a") || strings.Contains(name, "NaN o") {
 			if !errors.Is(err, ErrNonFinite) {
 				t.Errorf("%s: %v does not wrap ErrNonFinite", name, err)
+			}
+			// The first non-finite value, in the order gradient,
+			// activations, output gradients.
+			want := map[string]string{
+				"NaN gradient": "gradient[0] = NaN", "Inf activation": "activations[5] = -Inf",
+				"NaN out grad": "output gradients[2] = NaN", "NaN gradient first": "gradient[7] = NaN",
+				"Inf activation first": "activations[3] = +Inf",
+			}[name]
+			if err == nil || !strings.Contains(err.Error(), want) {
+				t.Errorf("%s: error %v, want it to say %q", name, err, want)
 			}
 		}
 		for i, s := range [][]float32{in.Grad, in.Acts, in.OutGrads} {

@@ -28,6 +28,14 @@ type Job struct {
 	// Grad holds the effective gradient, Rows() x RowLen().
 	Grad []float32
 
+	// What the caller already knows of the data's magnitudes, so that
+	// an engine need not read it again (blas.MaxAbsBits): ActsMaxBits of
+	// Acts when ActsMaxKnown, and GradRowMaxBits[j] of row j of Grad
+	// unless GradRowMaxBits is nil.
+	ActsMaxBits    uint32
+	ActsMaxKnown   bool
+	GradRowMaxBits []uint32
+
 	// LossScale is s in lam = s*y^2: B*B/r for a mean-reduced loss, 1/r for a sum.
 	LossScale float64
 	// Damping is tau.
@@ -127,8 +135,14 @@ func (c *CPU) Precondition(job *Job) error {
 			bypass: 4*len(x) > bypassBytes,
 		}
 		parts := min(job.Samples, maxParts, runtime.GOMAXPROCS(0))
-		blas.Parallel(&c.unfold, parts)
-		ps := c.unfold.normalizer(parts)
+		var ps float64
+		if job.ActsMaxKnown && g.Groups == 1 {
+			// The group's activations are all of them: no scan.
+			ps = c.unfold.normalizerOf(job.ActsMaxBits)
+		} else {
+			blas.Parallel(&c.unfold, parts)
+			ps = c.unfold.normalizer(parts)
+		}
 		c.unfold.scan, c.unfold.scale = false, float32(ps)
 		blas.Parallel(&c.unfold, parts)
 		r0 := grp * rg
@@ -153,7 +167,12 @@ func (c *CPU) Precondition(job *Job) error {
 		c.op.PackPatches()
 		grad := job.Grad[r0*d : (r0+rg)*d]
 		dir := job.Dir[r0*d : (r0+rg)*d]
+		c.solver.BMaxBits = nil
+		if job.GradRowMaxBits != nil {
+			c.solver.BMaxBits = job.GradRowMaxBits[r0 : r0+rg]
+		}
 		res := c.solver.Solve(&c.op, grad, dir, rg, d)
+		c.solver.BMaxBits = nil
 		copy(job.Residual[r0:r0+rg], res.Residual)
 		copy(job.Breakdown[r0:r0+rg], res.Breakdown)
 		c.normalize = normalizeRows{k: c.Kernels, dir: dir, grad: grad, scale: job.Scale[r0 : r0+rg], d: d, eps: job.DenomEps, cgScale: res.Scale}

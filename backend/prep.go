@@ -136,6 +136,15 @@ func (u *unfold) normalizer(parts int) float64 {
 	return blas.NormalizerOfBits(top)
 }
 
+// normalizerOf is normalizer for activations whose MaxAbsBits, found by
+// the caller, is top: the scan pass is then not run.
+func (u *unfold) normalizerOf(top uint32) float64 {
+	if u.jointBias {
+		top = max(top, math.Float32bits(1))
+	}
+	return blas.NormalizerOfBits(top)
+}
+
 // fillWeights runs fisher.RowWeights.FillRows on ranges of rows, in parts.
 type fillWeights struct {
 	rw         fisher.RowWeights

@@ -28,6 +28,10 @@ type Solver struct {
 	// two Result.Scale[j] that CG ran b_j at, for a caller that scales z
 	// anyway and so saves a pass over it.
 	KeepScaled bool
+	// BMaxBits, when not nil, holds blas.MaxAbsBits of each row of b,
+	// which the caller has found already: Solve then does not read b to
+	// find the rows' scales.
+	BMaxBits []uint32
 
 	res, p, q  []float32
 	rho, scale []float64
@@ -81,7 +85,12 @@ func (u *rowUpdate) start(part, parts int) {
 	rho, eps, rho0 := s.rho[:rows], s.rho[rows:2*rows], s.rho[2*rows:3*rows]
 	for j := rows * part / parts; j < rows*(part+1)/parts; j++ {
 		bj := b[j*n : (j+1)*n]
-		sc := blas.Normalizer(bj)
+		var sc float64
+		if s.BMaxBits != nil {
+			sc = blas.NormalizerOfBits(s.BMaxBits[j])
+		} else {
+			sc = blas.Normalizer(bj)
+		}
 		s.scale[j] = sc
 		eps[j] = s.Eps * sc * sc
 		rj := s.res[j*n : (j+1)*n]

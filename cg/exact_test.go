@@ -5,6 +5,7 @@ import (
 	"math/rand/v2"
 	"testing"
 
+	"github.com/frogopt/frog/blas"
 	"gonum.org/v1/gonum/mat"
 )
 
@@ -176,6 +177,51 @@ func TestSolveOverwritesZ(t *testing.T) {
 			if iters == 0 && v != 0 {
 				t.Fatalf("no iteration: z[%d] = %v, want 0", i, v)
 			}
+		}
+	}
+}
+
+// Given the rows' MaxAbsBits (BMaxBits), a solve gives the same bits as
+// one that reads b to find them, on rows of very different magnitudes.
+func TestSolveKnownRowScales(t *testing.T) {
+	rng := rand.New(rand.NewPCG(5, 6))
+	const n, rows = 6, 5
+	op := perRow{n: n}
+	for j := 0; j < rows; j++ {
+		op.mats = append(op.mats, randomSPD(rng, n, 0.5))
+	}
+	b := make([]float32, rows*n)
+	for i := range b {
+		b[i] = float32(rng.NormFloat64())
+	}
+	for i := range b[:n] {
+		b[i] *= 1e30
+	}
+	for i := range b[2*n : 3*n] {
+		b[2*n+i] *= 1e-30
+	}
+	clear(b[3*n : 4*n])
+	tops := make([]uint32, rows)
+	for j := range tops {
+		tops[j] = blas.MaxAbsBits(b[j*n : (j+1)*n])
+	}
+	for _, keep := range []bool{false, true} {
+		plain, known := Solver{Iters: 3, Eps: 1e-12, KeepScaled: keep}, Solver{Iters: 3, Eps: 1e-12, KeepScaled: keep, BMaxBits: tops}
+		zPlain, zKnown := make([]float32, rows*n), make([]float32, rows*n)
+		rPlain := plain.Solve(op, b, zPlain, rows, n)
+		rKnown := known.Solve(op, b, zKnown, rows, n)
+		for i := range zPlain {
+			if math.Float32bits(zPlain[i]) != math.Float32bits(zKnown[i]) {
+				t.Fatalf("keep %v: z[%d] = %v with the rows' scales given, %v without", keep, i, zKnown[i], zPlain[i])
+			}
+		}
+		for j := 0; j < rows; j++ {
+			if rPlain.Scale[j] != rKnown.Scale[j] || rPlain.Residual[j] != rKnown.Residual[j] {
+				t.Fatalf("keep %v, row %d: scale %v residual %v given, %v %v without", keep, j, rKnown.Scale[j], rKnown.Residual[j], rPlain.Scale[j], rPlain.Residual[j])
+			}
+		}
+		if rPlain.Scale[0] == 1 || rPlain.Scale[2] == 1 {
+			t.Fatalf("keep %v: scales %v: the large and tiny rows were not rescaled", keep, rPlain.Scale)
 		}
 	}
 }
