@@ -27,6 +27,19 @@ func Dot(x, y []float32) float64
 //go:noescape
 func Axpy(alpha float32, x, y []float32)
 
+// DotPair returns Dot(x, y) and Dot(x, x), with their bits, in one pass.
+//
+//go:noescape
+func DotPair(x, y []float32) (xy, xx float64)
+
+// AxpyPairDot computes y[i] = b*w[i] + (a*x[i] + y[i]) over len(x)
+// elements, each with a fused multiply-add (the same values as Axpy(a, x,
+// y) then Axpy(b, w, y)), and returns Dot(y, y) of the new y, with its
+// bits, in the same pass.
+//
+//go:noescape
+func AxpyPairDot(a float32, x []float32, b float32, w, y []float32) float64
+
 // Xpby computes y[i] = x[i] + beta*y[i] over len(x) elements.
 //
 //go:noescape

@@ -40,6 +40,27 @@ func Axpy(alpha float32, x, y []float32) {
 	axpyRef(alpha, x, y)
 }
 
+// DotPair is the loop
+//
+//	for i := range x {
+//		xy += float64(x[i]) * float64(y[i])
+//		xx += float64(x[i]) * float64(x[i])
+//	}
+func DotPair(x, y []float32) (xy, xx float64) {
+	return dotPairRef(x, y)
+}
+
+// AxpyPairDot is the loop
+//
+//	for i := range x {
+//		y[i] += a * x[i]
+//		y[i] += b * w[i]
+//		s += float64(y[i]) * float64(y[i])
+//	}
+func AxpyPairDot(a float32, x []float32, b float32, w, y []float32) float64 {
+	return axpyPairDotRef(a, x, b, w, y)
+}
+
 // Xpby is the loop
 //
 //	for i := range x {

@@ -36,6 +36,26 @@ func dotRef(x, y []float32) float64 {
 	return s
 }
 
+func dotPairRef(x, y []float32) (xy, xx float64) {
+	y = y[:len(x)]
+	for i, v := range x {
+		xy += float64(v) * float64(y[i])
+		xx += float64(v) * float64(v)
+	}
+	return xy, xx
+}
+
+func axpyPairDotRef(a float32, x []float32, b float32, w, y []float32) float64 {
+	w, y = w[:len(x)], y[:len(x)]
+	var s float64
+	for i, v := range x {
+		y[i] += a * v
+		y[i] += b * w[i]
+		s += float64(y[i]) * float64(y[i])
+	}
+	return s
+}
+
 func axpyRef(alpha float32, x, y []float32) {
 	y = y[:len(x)]
 	for i, v := range x {

@@ -114,6 +114,19 @@ func (avx2) Axpy(alpha float32, x, y []float32) {
 	asm.Axpy(alpha, x, y)
 }
 
+// DotPair returns Dot(x, y) and Dot(x, x) in one pass.
+func (avx2) DotPair(x, y []float32) (xy, xx float64) {
+	y = y[:len(x)]
+	return asm.DotPair(x, y)
+}
+
+// AxpyPairDot computes y += a*x, then y += b*w, and returns Dot(y, y) of
+// the new y, in one pass.
+func (avx2) AxpyPairDot(a float32, x []float32, b float32, w, y []float32) float64 {
+	w, y = w[:len(x)], y[:len(x)]
+	return asm.AxpyPairDot(a, x, b, w, y)
+}
+
 // Xpby computes y = x + beta*y over len(x) elements.
 func (avx2) Xpby(x []float32, beta float32, y []float32) {
 	y = y[:len(x)]

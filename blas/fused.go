@@ -307,10 +307,18 @@ func (w *fisherWork) RunPart(part, parts int) {
 	if w.reduce {
 		lo, hi := r*d*part/parts, r*d*(part+1)/parts
 		q, p := f.Q[lo:hi], f.P[lo:hi]
-		for i := range q {
-			q[i] = f.Damping * p[i]
+		first := 0
+		if f.Damping == 0 {
+			// No P to read (CG adds the damping itself, see
+			// cg.Shifted): Q starts from the first sum.
+			copy(q, w.acc[0][lo:hi])
+			first = 1
+		} else {
+			for i := range q {
+				q[i] = f.Damping * p[i]
+			}
 		}
-		for c := 0; c < w.chunks; c++ {
+		for c := first; c < w.chunks; c++ {
 			asm.Axpy(1, w.acc[c][lo:hi], q)
 		}
 		return

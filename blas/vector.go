@@ -24,6 +24,33 @@ func Xpby(k Kernels, x []float32, beta float32, y []float32) {
 	}
 }
 
+// pairer is implemented by kernels with fused passes for the CG update.
+type pairer interface {
+	DotPair(x, y []float32) (xy, xx float64)
+	AxpyPairDot(a float32, x []float32, b float32, w, y []float32) float64
+}
+
+// DotPair returns k.Dot(x, y) and k.Dot(x, x), in one pass over x and y
+// with k's fused kernel when it has one.
+func DotPair(k Kernels, x, y []float32) (xy, xx float64) {
+	if f, ok := k.(pairer); ok {
+		return f.DotPair(x, y)
+	}
+	return k.Dot(x, y), k.Dot(x, x)
+}
+
+// AxpyPairDot computes k.Axpy(a, x, y), then k.Axpy(b, w, y), and returns
+// k.Dot(y, y) of the new y: in one pass over the three vectors with k's
+// fused kernel when it has one.
+func AxpyPairDot(k Kernels, a float32, x []float32, b float32, w, y []float32) float64 {
+	if f, ok := k.(pairer); ok {
+		return f.AxpyPairDot(a, x, b, w, y)
+	}
+	k.Axpy(a, x, y)
+	k.Axpy(b, w, y)
+	return k.Dot(y, y)
+}
+
 // MaxAbsBits returns the largest bit pattern of |x[i]| (sign bit
 // cleared): the patterns order as the magnitudes do, with Inf and NaN
 // above every finite value. The result is exact, the same on every

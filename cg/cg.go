@@ -12,6 +12,17 @@ type Operator interface {
 	Apply(q, p []float32)
 }
 
+// Shifted is implemented by operators A = B + Shift()*I that can apply B
+// alone (ApplyUnshifted). CG then adds the shift in its update of each
+// row, which reads p_j there anyway, so that the operator's products need
+// not read P a second time to start Q from Shift()*P:
+//
+//	p.q = p.(B p) + Shift()*(p.p),  r -= alpha*(B p) + alpha*Shift()*p.
+type Shifted interface {
+	Shift() float32
+	ApplyUnshifted(q, p []float32)
+}
+
 // Solver holds the settings and the reusable workspace of batched CG for
 // blocks of Rows rows of length Len. The zero value of the settings runs
 // no iteration; a Solver is not safe for concurrent use.
@@ -35,6 +46,7 @@ type Solver struct {
 
 	res, p, q  []float32
 	rho, scale []float64
+	shift      float32 // the shift CG adds itself (see Shifted), or 0
 	done       []bool
 	update     rowUpdate
 }
@@ -143,7 +155,15 @@ func (u *rowUpdate) update(part, parts int) {
 		}
 		pj, qj := p[j*n:(j+1)*n], q[j*n:(j+1)*n]
 		rj, zj := res[j*n:(j+1)*n], z[j*n:(j+1)*n]
-		den := k.Dot(pj, qj) + eps[j]
+		var pq float64
+		if s.shift != 0 {
+			var pp float64
+			pq, pp = blas.DotPair(k, pj, qj)
+			pq += float64(s.shift) * pp
+		} else {
+			pq = k.Dot(pj, qj)
+		}
+		den := pq + eps[j]
 		if !(den > 0) || math.IsInf(den, 0) {
 			done[j], broke[j] = true, true
 			if u.it == 0 {
@@ -159,8 +179,13 @@ func (u *rowUpdate) update(part, parts int) {
 		} else {
 			k.Axpy(float32(alpha), pj, zj)
 		}
-		k.Axpy(float32(-alpha), qj, rj)
-		rhoNew := k.Dot(rj, rj)
+		var rhoNew float64
+		if s.shift != 0 {
+			rhoNew = blas.AxpyPairDot(k, float32(-alpha), qj, float32(-alpha*float64(s.shift)), pj, rj)
+		} else {
+			k.Axpy(float32(-alpha), qj, rj)
+			rhoNew = k.Dot(rj, rj)
+		}
 		if u.it+1 < s.Iters {
 			// The last iteration's direction would never be used.
 			beta := rhoNew / (rho[j] + eps[j])
@@ -227,6 +252,11 @@ func (s *Solver) Solve(op Operator, b, z []float32, rows, n int) Result {
 	p, q := s.p, s.q
 
 	z = z[:total]
+	sh, _ := op.(Shifted)
+	s.shift = 0
+	if sh != nil {
+		s.shift = sh.Shift()
+	}
 	s.runPhase(rowUpdate{s: s, k: k, phase: startRows, n: n, rows: rows, b: b, z: z})
 
 	result := Result{Breakdown: broke}
@@ -241,7 +271,11 @@ func (s *Solver) Solve(op Operator, b, z []float32, rows, n int) Result {
 			break
 		}
 		result.Iterations++
-		op.Apply(q, p)
+		if s.shift != 0 {
+			sh.ApplyUnshifted(q, p)
+		} else {
+			op.Apply(q, p)
+		}
 		// Rows are independent: their updates split across the cores
 		// give the same values as one loop.
 		s.runPhase(rowUpdate{s: s, k: k, phase: updateRows, it: it, n: n, rows: rows, z: z})

@@ -225,3 +225,74 @@ func TestSolveKnownRowScales(t *testing.T) {
 		}
 	}
 }
+
+// shiftedRows is perRow plus shift*I, and says so (Shifted): CG adds the
+// shift itself.
+type shiftedRows struct {
+	perRow
+	shift   float32
+	applied int // ApplyUnshifted calls
+}
+
+func (o *shiftedRows) Apply(q, p []float32) {
+	o.perRow.Apply(q, p)
+	for i := range q {
+		q[i] += o.shift * p[i]
+	}
+}
+
+func (o *shiftedRows) Shift() float32 { return o.shift }
+
+func (o *shiftedRows) ApplyUnshifted(q, p []float32) {
+	o.applied++
+	o.perRow.Apply(q, p)
+}
+
+// plainOperator hides everything but Apply.
+type plainOperator struct{ op Operator }
+
+func (o plainOperator) Apply(q, p []float32) { o.op.Apply(q, p) }
+
+// An operator that declares its shift (cg.Shifted) is solved with the
+// shift added in the row updates: the same iterates, to rounding, as
+// through Apply alone, and Apply is never called.
+func TestSolveShifted(t *testing.T) {
+	rng := rand.New(rand.NewPCG(9, 10))
+	const n, rows = 7, 4
+	op := &shiftedRows{perRow: perRow{n: n}, shift: 0.75}
+	for j := 0; j < rows; j++ {
+		op.mats = append(op.mats, randomSPD(rng, n, 0.1))
+	}
+	b := make([]float32, rows*n)
+	for i := range b {
+		b[i] = float32(rng.NormFloat64())
+	}
+	for _, iters := range []int{1, 3, n} {
+		op.applied = 0
+		s, plain := Solver{Iters: iters, Eps: 1e-12}, Solver{Iters: iters, Eps: 1e-12}
+		z, zPlain := make([]float32, rows*n), make([]float32, rows*n)
+		res := s.Solve(op, b, z, rows, n)
+		resPlain := plain.Solve(plainOperator{op}, b, zPlain, rows, n)
+		if op.applied != res.Iterations || res.Iterations != iters {
+			t.Fatalf("%d iterations: ApplyUnshifted ran %d times over %d iterations", iters, op.applied, res.Iterations)
+		}
+		for j := 0; j < rows; j++ {
+			var d, nz float64
+			for i := j * n; i < (j+1)*n; i++ {
+				d += math.Pow(float64(z[i]-zPlain[i]), 2)
+				nz += math.Pow(float64(zPlain[i]), 2)
+			}
+			if math.Sqrt(d) > 1e-4*math.Sqrt(nz) {
+				t.Fatalf("%d iterations, row %d: shifted solve differs from the plain one by %v (|z| %v)", iters, j, math.Sqrt(d), math.Sqrt(nz))
+			}
+			var nb float64
+			for _, v := range b[j*n : (j+1)*n] {
+				nb += float64(v) * float64(v)
+			}
+			// The recurrence's residuals agree to float32 rounding of b.
+			if r, rp := res.Residual[j], resPlain.Residual[j]; math.Abs(r-rp) > 1e-3*math.Sqrt(nb) {
+				t.Fatalf("%d iterations, row %d: residual %v shifted, %v plain", iters, j, r, rp)
+			}
+		}
+	}
+}

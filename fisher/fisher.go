@@ -74,6 +74,17 @@ func (o *Operator) Apply(q, p []float32) {
 	k.Gemm(false, false, r, d, n, alpha, prod, n, o.Patches, d, o.Damping, q, d)
 }
 
+// Shift returns the damping tau: the operator is (its Fisher part) + tau*I.
+func (o *Operator) Shift() float32 { return o.Damping }
+
+// ApplyUnshifted writes the Fisher part alone, Q = Fhat P - tau*P, into q.
+func (o *Operator) ApplyUnshifted(q, p []float32) {
+	tau := o.Damping
+	o.Damping = 0
+	o.Apply(q, p)
+	o.Damping = tau
+}
+
 // RowWeights describes where the output gradients of one group's rows lie
 // in a subsample: the gradient for row j (0 <= j < Rows), sample n and
 // location l is OutGrads[n*SampleStride + (RowOffset+j)*Locations + l].

@@ -33,6 +33,20 @@ func TestOperatorMatchesExplicitMatrices(t *testing.T) {
 			}
 			q := make([]float32, len(p))
 			op.Apply(q, p)
+			// The Fisher part alone (cg.Shifted): Q - tau*P.
+			if op.Shift() != tau {
+				t.Fatalf("Shift() = %v, want %v", op.Shift(), tau)
+			}
+			unshifted := make([]float32, len(p))
+			op.ApplyUnshifted(unshifted, p)
+			if op.Damping != tau {
+				t.Fatalf("ApplyUnshifted left the damping at %v", op.Damping)
+			}
+			for i, v := range unshifted {
+				if want := float64(q[i]) - tau*float64(p[i]); math.Abs(float64(v)-want) > 1e-4*(1+math.Abs(want)) {
+					t.Fatalf("%+v uniform=%v: unshifted Q[%d] = %v, want %v", c, uniform, i, v, want)
+				}
+			}
 			for j := 0; j < c.rows; j++ {
 				for a := 0; a < c.d; a++ {
 					want := tau * float64(p[j*c.d+a])

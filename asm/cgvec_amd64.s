@@ -1,0 +1,171 @@
+//go:build !noasm
+
+#include "textflag.h"
+
+// The two vector passes of a CG row update that read two vectors each.
+// Their float64 sums take the shape of Dot's (four 4-wide accumulators
+// over rounds of 16, then rounds of 4 into the first, the reduction, then
+// single values), so each sum has the bits Dot gives on the same values.
+
+// REDUCE4PD adds the four accumulators a..d into the low lane of a (Dot's
+// reduction); t is scratch.
+#define REDUCE4PD(a, b, c, d, xa, xt) \
+	VADDPD       b, a, a; \
+	VADDPD       d, c, c; \
+	VADDPD       c, a, a; \
+	VEXTRACTF128 $1, a, xt; \
+	VADDPD       xt, xa, xa; \
+	VPERMILPD    $1, xa, xt; \
+	VADDSD       xt, xa, xa
+
+// func DotPair(x, y []float32) (xy, xx float64)
+TEXT ·DotPair(SB), NOSPLIT, $0-64
+	MOVQ   x_base+0(FP), SI
+	MOVQ   x_len+8(FP), CX
+	MOVQ   y_base+24(FP), DI
+	VXORPD Y0, Y0, Y0
+	VXORPD Y1, Y1, Y1
+	VXORPD Y2, Y2, Y2
+	VXORPD Y3, Y3, Y3
+	VXORPD Y12, Y12, Y12
+	VXORPD Y13, Y13, Y13
+	VXORPD Y14, Y14, Y14
+	VXORPD Y15, Y15, Y15
+	CMPQ   CX, $16
+	JL     pairquad
+
+pairloop:
+	VCVTPS2PD   (SI), Y4
+	VCVTPS2PD   (DI), Y8
+	VCVTPS2PD   16(SI), Y5
+	VCVTPS2PD   16(DI), Y9
+	VCVTPS2PD   32(SI), Y6
+	VCVTPS2PD   32(DI), Y10
+	VCVTPS2PD   48(SI), Y7
+	VCVTPS2PD   48(DI), Y11
+	VFMADD231PD Y4, Y8, Y0
+	VFMADD231PD Y5, Y9, Y1
+	VFMADD231PD Y6, Y10, Y2
+	VFMADD231PD Y7, Y11, Y3
+	VFMADD231PD Y4, Y4, Y12
+	VFMADD231PD Y5, Y5, Y13
+	VFMADD231PD Y6, Y6, Y14
+	VFMADD231PD Y7, Y7, Y15
+	ADDQ        $64, SI
+	ADDQ        $64, DI
+	SUBQ        $16, CX
+	CMPQ        CX, $16
+	JGE         pairloop
+
+pairquad:
+	CMPQ        CX, $4
+	JL          pairreduce
+	VCVTPS2PD   (SI), Y4
+	VCVTPS2PD   (DI), Y8
+	VFMADD231PD Y4, Y8, Y0
+	VFMADD231PD Y4, Y4, Y12
+	ADDQ        $16, SI
+	ADDQ        $16, DI
+	SUBQ        $4, CX
+	JMP         pairquad
+
+pairreduce:
+	REDUCE4PD(Y0, Y1, Y2, Y3, X0, X1)
+	REDUCE4PD(Y12, Y13, Y14, Y15, X12, X13)
+	TESTQ CX, CX
+	JE    pairdone
+
+pairtail:
+	VCVTSS2SD   (SI), X4, X4
+	VCVTSS2SD   (DI), X8, X8
+	VFMADD231SD X4, X8, X0
+	VFMADD231SD X4, X4, X12
+	ADDQ        $4, SI
+	ADDQ        $4, DI
+	DECQ        CX
+	JNZ         pairtail
+
+pairdone:
+	VMOVSD X0, xy+48(FP)
+	VMOVSD X12, xx+56(FP)
+	VZEROUPPER
+	RET
+
+// func AxpyPairDot(a float32, x []float32, b float32, w, y []float32) float64
+TEXT ·AxpyPairDot(SB), NOSPLIT, $0-96
+	VBROADCASTSS a+0(FP), Y14
+	MOVQ         x_base+8(FP), SI
+	MOVQ         x_len+16(FP), CX
+	VBROADCASTSS b+32(FP), Y13
+	MOVQ         w_base+40(FP), R8
+	MOVQ         y_base+64(FP), DI
+	VXORPD       Y0, Y0, Y0
+	VXORPD       Y1, Y1, Y1
+	VXORPD       Y2, Y2, Y2
+	VXORPD       Y3, Y3, Y3
+	CMPQ         CX, $16
+	JL           apdquad
+
+apdloop:
+	VMOVUPS      (DI), Y4
+	VMOVUPS      32(DI), Y5
+	VFMADD231PS  (SI), Y14, Y4
+	VFMADD231PS  32(SI), Y14, Y5
+	VFMADD231PS  (R8), Y13, Y4
+	VFMADD231PS  32(R8), Y13, Y5
+	VMOVUPS      Y4, (DI)
+	VMOVUPS      Y5, 32(DI)
+	VCVTPS2PD    X4, Y6
+	VEXTRACTF128 $1, Y4, X7
+	VCVTPS2PD    X7, Y7
+	VCVTPS2PD    X5, Y8
+	VEXTRACTF128 $1, Y5, X9
+	VCVTPS2PD    X9, Y9
+	VFMADD231PD  Y6, Y6, Y0
+	VFMADD231PD  Y7, Y7, Y1
+	VFMADD231PD  Y8, Y8, Y2
+	VFMADD231PD  Y9, Y9, Y3
+	ADDQ         $64, SI
+	ADDQ         $64, R8
+	ADDQ         $64, DI
+	SUBQ         $16, CX
+	CMPQ         CX, $16
+	JGE          apdloop
+
+apdquad:
+	CMPQ        CX, $4
+	JL          apdreduce
+	VMOVUPS     (DI), X4
+	VFMADD231PS (SI), X14, X4
+	VFMADD231PS (R8), X13, X4
+	VMOVUPS     X4, (DI)
+	VCVTPS2PD   X4, Y6
+	VFMADD231PD Y6, Y6, Y0
+	ADDQ        $16, SI
+	ADDQ        $16, R8
+	ADDQ        $16, DI
+	SUBQ        $4, CX
+	JMP         apdquad
+
+apdreduce:
+	REDUCE4PD(Y0, Y1, Y2, Y3, X0, X1)
+	TESTQ CX, CX
+	JE    apddone
+
+apdtail:
+	VMOVSS      (DI), X4
+	VFMADD231SS (SI), X14, X4
+	VFMADD231SS (R8), X13, X4
+	VMOVSS      X4, (DI)
+	VCVTSS2SD   X4, X6, X6
+	VFMADD231SD X6, X6, X0
+	ADDQ        $4, SI
+	ADDQ        $4, R8
+	ADDQ        $4, DI
+	DECQ        CX
+	JNZ         apdtail
+
+apddone:
+	VMOVSD X0, ret+88(FP)
+	VZEROUPPER
+	RET
