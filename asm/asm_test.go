@@ -52,9 +52,15 @@ func TestKernel6x16(t *testing.T) {
 }
 
 // testKernel checks Kernel6x16 or Kernel4x16 (rows 6 or 4) against the
-// reference loop, with A in place or transposed and guards around every
-// buffer.
+// reference loop, with A in place or transposed, guards around every
+// buffer, accumulating into C or overwriting a tile of NaNs.
 func testKernel(t *testing.T, rows int) {
+	for _, overwrite := range []bool{false, true} {
+		testKernelMode(t, rows, overwrite)
+	}
+}
+
+func testKernelMode(t *testing.T, rows int, overwrite bool) {
 	rng := rand.New(rand.NewPCG(1, uint64(rows)))
 	for _, k := range []int{0, 1, 2, 3, 4, 5, 7, 16, 33, 100} {
 		for _, trans := range []bool{false, true} {
@@ -79,14 +85,17 @@ func testKernel(t *testing.T, rows int) {
 					aAll, a := guarded(rng, alen)
 					bAll, b := guarded(rng, blen)
 					cAll, c := guarded(rng, clen)
+					if overwrite {
+						nanTile(c, ldc, 16)
+					}
 					want := append([]float32(nil), c...)
-					kernelRowsx16Ref(rows, k, alpha, a, rsa, csa, b, ldb, want, ldc)
-					name := "Kernel6x16"
+					kernelRowsx16Ref(rows, k, alpha, a, rsa, csa, b, ldb, want, ldc, overwrite)
+					name := fmt.Sprintf("Kernel6x16 overwrite=%v", overwrite)
 					if rows == 4 {
-						name = "Kernel4x16"
-						Kernel4x16(k, alpha, a, rsa, csa, b, ldb, c, ldc)
+						name = fmt.Sprintf("Kernel4x16 overwrite=%v", overwrite)
+						Kernel4x16(k, alpha, a, rsa, csa, b, ldb, c, ldc, overwrite)
 					} else {
-						Kernel6x16(k, alpha, a, rsa, csa, b, ldb, c, ldc)
+						Kernel6x16(k, alpha, a, rsa, csa, b, ldb, c, ldc, overwrite)
 					}
 					checkGuards(t, name, aAll, alen)
 					checkGuards(t, name, bAll, blen)
@@ -105,6 +114,16 @@ func testKernel(t *testing.T, rows int) {
 					}
 				}
 			}
+		}
+	}
+}
+
+// nanTile sets the first cols values of every row of c (stride ldc) to
+// NaN: a kernel that overwrites its tile must not read them.
+func nanTile(c []float32, ldc, cols int) {
+	for i := range c {
+		if i%ldc < cols {
+			c[i] = float32(math.NaN())
 		}
 	}
 }
@@ -219,7 +238,7 @@ func BenchmarkKernel6x16(b *testing.B) {
 	bm := make([]float32, 16*k)
 	c := make([]float32, 6*16)
 	for b.Loop() {
-		Kernel6x16(k, 1, a, 1, 6, bm, 16, c, 16)
+		Kernel6x16(k, 1, a, 1, 6, bm, 16, c, 16, false)
 	}
 	b.ReportMetric(float64(k)*192*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
 }

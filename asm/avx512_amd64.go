@@ -7,8 +7,9 @@ package asm
 //	c[i*ldc+j] += alpha * sum_{p<k} a[i*rsa+p*csa] * B(p, j)
 //
 // where B(p, j) is b[p*ldb+j] for j < 16 and b[p*ldb+boff+j-16] for
-// j >= 16: the two 16-wide halves of a row of B may lie apart (two
-// adjacent panels of a packed matrix) or together (boff = 16). The 8x32
+// j >= 16 (with overwrite, c[i*ldc+j] = alpha * sum, C not read): the
+// two 16-wide halves of a row of B may lie apart (two adjacent panels of
+// a packed matrix) or together (boff = 16). The 8x32
 // sums stay in sixteen ZMM registers across the whole k loop, each one
 // accumulated in the order of p with one FMA a step and then added to C
 // with one FMA, exactly as Kernel6x16 does: for the same inputs the two
@@ -16,7 +17,7 @@ package asm
 // checks).
 //
 //go:noescape
-func Kernel8x32(k int, alpha float32, a []float32, rsa, csa int, b []float32, ldb, boff int, c []float32, ldc int)
+func Kernel8x32(k int, alpha float32, a []float32, rsa, csa int, b []float32, ldb, boff int, c []float32, ldc int, overwrite bool)
 
 // FMALoop512 runs n rounds of twelve independent 16-wide float32 FMAs (384
 // flops a round) on registers only: the arithmetic peak of a CPU with

@@ -35,8 +35,17 @@
 	VMOVUPS     Z17, 64(DI); \
 	ADDQ        DX, DI
 
-// func Kernel8x32(k int, alpha float32, a []float32, rsa, csa int, b []float32, ldb, boff int, c []float32, ldc int)
-TEXT ·Kernel8x32(SB), NOSPLIT, $0-128
+// SET_ROW512 writes a row of the tile times alpha over C, which it does
+// not read (the overwrite form).
+#define SET_ROW512(lo, hi) \
+	VMULPS  lo, Z18, Z16; \
+	VMULPS  hi, Z18, Z17; \
+	VMOVUPS Z16, (DI); \
+	VMOVUPS Z17, 64(DI); \
+	ADDQ    DX, DI
+
+// func Kernel8x32(k int, alpha float32, a []float32, rsa, csa int, b []float32, ldb, boff int, c []float32, ldc int, overwrite bool)
+TEXT ·Kernel8x32(SB), NOSPLIT, $0-129
 	MOVQ k+0(FP), CX
 	MOVQ a_base+16(FP), AX
 	MOVQ rsa+40(FP), R8
@@ -96,6 +105,9 @@ store:
 	MOVQ         c_base+96(FP), DI
 	MOVQ         ldc+120(FP), DX
 	SHLQ         $2, DX
+	MOVBLZX      overwrite+128(FP), SI
+	TESTL        SI, SI
+	JNE          set
 	STORE_ROW512(Z0, Z1)
 	STORE_ROW512(Z2, Z3)
 	STORE_ROW512(Z4, Z5)
@@ -104,6 +116,18 @@ store:
 	STORE_ROW512(Z10, Z11)
 	STORE_ROW512(Z12, Z13)
 	STORE_ROW512(Z14, Z15)
+	VZEROUPPER
+	RET
+
+set:
+	SET_ROW512(Z0, Z1)
+	SET_ROW512(Z2, Z3)
+	SET_ROW512(Z4, Z5)
+	SET_ROW512(Z6, Z7)
+	SET_ROW512(Z8, Z9)
+	SET_ROW512(Z10, Z11)
+	SET_ROW512(Z12, Z13)
+	SET_ROW512(Z14, Z15)
 	VZEROUPPER
 	RET
 

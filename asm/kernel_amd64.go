@@ -9,13 +9,16 @@ const Enabled = true
 //
 //	c[i*ldc+j] += alpha * sum_{p<k} a[i*rsa+p*csa] * b[p*ldb+j]
 //
+// or, with overwrite, c[i*ldc+j] = alpha * sum: C is then not read, and
+// may hold anything.
+//
 // with the 6x16 sums held in registers across the whole k loop. rsa and csa
 // are the element strides of A's rows and columns, so that A may be read in
 // place either as stored (rsa = lda, csa = 1) or transposed (rsa = 1,
 // csa = lda); B is read as rows of 16 consecutive values, ldb apart.
 //
 //go:noescape
-func Kernel6x16(k int, alpha float32, a []float32, rsa, csa int, b []float32, ldb int, c []float32, ldc int)
+func Kernel6x16(k int, alpha float32, a []float32, rsa, csa int, b []float32, ldb int, c []float32, ldc int, overwrite bool)
 
 // Dot returns sum_i float64(x[i])*float64(y[i]) over len(x) elements.
 //
@@ -119,5 +122,7 @@ func PrefetchRows(a []float32, rows, ld, cols int)
 //
 //	c[i*ldc+j] += alpha * sum_{p<k} a[i*rsa+p*csa] * b[p*ldb+j]
 //
+// (= with overwrite).
+//
 //go:noescape
-func Kernel4x16(k int, alpha float32, a []float32, rsa, csa int, b []float32, ldb int, c []float32, ldc int)
+func Kernel4x16(k int, alpha float32, a []float32, rsa, csa int, b []float32, ldb int, c []float32, ldc int, overwrite bool)

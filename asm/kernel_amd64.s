@@ -18,6 +18,15 @@
 	VMOVUPS     Y13, 32(DI); \
 	ADDQ        DX, DI
 
+// SET_ROW writes a row of the tile times alpha over C, which it does not
+// read (the overwrite form of the kernels).
+#define SET_ROW(lo, hi) \
+	VMULPS  lo, Y14, Y12; \
+	VMULPS  hi, Y14, Y13; \
+	VMOVUPS Y12, (DI); \
+	VMOVUPS Y13, 32(DI); \
+	ADDQ    DX, DI
+
 // The element-wise routines share two loop skeletons over CX values, four
 // vectors of eight a round, then one vector of eight, then single values:
 // UPDATE_Y rewrites y in place, y = OP(y, x) (y in Y0..Y3 / X0 when OP8 /
@@ -115,8 +124,8 @@ done:
 #define SCALE8(off, r) VMULPS off(SI), Y15, r
 #define SCALE1 VMULSS (SI), X15, X0
 
-// func Kernel6x16(k int, alpha float32, a []float32, rsa, csa int, b []float32, ldb int, c []float32, ldc int)
-TEXT ·Kernel6x16(SB), NOSPLIT, $0-120
+// func Kernel6x16(k int, alpha float32, a []float32, rsa, csa int, b []float32, ldb int, c []float32, ldc int, overwrite bool)
+TEXT ·Kernel6x16(SB), NOSPLIT, $0-121
 	MOVQ k+0(FP), CX
 	MOVQ a_base+16(FP), AX
 	MOVQ rsa+40(FP), R8
@@ -193,12 +202,25 @@ store:
 	MOVQ         c_base+88(FP), DI
 	MOVQ         ldc+112(FP), DX
 	SHLQ         $2, DX
+	MOVBLZX      overwrite+120(FP), SI
+	TESTL        SI, SI
+	JNE          set
 	STORE_ROW(Y0, Y1)
 	STORE_ROW(Y2, Y3)
 	STORE_ROW(Y4, Y5)
 	STORE_ROW(Y6, Y7)
 	STORE_ROW(Y8, Y9)
 	STORE_ROW(Y10, Y11)
+	VZEROUPPER
+	RET
+
+set:
+	SET_ROW(Y0, Y1)
+	SET_ROW(Y2, Y3)
+	SET_ROW(Y4, Y5)
+	SET_ROW(Y6, Y7)
+	SET_ROW(Y8, Y9)
+	SET_ROW(Y10, Y11)
 	VZEROUPPER
 	RET
 
@@ -527,11 +549,11 @@ TEXT ·ScaleTo(SB), NOSPLIT, $0-56
 	VZEROUPPER
 	RET
 
-// func Kernel4x16(k int, alpha float32, a []float32, rsa, csa int, b []float32, ldb int, c []float32, ldc int)
+// func Kernel4x16(k int, alpha float32, a []float32, rsa, csa int, b []float32, ldb int, c []float32, ldc int, overwrite bool)
 //
 // Kernel6x16 for a tile of four rows (Y0..Y7), so that a block of rows
 // that leaves four at the end needs no padded copy and wastes no FMAs.
-TEXT ·Kernel4x16(SB), NOSPLIT, $0-120
+TEXT ·Kernel4x16(SB), NOSPLIT, $0-121
 	MOVQ k+0(FP), CX
 	MOVQ a_base+16(FP), AX
 	MOVQ rsa+40(FP), R8
@@ -594,10 +616,21 @@ store4:
 	MOVQ         c_base+88(FP), DI
 	MOVQ         ldc+112(FP), DX
 	SHLQ         $2, DX
+	MOVBLZX      overwrite+120(FP), SI
+	TESTL        SI, SI
+	JNE          set4
 	STORE_ROW(Y0, Y1)
 	STORE_ROW(Y2, Y3)
 	STORE_ROW(Y4, Y5)
 	STORE_ROW(Y6, Y7)
+	VZEROUPPER
+	RET
+
+set4:
+	SET_ROW(Y0, Y1)
+	SET_ROW(Y2, Y3)
+	SET_ROW(Y4, Y5)
+	SET_ROW(Y6, Y7)
 	VZEROUPPER
 	RET
 

@@ -15,11 +15,11 @@ const Enabled = false
 //			for p := 0; p < k; p++ {
 //				s += a[i*rsa+p*csa] * b[p*ldb+j]
 //			}
-//			c[i*ldc+j] += alpha * s
+//			c[i*ldc+j] += alpha * s // = with overwrite
 //		}
 //	}
-func Kernel6x16(k int, alpha float32, a []float32, rsa, csa int, b []float32, ldb int, c []float32, ldc int) {
-	kernelRowsx16Ref(6, k, alpha, a, rsa, csa, b, ldb, c, ldc)
+func Kernel6x16(k int, alpha float32, a []float32, rsa, csa int, b []float32, ldb int, c []float32, ldc int, overwrite bool) {
+	kernelRowsx16Ref(6, k, alpha, a, rsa, csa, b, ldb, c, ldc, overwrite)
 }
 
 // Dot is the loop
@@ -182,11 +182,11 @@ func PrefetchRows(a []float32, rows, ld, cols int) {}
 //			for p := 0; p < k; p++ {
 //				s += a[i*rsa+p*csa] * b[p*ldb+j]
 //			}
-//			c[i*ldc+j] += alpha * s
+//			c[i*ldc+j] += alpha * s // = with overwrite
 //		}
 //	}
-func Kernel4x16(k int, alpha float32, a []float32, rsa, csa int, b []float32, ldb int, c []float32, ldc int) {
-	kernelRowsx16Ref(4, k, alpha, a, rsa, csa, b, ldb, c, ldc)
+func Kernel4x16(k int, alpha float32, a []float32, rsa, csa int, b []float32, ldb int, c []float32, ldc int, overwrite bool) {
+	kernelRowsx16Ref(4, k, alpha, a, rsa, csa, b, ldb, c, ldc, overwrite)
 }
 
 // Kernel8x32 is the loop
@@ -201,11 +201,11 @@ func Kernel4x16(k int, alpha float32, a []float32, rsa, csa int, b []float32, ld
 //				}
 //				s += a[i*rsa+p*csa] * b[off]
 //			}
-//			c[i*ldc+j] += alpha * s
+//			c[i*ldc+j] += alpha * s // = with overwrite
 //		}
 //	}
-func Kernel8x32(k int, alpha float32, a []float32, rsa, csa int, b []float32, ldb, boff int, c []float32, ldc int) {
-	kernel8x32Ref(k, alpha, a, rsa, csa, b, ldb, boff, c, ldc)
+func Kernel8x32(k int, alpha float32, a []float32, rsa, csa int, b []float32, ldb, boff int, c []float32, ldc int, overwrite bool) {
+	kernel8x32Ref(k, alpha, a, rsa, csa, b, ldb, boff, c, ldc, overwrite)
 }
 
 // FMALoop512 is FMALoop: without the assembly there is no wider peak.

@@ -7,7 +7,7 @@ import "math"
 // assembly against.
 
 // kernelRowsx16Ref is the micro-kernel for a tile of rows <= 6 rows.
-func kernelRowsx16Ref(rows, k int, alpha float32, a []float32, rsa, csa int, b []float32, ldb int, c []float32, ldc int) {
+func kernelRowsx16Ref(rows, k int, alpha float32, a []float32, rsa, csa int, b []float32, ldb int, c []float32, ldc int, overwrite bool) {
 	var acc [6 * 16]float32
 	for p := 0; p < k; p++ {
 		brow := b[p*ldb : p*ldb+16]
@@ -22,7 +22,11 @@ func kernelRowsx16Ref(rows, k int, alpha float32, a []float32, rsa, csa int, b [
 	for i := 0; i < rows; i++ {
 		crow := c[i*ldc : i*ldc+16]
 		for j := range crow {
-			crow[j] += alpha * acc[i*16+j]
+			if overwrite {
+				crow[j] = alpha * acc[i*16+j]
+			} else {
+				crow[j] += alpha * acc[i*16+j]
+			}
 		}
 	}
 }
@@ -127,7 +131,7 @@ func scaleToRef(alpha float32, x, y []float32) {
 
 // kernel8x32Ref is the AVX-512 micro-kernel: two 16-wide halves of B boff
 // values apart.
-func kernel8x32Ref(k int, alpha float32, a []float32, rsa, csa int, b []float32, ldb, boff int, c []float32, ldc int) {
+func kernel8x32Ref(k int, alpha float32, a []float32, rsa, csa int, b []float32, ldb, boff int, c []float32, ldc int, overwrite bool) {
 	var acc [8 * 32]float32
 	for p := 0; p < k; p++ {
 		for i := 0; i < 8; i++ {
@@ -145,7 +149,11 @@ func kernel8x32Ref(k int, alpha float32, a []float32, rsa, csa int, b []float32,
 	for i := 0; i < 8; i++ {
 		crow := c[i*ldc : i*ldc+32]
 		for j := range crow {
-			crow[j] += alpha * acc[i*32+j]
+			if overwrite {
+				crow[j] = alpha * acc[i*32+j]
+			} else {
+				crow[j] += alpha * acc[i*32+j]
+			}
 		}
 	}
 }

@@ -356,11 +356,11 @@ func (w *fisherWork) runChunk(ws *workspace, part, c int) {
 		nb := min(w.block, n-n0)
 		x := f.X[n0*d : (n0+nb)*d]
 		s := prod[:nb*lds]
-		clear(s)
 		// X_blk comes from memory: the next tile's rows are asked for
-		// while the kernels run on the current one.
+		// while the kernels run on the current one. S starts from zero:
+		// the kernels write it without reading it.
 		first := gemmTask{m: nb, n: r, k: d, alpha: 1, a: x, lda: d, c: s, ldc: lds, packedB: w.packed, prefetchA: true}
-		gemmRange(ws, &first, 0, nb, 0, r, false)
+		gemmRange(ws, &first, 0, nb, 0, r, true)
 		switch {
 		case weightsT != nil:
 			for i := 0; i < nb; i++ {

@@ -20,8 +20,8 @@ const (
 
 // kernelFunc is a micro-kernel over a tile of C: the columns below nr
 // read b[p*ldb+j], those from nr on b[p*ldb+boff+j-nr] (a kernel nr wide
-// ignores boff).
-type kernelFunc func(k int, alpha float32, a []float32, rsa, csa int, b []float32, ldb, boff int, c []float32, ldc int)
+// ignores boff). With overwrite it writes the tile without reading it.
+type kernelFunc func(k int, alpha float32, a []float32, rsa, csa int, b []float32, ldb, boff int, c []float32, ldc int, overwrite bool)
 
 // kernelSet is the micro-kernels gemmRange runs: kernel on rows x cols
 // tiles, and kernel4 (when not nil) on a last strip of four rows.
@@ -35,11 +35,11 @@ type kernelSet struct {
 var (
 	avx2Kernels = kernelSet{
 		name: "avx2", rows: mr, cols: nr,
-		kernel: func(k int, alpha float32, a []float32, rsa, csa int, b []float32, ldb, _ int, c []float32, ldc int) {
-			asm.Kernel6x16(k, alpha, a, rsa, csa, b, ldb, c, ldc)
+		kernel: func(k int, alpha float32, a []float32, rsa, csa int, b []float32, ldb, _ int, c []float32, ldc int, overwrite bool) {
+			asm.Kernel6x16(k, alpha, a, rsa, csa, b, ldb, c, ldc, overwrite)
 		},
-		kernel4: func(k int, alpha float32, a []float32, rsa, csa int, b []float32, ldb, _ int, c []float32, ldc int) {
-			asm.Kernel4x16(k, alpha, a, rsa, csa, b, ldb, c, ldc)
+		kernel4: func(k int, alpha float32, a []float32, rsa, csa int, b []float32, ldb, _ int, c []float32, ldc int, overwrite bool) {
+			asm.Kernel4x16(k, alpha, a, rsa, csa, b, ldb, c, ldc, overwrite)
 		},
 	}
 	avx512Kernels = kernelSet{
@@ -151,8 +151,10 @@ func split(n, unit, part, parts int) (lo, hi int) {
 // j0..j1 of C. With startC it first applies beta (or start) to each block
 // of columns of C just before that block's first product, while the block
 // is in cache, instead of in a pass over all of C that the products would
-// then read back from memory; tasks that accumulate into C (the fused
-// kernel's) pass false.
+// then read back from memory; when that start is zero (beta 0, no start),
+// the kernels of the first block of the inner dimension write C without
+// reading it instead, so C is neither cleared nor read. Tasks that
+// accumulate into C (the fused kernel's second product) pass false.
 func gemmRange(ws *workspace, t *gemmTask, i0, i1, j0, j1 int, startC bool) {
 	a, b, c := t.a, t.b, t.c
 	lda, ldb, ldc := t.lda, t.ldb, t.ldc
@@ -165,9 +167,10 @@ func gemmRange(ws *workspace, t *gemmTask, i0, i1, j0, j1 int, startC bool) {
 	if stride == 0 {
 		stride = t.k * nr
 	}
+	set := startC && t.beta == 0 && t.start == nil
 	for jc := j0; jc < j1; jc += ncBlock {
 		nc := min(ncBlock, j1-jc)
-		if startC {
+		if startC && !set {
 			t.startC(i0, i1, jc, jc+nc)
 		}
 		// The inner dimension is cut into equal blocks (576 is 3 x 192,
@@ -180,6 +183,7 @@ func gemmRange(ws *workspace, t *gemmTask, i0, i1, j0, j1 int, startC bool) {
 			// B is packed into nr-wide panels: every mr-row tile of A then
 			// streams it at unit stride, whatever ldb (a large power-of-two
 			// multiple as row stride would alias in the caches).
+			overwrite := set && kb == 0
 			var bp []float32
 			if t.packedB == nil && !t.inPlaceB {
 				bp = packB(ws, b, ldb, t.transB, pc, kc, jc, nc)
@@ -228,18 +232,21 @@ func gemmRange(ws *workspace, t *gemmTask, i0, i1, j0, j1 int, startC bool) {
 						boff = 0
 					}
 					if full && nrr == tn {
-						kernel(kc, t.alpha, at, ars, acs, bt, btld, boff, c[ic*ldc+jc+jr:], ldc)
+						kernel(kc, t.alpha, at, ars, acs, bt, btld, boff, c[ic*ldc+jc+jr:], ldc, overwrite)
 						continue
 					}
 					// A partial tile runs on a copy of its part of C, so
 					// that its values are rounded as a full tile's are
-					// (one FMA of the sum into C), whatever the tiling.
+					// (one FMA of the sum into C, or one product over
+					// it), whatever the tiling.
 					tile := ws.ctile[:tm*tn]
-					clear(tile)
-					for i := 0; i < mrr; i++ {
-						copy(tile[i*tn:i*tn+nrr], c[(ic+i)*ldc+jc+jr:][:nrr])
+					if !overwrite {
+						clear(tile)
+						for i := 0; i < mrr; i++ {
+							copy(tile[i*tn:i*tn+nrr], c[(ic+i)*ldc+jc+jr:][:nrr])
+						}
 					}
-					kernel(kc, t.alpha, at, ars, acs, bt, btld, boff, tile, tn)
+					kernel(kc, t.alpha, at, ars, acs, bt, btld, boff, tile, tn, overwrite)
 					for i := 0; i < mrr; i++ {
 						copy(c[(ic+i)*ldc+jc+jr:][:nrr], tile[i*tn:i*tn+nrr])
 					}
