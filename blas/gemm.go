@@ -151,7 +151,7 @@ func split(n, unit, part, parts int) (lo, hi int) {
 // j0..j1 of C. With startC it first applies beta (or start) to each block
 // of columns of C just before that block's first product, while the block
 // is in cache, instead of in a pass over all of C that the products would
-// then read back from memory; when that start is zero (beta 0, no start),
+// then read back from memory; when that start is zero (beta 0),
 // the kernels of the first block of the inner dimension write C without
 // reading it instead, so C is neither cleared nor read. Tasks that
 // accumulate into C (the fused kernel's second product) pass false.
@@ -167,7 +167,7 @@ func gemmRange(ws *workspace, t *gemmTask, i0, i1, j0, j1 int, startC bool) {
 	if stride == 0 {
 		stride = t.k * nr
 	}
-	set := startC && t.beta == 0 && t.start == nil
+	set := startC && t.beta == 0
 	for jc := j0; jc < j1; jc += ncBlock {
 		nc := min(ncBlock, j1-jc)
 		if startC && !set {
