@@ -1,11 +1,13 @@
 // Package asm holds the AVX2+FMA assembly kernels behind package blas: a
 // register-blocked float32 GEMM micro-kernel (a 6x16 tile of C held in
 // twelve YMM registers) and its AVX-512 twin for CPUs that have it (an 8x32
-// tile in sixteen ZMM registers, the same sums in the same order), the
-// vector kernels the conjugate-gradient updates need (a dot product of
-// float32 vectors accumulated in float64, axpy, and the fused direction
-// update y = x + beta*y), and loops of independent FMAs that measure the
-// machine's arithmetic peak on either register width.
+// tile in sixteen ZMM registers, the same sums in the same order; each
+// adds its tile to C or, told to overwrite, writes it without reading C),
+// the vector kernels the conjugate-gradient updates need (a dot product of
+// float32 vectors accumulated in float64, axpy, the fused direction update
+// y = x + beta*y, and two fused passes of the row update: p.q with p.p,
+// and r += a*q + b*p with the new |r|^2), and loops of independent FMAs
+// that measure the machine's arithmetic peak on either register width.
 //
 // Every routine has a Go declaration, an _amd64.s body, and a pure-Go twin
 // built under !amd64 || noasm whose doc comment shows the loop the assembly

@@ -4,6 +4,11 @@
 // are reached only through an Operator that applies all of them to a block
 // of directions in one call, so that the expensive products are shared.
 //
+// An operator that is B + shift*I and says so (Shifted) is applied as B
+// alone: the solver adds the shift in its row updates, which read p_j
+// anyway, so that the operator's products need not read the directions a
+// second time.
+//
 // It runs a fixed number of iterations from z = 0 (the reference
 // behaviour) or stops a row once its residual falls below a relative
 // tolerance. The per-row scalars are float64, and each row is scaled by a

@@ -6,5 +6,8 @@
 // for a block P of R directions, with X the N x D patch matrix and Lhat the
 // R x N matrix of trace-normalized scaled squares lam_j/(t_j+eps). It also
 // computes the traces t_j = tr(F_j)/D from patch norms. The products run
-// through package blas; the package knows nothing of conjugate gradients.
+// through package blas; the package knows nothing of conjugate gradients,
+// but the Operator tells a solver its damping tau (Shift) and applies the
+// Fisher part alone (ApplyUnshifted), which the conjugate gradients of
+// package cg use to add tau*P themselves.
 package fisher
