@@ -53,7 +53,18 @@ func TestAxpyPairDot(t *testing.T) {
 			want := append([]float32(nil), y...)
 			Axpy(a, x, want)
 			Axpy(b, w, want)
+			// The plain loop, to rounding (its products are not fused).
+			loop := append([]float32(nil), y...)
+			loopDot := axpyPairDotRef(a, x, b, w, loop)
 			got := AxpyPairDot(a, x, b, w, y)
+			for i := range loop {
+				if !close32(float64(y[i]), float64(loop[i]), 4, 1) {
+					t.Fatalf("AxpyPairDot n=%d off=%d a=%v b=%v: y[%d] = %v, the loop gives %v", n, off, a, b, i, y[i], loop[i])
+				}
+			}
+			if math.Abs(got-loopDot) > 1e-5*(loopDot+1) {
+				t.Fatalf("AxpyPairDot n=%d off=%d: returned %v, the loop gives %v", n, off, got, loopDot)
+			}
 			checkGuards(t, "AxpyPairDot x", xAll, n+off)
 			checkGuards(t, "AxpyPairDot w", wAll, n+2)
 			checkGuards(t, "AxpyPairDot y", yAll, n+3-off)
