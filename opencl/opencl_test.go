@@ -145,8 +145,21 @@ func compare(t *testing.T, got, want *backend.Job, tol float64) {
 	errScale := relL2(got.Scale, want.Scale)
 	errRes := relL2(got.Residual, want.Residual)
 	t.Logf("relative L2: direction %.2g, trace %.2g, scale %.2g, residual %.2g", errDir, errTrace, errScale, errRes)
-	if !(errDir <= tol) || !(errTrace <= 1e-12) || !(errScale <= tol) || !(errRes <= 10*tol+1e-12) {
+	if !(errDir <= tol) || !(errTrace <= 1e-12) || !(errScale <= tol) {
 		t.Errorf("device differs from the CPU beyond %g", tol)
+	}
+	// The residuals track |b_j - A_j z_j| to float32 rounding of b_j: a
+	// row that has converged (the operator near tau*I, say) has a residual
+	// that is all rounding, which the two engines' sums round differently.
+	d := want.RowLen()
+	for j, r := range want.Residual {
+		var nb float64
+		for _, v := range want.Grad[j*d : (j+1)*d] {
+			nb += float64(v) * float64(v)
+		}
+		if diff := math.Abs(got.Residual[j] - r); !(diff <= 10*tol*r+1e-6*math.Sqrt(nb)) {
+			t.Errorf("row %d: residual %v, CPU %v (|b| %v)", j, got.Residual[j], r, math.Sqrt(nb))
+		}
 	}
 	for j := range want.Breakdown {
 		if got.Breakdown[j] != want.Breakdown[j] {
