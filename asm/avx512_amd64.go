@@ -19,6 +19,14 @@ package asm
 //go:noescape
 func Kernel8x32(k int, alpha float32, a []float32, rsa, csa int, b []float32, ldb, boff int, c []float32, ldc int, overwrite bool)
 
+// Kernel8x32Seg is Kernel8x32 over a B whose rows come in segments: row p
+// of B starts at p*ldb + (p/kseg)*bjump (kseg > 0), so that B may be
+// rows of several runs of a larger matrix, as the patches of a
+// convolution are rows of its image. Only for a CPU with AVX-512F.
+//
+//go:noescape
+func Kernel8x32Seg(k int, alpha float32, a []float32, rsa, csa int, b []float32, ldb, boff int, c []float32, ldc int, overwrite bool, kseg, bjump int)
+
 // FMALoop512 runs n rounds of twelve independent 16-wide float32 FMAs (384
 // flops a round) on registers only: the arithmetic peak of a CPU with
 // AVX-512F. Only for such a CPU.

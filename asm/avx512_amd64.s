@@ -44,38 +44,77 @@
 	VMOVUPS Z17, 64(DI); \
 	ADDQ    DX, DI
 
-// func Kernel8x32(k int, alpha float32, a []float32, rsa, csa int, b []float32, ldb, boff int, c []float32, ldc int, overwrite bool)
-TEXT ·Kernel8x32(SB), NOSPLIT, $0-129
-	MOVQ k+0(FP), CX
-	MOVQ a_base+16(FP), AX
-	MOVQ rsa+40(FP), R8
-	SHLQ $2, R8            // row stride of A in bytes
-	MOVQ csa+48(FP), R11
-	SHLQ $2, R11           // column stride of A in bytes
-	LEAQ (R8)(R8*2), R9    // 3 rows
-	LEAQ (AX)(R8*4), R10   // row 4
-	MOVQ b_base+56(FP), BX
-	MOVQ ldb+80(FP), R12
-	SHLQ $2, R12
-	MOVQ boff+88(FP), R13
-	SHLQ $2, R13           // second half of a row of B, in bytes
-
-	VPXORD Z0, Z0, Z0
-	VPXORD Z1, Z1, Z1
-	VPXORD Z2, Z2, Z2
-	VPXORD Z3, Z3, Z3
-	VPXORD Z4, Z4, Z4
-	VPXORD Z5, Z5, Z5
-	VPXORD Z6, Z6, Z6
-	VPXORD Z7, Z7, Z7
-	VPXORD Z8, Z8, Z8
-	VPXORD Z9, Z9, Z9
-	VPXORD Z10, Z10, Z10
-	VPXORD Z11, Z11, Z11
-	VPXORD Z12, Z12, Z12
-	VPXORD Z13, Z13, Z13
-	VPXORD Z14, Z14, Z14
+// KERNEL8X32_ENTRY loads the arguments both kernels share and clears
+// the tile.
+#define KERNEL8X32_ENTRY \
+	MOVQ   k+0(FP), CX; \
+	MOVQ   a_base+16(FP), AX; \
+	MOVQ   rsa+40(FP), R8; \
+	SHLQ   $2, R8; \
+	MOVQ   csa+48(FP), R11; \
+	SHLQ   $2, R11; \
+	LEAQ   (R8)(R8*2), R9; \
+	LEAQ   (AX)(R8*4), R10; \
+	MOVQ   b_base+56(FP), BX; \
+	MOVQ   ldb+80(FP), R12; \
+	SHLQ   $2, R12; \
+	MOVQ   boff+88(FP), R13; \
+	SHLQ   $2, R13; \
+	VPXORD Z0, Z0, Z0; \
+	VPXORD Z1, Z1, Z1; \
+	VPXORD Z2, Z2, Z2; \
+	VPXORD Z3, Z3, Z3; \
+	VPXORD Z4, Z4, Z4; \
+	VPXORD Z5, Z5, Z5; \
+	VPXORD Z6, Z6, Z6; \
+	VPXORD Z7, Z7, Z7; \
+	VPXORD Z8, Z8, Z8; \
+	VPXORD Z9, Z9, Z9; \
+	VPXORD Z10, Z10, Z10; \
+	VPXORD Z11, Z11, Z11; \
+	VPXORD Z12, Z12, Z12; \
+	VPXORD Z13, Z13, Z13; \
+	VPXORD Z14, Z14, Z14; \
 	VPXORD Z15, Z15, Z15
+
+// KERNEL8X32_STORE adds alpha times the tile to C, or writes it over C
+// when overwrite is set, and returns.
+#define KERNEL8X32_STORE \
+	VBROADCASTSS alpha+8(FP), Z18; \
+	MOVQ         c_base+96(FP), DI; \
+	MOVQ         ldc+120(FP), DX; \
+	SHLQ         $2, DX; \
+	MOVBLZX      overwrite+128(FP), SI; \
+	TESTL        SI, SI; \
+	JNE          set; \
+	STORE_ROW512(Z0, Z1); \
+	STORE_ROW512(Z2, Z3); \
+	STORE_ROW512(Z4, Z5); \
+	STORE_ROW512(Z6, Z7); \
+	STORE_ROW512(Z8, Z9); \
+	STORE_ROW512(Z10, Z11); \
+	STORE_ROW512(Z12, Z13); \
+	STORE_ROW512(Z14, Z15); \
+	VZEROUPPER; \
+	RET; \
+set: \
+	SET_ROW512(Z0, Z1); \
+	SET_ROW512(Z2, Z3); \
+	SET_ROW512(Z4, Z5); \
+	SET_ROW512(Z6, Z7); \
+	SET_ROW512(Z8, Z9); \
+	SET_ROW512(Z10, Z11); \
+	SET_ROW512(Z12, Z13); \
+	SET_ROW512(Z14, Z15); \
+	VZEROUPPER; \
+	RET
+
+// func Kernel8x32(k int, alpha float32, a []float32, rsa, csa int, b []float32, ldb, boff int, c []float32, ldc int, overwrite bool)
+//
+// A is read through AX (rows 0-3, R8 apart) and R10 (rows 4-7), columns
+// R11 apart; B through BX, rows R12 apart, the second half R13 on.
+TEXT ·Kernel8x32(SB), NOSPLIT, $0-129
+	KERNEL8X32_ENTRY
 
 	TESTQ CX, CX
 	JLE   store
@@ -101,35 +140,49 @@ tail:
 	JMP   tail
 
 store:
-	VBROADCASTSS alpha+8(FP), Z18
-	MOVQ         c_base+96(FP), DI
-	MOVQ         ldc+120(FP), DX
-	SHLQ         $2, DX
-	MOVBLZX      overwrite+128(FP), SI
-	TESTL        SI, SI
-	JNE          set
-	STORE_ROW512(Z0, Z1)
-	STORE_ROW512(Z2, Z3)
-	STORE_ROW512(Z4, Z5)
-	STORE_ROW512(Z6, Z7)
-	STORE_ROW512(Z8, Z9)
-	STORE_ROW512(Z10, Z11)
-	STORE_ROW512(Z12, Z13)
-	STORE_ROW512(Z14, Z15)
-	VZEROUPPER
-	RET
+	KERNEL8X32_STORE
 
-set:
-	SET_ROW512(Z0, Z1)
-	SET_ROW512(Z2, Z3)
-	SET_ROW512(Z4, Z5)
-	SET_ROW512(Z6, Z7)
-	SET_ROW512(Z8, Z9)
-	SET_ROW512(Z10, Z11)
-	SET_ROW512(Z12, Z13)
-	SET_ROW512(Z14, Z15)
-	VZEROUPPER
-	RET
+// func Kernel8x32Seg(k int, alpha float32, a []float32, rsa, csa int, b []float32, ldb, boff int, c []float32, ldc int, overwrite bool, kseg, bjump int)
+//
+// Kernel8x32 over B in segments: after every kseg steps of p, B's rows
+// start bjump values farther on (DI counts a segment's steps, SI holds the
+// jump in bytes).
+TEXT ·Kernel8x32Seg(SB), NOSPLIT, $0-152
+	KERNEL8X32_ENTRY
+	MOVQ bjump+144(FP), SI
+	SHLQ $2, SI
+
+segment:
+	TESTQ   CX, CX
+	JLE     store
+	MOVQ    kseg+136(FP), DI
+	CMPQ    DI, CX
+	CMOVQGT CX, DI
+	SUBQ    DI, CX
+
+segquad:
+	CMPQ DI, $4
+	JL   segtail
+	STEP8X32
+	STEP8X32
+	STEP8X32
+	STEP8X32
+	SUBQ $4, DI
+	JMP  segquad
+
+segtail:
+	TESTQ DI, DI
+	JLE   segend
+	STEP8X32
+	DECQ  DI
+	JMP   segtail
+
+segend:
+	ADDQ SI, BX
+	JMP  segment
+
+store:
+	KERNEL8X32_STORE
 
 // func FMALoop512(n int)
 TEXT ·FMALoop512(SB), NOSPLIT, $0-8

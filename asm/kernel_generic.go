@@ -208,5 +208,10 @@ func Kernel8x32(k int, alpha float32, a []float32, rsa, csa int, b []float32, ld
 	kernel8x32Ref(k, alpha, a, rsa, csa, b, ldb, boff, c, ldc, overwrite)
 }
 
+// Kernel8x32Seg is Kernel8x32 with row p of B at p*ldb + (p/kseg)*bjump.
+func Kernel8x32Seg(k int, alpha float32, a []float32, rsa, csa int, b []float32, ldb, boff int, c []float32, ldc int, overwrite bool, kseg, bjump int) {
+	kernel8x32SegRef(k, alpha, a, rsa, csa, b, ldb, boff, c, ldc, overwrite, kseg, bjump)
+}
+
 // FMALoop512 is FMALoop: without the assembly there is no wider peak.
 func FMALoop512(n int) { FMALoop(n) }

@@ -132,13 +132,20 @@ func scaleToRef(alpha float32, x, y []float32) {
 // kernel8x32Ref is the AVX-512 micro-kernel: two 16-wide halves of B boff
 // values apart.
 func kernel8x32Ref(k int, alpha float32, a []float32, rsa, csa int, b []float32, ldb, boff int, c []float32, ldc int, overwrite bool) {
+	kernel8x32SegRef(k, alpha, a, rsa, csa, b, ldb, boff, c, ldc, overwrite, max(k, 1), 0)
+}
+
+// kernel8x32SegRef is kernel8x32Ref with row p of B at
+// p*ldb + (p/kseg)*bjump.
+func kernel8x32SegRef(k int, alpha float32, a []float32, rsa, csa int, b []float32, ldb, boff int, c []float32, ldc int, overwrite bool, kseg, bjump int) {
 	var acc [8 * 32]float32
 	for p := 0; p < k; p++ {
+		brow := p*ldb + p/kseg*bjump
 		for i := 0; i < 8; i++ {
 			av := a[i*rsa+p*csa]
 			row := acc[i*32 : i*32+32]
 			for j := range row {
-				off := p*ldb + j
+				off := brow + j
 				if j >= 16 {
 					off += boff - 16
 				}

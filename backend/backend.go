@@ -82,6 +82,11 @@ type CPU struct {
 	// Kernels runs the dense products; nil means blas.Current().
 	Kernels blas.Kernels
 
+	// storePatches and alwaysImages, set by tests, store every patch even
+	// where the products could read them in channel-last images
+	// (channelLast), or read them there wherever they can.
+	storePatches, alwaysImages bool
+
 	patches   []float32
 	weights   []float32
 	norms     []float64
@@ -91,6 +96,17 @@ type CPU struct {
 	bufs      [maxParts]unfoldBuffers
 	fill      fillWeights
 	normalize normalizeRows
+
+	// The channel-last way (channelLast): the images and their
+	// description, the pixels' norms, the permutation of the patch
+	// coordinates and the permuted rows.
+	hwc         channelLast
+	images      []float32
+	image       blas.ImageRows
+	pix         [maxParts][]float64
+	perm        []int
+	gradP, dirP []float32
+	permute     permuteRows
 }
 
 // Name returns "cpu", or "purego" when the engine runs on the portable
@@ -109,7 +125,6 @@ func (c *CPU) Precondition(job *Job) error {
 	n := job.Samples * L
 	d := job.RowLen()
 	rg := g.GroupOutChannels()
-	c.patches = grow(c.patches, n*d)
 	c.weights = grow(c.weights, rg*n)
 	if cap(c.norms) < n {
 		c.norms = make([]float64, n)
@@ -121,14 +136,20 @@ func (c *CPU) Precondition(job *Job) error {
 	// factors along (see normalizeRows).
 	c.solver.KeepScaled = true
 	for grp := 0; grp < g.Groups; grp++ {
-		x := c.patches[:n*d]
 		k := c.Kernels
 		if k == nil {
 			k = blas.Current()
 		}
-		// Two passes over the samples, split across the cores: the
-		// power-of-two scale from the activations, then im2col, the
-		// squared norms and the scaling, a few patch rows at a time.
+		fromImages := !c.storePatches && canUseImages(g, k, rg, d, job.JointBias) && (c.alwaysImages || prefersImages(g, d))
+		var x []float32
+		if !fromImages {
+			c.patches = grow(c.patches, n*d)
+			x = c.patches[:n*d]
+		}
+		// The power-of-two scale from the activations, then the patches
+		// (im2col, the squared norms and the scaling, a few patch rows at
+		// a time) or the channel-last images, each pass split across the
+		// cores by samples.
 		c.unfold = unfold{
 			geom: g, group: grp, samples: job.Samples, rowLen: d, jointBias: job.JointBias,
 			acts: job.Acts, patches: x, norms: norms, kernels: k, scan: true, bufs: &c.bufs,
@@ -143,8 +164,18 @@ func (c *CPU) Precondition(job *Job) error {
 			blas.Parallel(&c.unfold, parts)
 			ps = c.unfold.normalizer(parts)
 		}
-		c.unfold.scan, c.unfold.scale = false, float32(ps)
-		blas.Parallel(&c.unfold, parts)
+		if fromImages {
+			c.images = grow(c.images, job.Samples*g.HWCLen())
+			c.hwc = channelLast{
+				geom: g, group: grp, samples: job.Samples, acts: job.Acts, kernels: k,
+				scale: float32(ps), images: c.images, norms: norms, pix: &c.pix,
+			}
+			blas.Parallel(&c.hwc, parts)
+			c.hwc = channelLast{}
+		} else {
+			c.unfold.scan, c.unfold.scale = false, float32(ps)
+			blas.Parallel(&c.unfold, parts)
+		}
 		r0 := grp * rg
 		rw := fisher.RowWeights{
 			OutGrads:     job.OutGrads,
@@ -160,13 +191,26 @@ func (c *CPU) Precondition(job *Job) error {
 		c.fill = fillWeights{}
 		// Assign field by field: the operator keeps its product workspace.
 		c.op.Rows, c.op.Len, c.op.Points = rg, d, n
-		c.op.Patches, c.op.Weights = x, c.weights[:rg*n]
+		c.op.Patches, c.op.Image, c.op.Weights = x, nil, c.weights[:rg*n]
+		if fromImages {
+			c.image = imageRows(g, c.images[:job.Samples*g.HWCLen()])
+			c.op.Image = &c.image
+		}
 		c.op.Damping, c.op.Kernels = float32(job.Damping), c.Kernels
 		// The patches stay fixed through the CG iterations: copy them once
 		// into the layout the kernels read.
 		c.op.PackPatches()
 		grad := job.Grad[r0*d : (r0+rg)*d]
 		dir := job.Dir[r0*d : (r0+rg)*d]
+		if fromImages {
+			// Rows in the patches' order (i, j, c) for the solve.
+			c.perm = growInts(c.perm, d)
+			g.HWCOrder(c.perm)
+			c.gradP, c.dirP = grow(c.gradP, rg*d), grow(c.dirP, rg*d)
+			c.permute = permuteRows{src: grad, dst: c.gradP, perm: c.perm, d: d}
+			c.permute.run()
+			grad, dir = c.gradP, c.dirP
+		}
 		c.solver.BMaxBits = nil
 		if job.GradRowMaxBits != nil {
 			c.solver.BMaxBits = job.GradRowMaxBits[r0 : r0+rg]
@@ -178,6 +222,12 @@ func (c *CPU) Precondition(job *Job) error {
 		c.normalize = normalizeRows{k: c.Kernels, dir: dir, grad: grad, scale: job.Scale[r0 : r0+rg], d: d, eps: job.DenomEps, cgScale: res.Scale}
 		blas.Parallel(&c.normalize, min(rg, max(1, rg*d>>15)))
 		c.normalize = normalizeRows{}
+		if fromImages {
+			c.permute = permuteRows{src: dir, dst: job.Dir[r0*d : (r0+rg)*d], perm: c.perm, d: d, back: true}
+			c.permute.run()
+			c.permute = permuteRows{}
+			c.op.Image, c.image = nil, blas.ImageRows{}
+		}
 	}
 	return nil
 }

@@ -64,3 +64,83 @@ func TestCPUKnownMagnitudes(t *testing.T) {
 		}
 	}
 }
+
+// From channel-last images (channelLast) the engine gives what it gives
+// from stored patches, to rounding: directions, traces, residuals and
+// scales, over strides, groups, rectangular kernels and a dilation in
+// height; with a joint bias it stores the patches.
+func TestChannelLastMatchesStoredPatches(t *testing.T) {
+	rng := rand.New(rand.NewPCG(9, 10))
+	geoms := []conv.Geometry{
+		{InChannels: 32, OutChannels: 16, InH: 9, InW: 8, KernelH: 3, KernelW: 3, PadH: 1, PadW: 1},
+		{InChannels: 64, OutChannels: 32, InH: 9, InW: 11, KernelH: 3, KernelW: 3, StrideH: 2, StrideW: 2, PadH: 1, PadW: 1, Groups: 2},
+		{InChannels: 64, OutChannels: 16, InH: 10, InW: 9, KernelH: 2, KernelW: 1, DilationH: 2, PadH: 2},
+		{InChannels: 32, OutChannels: 16, InH: 7, InW: 12, KernelH: 3, KernelW: 3, PadH: 1, PadW: 1},
+	}
+	for gi, g := range geoms {
+		g = g.Normalized()
+		for _, jointBias := range []bool{false, true} {
+			const samples = 3
+			job := Job{Geometry: g, JointBias: jointBias, Samples: samples, LossScale: 2, Damping: 1e-2, Iters: 4, DenomEps: 1e-8}
+			d, rows := job.RowLen(), job.Rows()
+			// The portable kernels (noasm) have no fused product to read
+			// the images: there the patches are stored either way.
+			want := !jointBias && blas.Current().Name() != blas.Portable().Name()
+			if uses := canUseImages(g, blas.Current(), g.GroupOutChannels(), d, jointBias); uses != want {
+				t.Fatalf("geometry %d, joint bias %v: channel-last %v, want %v", gi, jointBias, uses, want)
+			}
+			job.Acts = make([]float32, samples*g.ImageLen())
+			job.OutGrads = make([]float32, samples*g.OutputLen())
+			job.Grad = make([]float32, rows*d)
+			for _, s := range [][]float32{job.Acts, job.OutGrads, job.Grad} {
+				for i := range s {
+					s[i] = float32(rng.NormFloat64())
+				}
+			}
+			run := func(store bool) Job {
+				j := job
+				j.Dir = make([]float32, rows*d)
+				j.Trace, j.Residual, j.Scale = make([]float64, rows), make([]float64, rows), make([]float64, rows)
+				j.Breakdown = make([]bool, rows)
+				c := CPU{storePatches: store, alwaysImages: !store}
+				// Twice: the second call runs on the buffers of the first.
+				for range 2 {
+					if err := c.Precondition(&j); err != nil {
+						t.Fatal(err)
+					}
+				}
+				return j
+			}
+			stored, images := run(true), run(false)
+			for r := 0; r < rows; r++ {
+				var diff, norm float64
+				for i := r * d; i < (r+1)*d; i++ {
+					diff += math.Pow(float64(stored.Dir[i]-images.Dir[i]), 2)
+					norm += math.Pow(float64(stored.Dir[i]), 2)
+				}
+				if math.Sqrt(diff) > 1e-5*math.Sqrt(norm) {
+					t.Fatalf("geometry %d, bias %v, row %d: directions differ by %v (|dir| %v)", gi, jointBias, r, math.Sqrt(diff), math.Sqrt(norm))
+				}
+				for _, p := range [][2]float64{{stored.Trace[r], images.Trace[r]}, {stored.Scale[r], images.Scale[r]}, {stored.Residual[r], images.Residual[r]}} {
+					if math.Abs(p[0]-p[1]) > 1e-4*math.Abs(p[0]) {
+						t.Fatalf("geometry %d, bias %v, row %d: diagnostics %v from images, %v from patches", gi, jointBias, r, p[1], p[0])
+					}
+				}
+			}
+		}
+	}
+}
+
+// The patches are read in the images where that pays (l1.conv's shape,
+// patches eight times the image), and stored where it does not
+// (l2.conv_s2's, stride 2: half the image).
+func TestPrefersImages(t *testing.T) {
+	l1 := conv.Geometry{InChannels: 64, OutChannels: 64, InH: 32, InW: 32, KernelH: 3, KernelW: 3, PadH: 1, PadW: 1}.Normalized()
+	l2s2 := conv.Geometry{InChannels: 64, OutChannels: 128, InH: 32, InW: 32, KernelH: 3, KernelW: 3, StrideH: 2, StrideW: 2, PadH: 1, PadW: 1}.Normalized()
+	if !prefersImages(l1, l1.PatchLen()) || prefersImages(l2s2, l2s2.PatchLen()) {
+		t.Fatalf("prefers images: l1.conv %v, l2.conv_s2 %v; want true, false", prefersImages(l1, l1.PatchLen()), prefersImages(l2s2, l2s2.PatchLen()))
+	}
+	if fuses := blas.Current().Name() != blas.Portable().Name(); canUseImages(l1, blas.Current(), 64, l1.PatchLen(), false) != fuses {
+		t.Fatalf("l1.conv can use its images: %v, want %v (kernels %s)", !fuses, fuses, blas.Current().Name())
+	}
+}

@@ -21,6 +21,9 @@ type FisherProduct struct {
 	Rows, Len, Points int
 	P, X, Weights, Q  []float32
 	Alpha, Damping    float32
+	// Image, when not nil, describes X's rows as windows of images, and
+	// X may be nil: only the fused kernel reads such rows (FusesImage).
+	Image *ImageRows
 
 	weightsT packedWeights
 	points   packedPoints
@@ -121,12 +124,11 @@ func FuseFisher(k Kernels, f *FisherProduct) bool {
 const fisherChunks = 8
 
 // fisherChunkCount is how many chunks the fused kernel cuts n points into
-// (blocks of block points, rows r), a function of the shape only. Every
-// chunk clears, fills and hands to the reduction an r x d accumulator:
-// they are kept to an eighth of the points' traffic (r per 8r points),
-// but at least two so that two cores share the work.
-func fisherChunkCount(r, n, block int) int {
-	blocks := (n + block - 1) / block
+// (in blocks blocks, rows r), a function of the shape only. Every chunk
+// clears, fills and hands to the reduction an r x d accumulator: they are
+// kept to an eighth of the points' traffic (r per 8r points), but at least
+// two so that two cores share the work.
+func fisherChunkCount(r, n, blocks int) int {
 	return max(1, min(blocks, fisherChunks, max(2, n/(8*r))))
 }
 
@@ -153,11 +155,13 @@ func fisherChunkCount(r, n, block int) int {
 // either way.
 type fisherWork struct {
 	f         *FisherProduct
-	block     int
+	block     int // points a block holds at most
+	blocks    int
 	chunks    int
 	next      atomic.Int32
 	packed    []float32 // P^T in nr-wide panels, Len x nr each
 	prod      [fisherChunks][]float32
+	xbuf      [fisherChunks][]float32 // blocks of image rows, copied
 	acc       [fisherChunks][]float32
 	reduce    bool
 	t         []float32 // the unfused path's T, or T^T
@@ -183,7 +187,7 @@ const tPad = 16
 // same).
 const l2Budget = 896 << 10
 
-func (avx2) fuseFisher(f *FisherProduct) bool {
+func (k avx2) fuseFisher(f *FisherProduct) bool {
 	r, d, n := f.Rows, f.Len, f.Points
 	if r == 0 || d == 0 || n == 0 {
 		return false
@@ -193,12 +197,20 @@ func (avx2) fuseFisher(f *FisherProduct) bool {
 	}
 	w := f.work
 	block := fusedBlock(r, d)
-	if block == 0 {
+	if block == 0 || (f.Image != nil && !FusesImage(k, r, d, f.Image)) {
+		if f.Image != nil {
+			return false
+		}
 		return w.twoProducts(f)
 	}
-	w.f, w.block = f, block
+	blocks := (n + block - 1) / block
+	if f.Image != nil {
+		block = w.imageBlocks(f)
+		blocks = f.Image.images * f.Image.rowBlocks
+	}
+	w.f, w.block, w.blocks = f, block, blocks
 	w.packRows(f)
-	w.chunks = fisherChunkCount(r, n, block)
+	w.chunks = fisherChunkCount(r, n, blocks)
 	w.next.Store(0)
 	w.reduce = false
 	Parallel(w, w.chunks)
@@ -350,8 +362,12 @@ func (w *fisherWork) runChunk(ws *workspace, part, c int) {
 	prod := grow(w.prod[part], w.block*lds)
 	w.prod[part] = prod
 	weightsT := f.transposedWeights()
-	blocks := (n + w.block - 1) / w.block
+	blocks := w.blocks
 	for b := blocks * c / w.chunks; b < blocks*(c+1)/w.chunks; b++ {
+		if f.Image != nil {
+			w.imageBlock(ws, part, acc, prod, lds, weightsT, b)
+			continue
+		}
 		n0 := b * w.block
 		nb := min(w.block, n-n0)
 		x := f.X[n0*d : (n0+nb)*d]
@@ -361,25 +377,52 @@ func (w *fisherWork) runChunk(ws *workspace, part, c int) {
 		// the kernels write it without reading it.
 		first := gemmTask{m: nb, n: r, k: d, alpha: 1, a: x, lda: d, c: s, ldc: lds, packedB: w.packed, prefetchA: true}
 		gemmRange(ws, &first, 0, nb, 0, r, true)
-		switch {
-		case weightsT != nil:
-			for i := 0; i < nb; i++ {
-				asm.Hadamard(weightsT[(n0+i)*r:(n0+i+1)*r], s[i*lds:])
-			}
-		case f.Weights != nil:
-			for j := 0; j < r; j++ {
-				wt := f.Weights[j*n+n0 : j*n+n0+nb]
-				for i, v := range wt {
-					s[i*lds+j] *= v
-				}
-			}
-		}
+		w.scaleBlock(s, lds, weightsT, n0, nb)
 		// X_blk is in L2 from the first product: the kernels read it
 		// there in place (a packed copy from memory would cost more, and
 		// packing it again one more pass over X per iteration).
 		second := gemmTask{transA: true, m: r, n: d, k: nb, alpha: f.Alpha, a: s, lda: lds, b: x, ldb: d, c: acc, ldc: d, inPlaceB: d%nr == 0}
 		gemmRange(ws, &second, 0, r, 0, d, false)
 	}
+}
+
+// scaleBlock multiplies the block product S (points n0..n0+nb, row
+// stride lds) by the weights: S .*= Weights^T, from their transposed copy
+// when there is one.
+func (w *fisherWork) scaleBlock(s []float32, lds int, weightsT []float32, n0, nb int) {
+	f := w.f
+	r, n := f.Rows, f.Points
+	switch {
+	case weightsT != nil:
+		for i := 0; i < nb; i++ {
+			asm.Hadamard(weightsT[(n0+i)*r:(n0+i+1)*r], s[i*lds:])
+		}
+	case f.Weights != nil:
+		for j := 0; j < r; j++ {
+			wt := f.Weights[j*n+n0 : j*n+n0+nb]
+			for i, v := range wt {
+				s[i*lds+j] *= v
+			}
+		}
+	}
+}
+
+// imageBlock sums block b of an image product (f.Image) into acc, with
+// part's buffers: on the AVX-512 kernel straight from the images, on the
+// others from the block's rows copied out of them.
+func (w *fisherWork) imageBlock(ws *workspace, part int, acc, prod []float32, lds int, weightsT []float32, b int) {
+	f := w.f
+	n0, nb := f.Image.block(b)
+	var xb []float32
+	if isa.name != avx512Kernels.name {
+		w.xbuf[part] = grow(w.xbuf[part], w.block*f.Len)
+		xb = w.xbuf[part][:nb*f.Len]
+		f.Image.Rows(xb, f.Len, n0, n0+nb)
+	}
+	s := prod[:nb*lds]
+	w.imageFirst(ws, f, s, lds, n0, nb, xb)
+	w.scaleBlock(s, lds, weightsT, n0, nb)
+	w.imageSecond(ws, f, acc, s, lds, n0, nb, xb)
 }
 
 // packPoints copies X and X^T into panels when the unfused product will
@@ -391,7 +434,7 @@ func (avx2) packPoints(f *FisherProduct) bool {
 	if f.work == nil {
 		f.work = new(fisherWork)
 	}
-	if fusedBlock(r, d) == 0 && rowsInPlace(r, n) {
+	if fusedBlock(r, d) == 0 && rowsInPlace(r, n) && f.Image == nil {
 		pp := &f.points
 		pp.data = grow(pp.data, (d+nr-1)/nr*n*nr)
 		pt := &f.work.pack

@@ -9,14 +9,20 @@ import "github.com/frogopt/frog/blas"
 type Operator struct {
 	Rows, Len, Points int
 	Patches           []float32
-	Weights           []float32
-	Uniform           float32
-	Damping           float32
+	// Image, when not nil, gives the rows of X as windows of images
+	// instead of Patches (which may then be nil): the fused kernel reads
+	// them there (see blas.FusesImage); other kernels read a copy of all
+	// the rows, made at each Apply.
+	Image   *blas.ImageRows
+	Weights []float32
+	Uniform float32
+	Damping float32
 	// Kernels runs the products; nil means blas.Current().
 	Kernels blas.Kernels
 
-	prod  []float32 // Rows x Points: P X^T, then scaled in place
-	fused blas.FisherProduct
+	prod      []float32 // Rows x Points: P X^T, then scaled in place
+	fromImage []float32 // the rows of Image, for kernels that cannot fuse
+	fused     blas.FisherProduct
 }
 
 // PackPatches tells the operator that Patches and Weights hold this
@@ -33,8 +39,16 @@ func (o *Operator) PackPatches() bool {
 	}
 	f := &o.fused
 	f.Rows, f.Len, f.Points = o.Rows, o.Len, o.Points
-	f.X, f.Weights = o.Patches[:o.Points*o.Len], o.Weights
+	f.X, f.Weights, f.Image = o.patches(), o.Weights, o.Image
 	return f.PackPoints(k)
+}
+
+// patches returns Patches, or nil when the rows come from Image.
+func (o *Operator) patches() []float32 {
+	if o.Image != nil {
+		return nil
+	}
+	return o.Patches[:o.Points*o.Len]
 }
 
 // Apply writes Q = Fhat P into q. p and q hold Rows x Len values.
@@ -52,17 +66,26 @@ func (o *Operator) Apply(q, p []float32) {
 	}
 	f := &o.fused
 	f.Rows, f.Len, f.Points = r, d, n
-	f.P, f.X, f.Weights, f.Q = p[:r*d], o.Patches[:n*d], o.Weights, q[:r*d]
+	f.P, f.X, f.Weights, f.Q = p[:r*d], o.patches(), o.Weights, q[:r*d]
+	f.Image = o.Image
 	f.Alpha, f.Damping = alpha, o.Damping
 	if blas.FuseFisher(k, f) {
 		return
+	}
+	x := o.Patches
+	if o.Image != nil {
+		if cap(o.fromImage) < n*d {
+			o.fromImage = make([]float32, n*d)
+		}
+		x = o.fromImage[:n*d]
+		o.Image.Rows(x, d, 0, n)
 	}
 	if cap(o.prod) < r*n {
 		o.prod = make([]float32, r*n)
 	}
 	prod := o.prod[:r*n]
 	// P X^T: (R x D) times (N x D)^T.
-	k.Gemm(false, true, r, n, d, 1, p, d, o.Patches, d, 0, prod, n)
+	k.Gemm(false, true, r, n, d, 1, p, d, x, d, 0, prod, n)
 	if o.Weights != nil {
 		w := o.Weights[:r*n]
 		for i, v := range w {
@@ -71,7 +94,7 @@ func (o *Operator) Apply(q, p []float32) {
 	}
 	// Q = tau*P + alpha*(prod X).
 	copy(q[:r*d], p[:r*d])
-	k.Gemm(false, false, r, d, n, alpha, prod, n, o.Patches, d, o.Damping, q, d)
+	k.Gemm(false, false, r, d, n, alpha, prod, n, x, d, o.Damping, q, d)
 }
 
 // Shift returns the damping tau: the operator is (its Fisher part) + tau*I.

@@ -170,3 +170,46 @@ func avx2Kernels(t *testing.T) (blas.Kernels, bool) {
 	}
 	return k, true
 }
+
+// An operator on rows given as windows of images (Operator.Image) applies
+// what it applies on the same rows stored: bit for bit on kernels that
+// copy the rows out, to rounding on the fused kernel that reads them in
+// place.
+func TestOperatorImage(t *testing.T) {
+	rng := rand.New(rand.NewPCG(10, 11))
+	const c, width, height, images, rows = 32, 8, 5, 3, 16
+	wp := width + 2
+	m := blas.ImageRows{
+		Width: width, Height: height, ImageLen: (height + 2) * wp * c,
+		RowStride: wp * c, ColStride: c, Segs: 3, SegLen: 3 * c, SegStride: wp * c,
+	}
+	m.Data = make([]float32, images*m.ImageLen)
+	for i := range m.Data {
+		m.Data[i] = float32(rng.NormFloat64())
+	}
+	d, n := 3*m.SegLen, images*width*height
+	x := make([]float32, n*d)
+	m.Rows(x, d, 0, n)
+	w, p := make([]float32, rows*n), make([]float32, rows*d)
+	for i := range w {
+		w[i] = float32(rng.Float64())
+	}
+	for i := range p {
+		p[i] = float32(rng.NormFloat64())
+	}
+	for _, k := range []blas.Kernels{blas.Portable(), blas.Current()} {
+		stored := Operator{Rows: rows, Len: d, Points: n, Patches: x, Weights: w, Damping: 0.5, Kernels: k}
+		image := Operator{Rows: rows, Len: d, Points: n, Image: &m, Weights: w, Damping: 0.5, Kernels: k}
+		stored.PackPatches()
+		image.PackPatches()
+		want, got := make([]float32, rows*d), make([]float32, rows*d)
+		stored.Apply(want, p)
+		image.Apply(got, p)
+		exact := !blas.FusesImage(k, rows, d, &m)
+		for i := range want {
+			if exact && math.Float32bits(got[i]) != math.Float32bits(want[i]) || !exact && math.Abs(float64(got[i]-want[i])) > 1e-4*(1+math.Abs(float64(want[i]))) {
+				t.Fatalf("%s: Q[%d] = %v from the images, %v from the stored rows", k.Name(), i, got[i], want[i])
+			}
+		}
+	}
+}

@@ -1,0 +1,159 @@
+package blas
+
+import "github.com/frogopt/frog/asm"
+
+// ImageRows describes the rows of X as windows of images instead of
+// stored values, as the patches of a convolution are windows of its
+// channel-last input: point n lies in image n/(Height*Width), output row
+// (n/Width)%Height, column n%Width, and its row of X is Segs runs of
+// SegLen consecutive values of Data, run s starting at
+//
+//	img*ImageLen + row*RowStride + col*ColStride + s*SegStride.
+//
+// The fused Fisher kernel reads such rows where they lie: stored, the
+// patches of l1.conv are 38 MB written once a step and read from memory
+// at every CG iteration; its images are 4.7 MB.
+type ImageRows struct {
+	Data                         []float32
+	Width, Height, ImageLen      int
+	RowStride, ColStride         int
+	Segs, SegLen, SegStride      int
+	images, blockRows, rowBlocks int // set by the kernel
+}
+
+// point returns the offset in Data of point n's first value.
+func (m *ImageRows) point(n int) int {
+	img, rc := n/(m.Height*m.Width), n%(m.Height*m.Width)
+	return img*m.ImageLen + rc/m.Width*m.RowStride + rc%m.Width*m.ColStride
+}
+
+// Rows writes the rows of points n0..n1 into dst, ld apart.
+func (m *ImageRows) Rows(dst []float32, ld, n0, n1 int) {
+	for n := n0; n < n1; n++ {
+		o, row := m.point(n), dst[(n-n0)*ld:]
+		for s := 0; s < m.Segs; s++ {
+			copy(row[s*m.SegLen:(s+1)*m.SegLen], m.Data[o+s*m.SegStride:][:m.SegLen])
+		}
+	}
+}
+
+// FusesImage reports whether k's Fisher kernel computes the product of
+// rows x length blocks with X given as im (FisherProduct.Image): the fused
+// kernel does, on shapes whose P^T and accumulator share the L2 cache with
+// a block of points, for runs that are whole 32-wide tiles.
+func FusesImage(k Kernels, rows, length int, im *ImageRows) bool {
+	_, ok := k.(fisherFuser)
+	return ok && fusedBlock(rows, length) > 0 && im.SegLen%(2*nr) == 0 && im.Segs*im.SegLen == length &&
+		im.Width > 0 && im.Height > 0
+}
+
+// imageBlocks plans the blocks of an image product: whole output rows of
+// one image each, as many as the fused block holds (at least one row).
+func (w *fisherWork) imageBlocks(f *FisherProduct) int {
+	m := f.Image
+	m.images = f.Points / (m.Width * m.Height)
+	m.blockRows = min(m.Height, max(1, fusedBlock(f.Rows, f.Len)/m.Width))
+	m.rowBlocks = (m.Height + m.blockRows - 1) / m.blockRows
+	return m.blockRows * m.Width
+}
+
+// imageBlock returns the first point and the number of points of block b.
+func (m *ImageRows) block(b int) (n0, nb int) {
+	img, rb := b/m.rowBlocks, b%m.rowBlocks
+	row0 := rb * m.blockRows
+	rows := min(m.blockRows, m.Height-row0)
+	return (img*m.Height + row0) * m.Width, rows * m.Width
+}
+
+// imageFirst computes S = X_blk P^T for the nb points from n0 of an image
+// product into s (row stride lds), the inner dimension cut into the runs
+// of the rows (each in equal parts of at most kcBlock): a tile of points
+// in one output row is read in place from the image, another gathered.
+// With xb (the block's rows, stored) A is read there instead: the same
+// sums in the same order.
+func (w *fisherWork) imageFirst(ws *workspace, f *FisherProduct, s []float32, lds, n0, nb int, xb []float32) {
+	m, r, d := f.Image, f.Rows, f.Len
+	tm, tn := isa.rows, isa.cols
+	parts := (m.SegLen + kcBlock - 1) / kcBlock
+	for ic := 0; ic < nb; ic += tm {
+		mrr := min(tm, nb-ic)
+		col := (n0 + ic) % m.Width
+		origin := m.point(n0 + ic)
+		for seg := 0; seg < m.Segs; seg++ {
+			for q := 0; q < parts; q++ {
+				off := m.SegLen * q / parts
+				kc := m.SegLen*(q+1)/parts - off
+				pc := seg*m.SegLen + off
+				var at []float32
+				ars, acs := m.ColStride, 1
+				switch {
+				case xb != nil:
+					at, ars = xb[ic*d+pc:], d
+				case mrr == tm && col+tm <= m.Width:
+					at = m.Data[origin+seg*m.SegStride+off:]
+				default:
+					// The tile crosses an output row, or is short: its
+					// values gathered, transposed, zero padded.
+					at, ars, acs = ws.apack[:kc*tm], 1, tm
+					clear(at)
+					for i := 0; i < mrr; i++ {
+						src := m.Data[m.point(n0+ic+i)+seg*m.SegStride+off:][:kc]
+						for p, v := range src {
+							at[p*tm+i] = v
+						}
+					}
+				}
+				overwrite := seg == 0 && q == 0
+				for jr := 0; jr < r; jr += tn {
+					// r is a multiple of nr (fusedBlock): a 32-wide tile
+					// is two panels, a 16-wide one (the last) one.
+					bt, boff := w.packed[jr/nr*d*nr+pc*nr:], d*nr
+					nrr := min(tn, r-jr)
+					if nrr <= nr {
+						boff = 0
+					}
+					if mrr == tm && nrr == tn {
+						isa.kernel(kc, 1, at, ars, acs, bt, nr, boff, s[ic*lds+jr:], lds, overwrite)
+						continue
+					}
+					tile := ws.ctile[:tm*tn]
+					if !overwrite {
+						clear(tile)
+						for i := 0; i < mrr; i++ {
+							copy(tile[i*tn:i*tn+nrr], s[(ic+i)*lds+jr:][:nrr])
+						}
+					}
+					isa.kernel(kc, 1, at, ars, acs, bt, nr, boff, tile, tn, overwrite)
+					for i := 0; i < mrr; i++ {
+						copy(s[(ic+i)*lds+jr:][:nrr], tile[i*tn:i*tn+nrr])
+					}
+				}
+			}
+		}
+	}
+}
+
+// imageSecond adds S^T X_blk (R x D) into acc for the nb points from n0 of
+// an image product, whole output rows: on the AVX-512 kernel B is read in
+// the image, one output row a segment of the inner dimension
+// (Kernel8x32Seg); otherwise from xb, the block's rows stored. Either way
+// every sum runs over the block's points in order, in one call.
+func (w *fisherWork) imageSecond(ws *workspace, f *FisherProduct, acc, s []float32, lds, n0, nb int, xb []float32) {
+	m, r, d := f.Image, f.Rows, f.Len
+	if xb != nil {
+		second := gemmTask{transA: true, m: r, n: d, k: nb, alpha: f.Alpha, a: s, lda: lds, b: xb, ldb: d, c: acc, ldc: d, inPlaceB: true}
+		gemmRange(ws, &second, 0, r, 0, d, false)
+		return
+	}
+	origin := m.point(n0)
+	jump := m.RowStride - m.Width*m.ColStride
+	for seg := 0; seg < m.Segs; seg++ {
+		for t := 0; t < m.SegLen; t += 2 * nr {
+			b := m.Data[origin+seg*m.SegStride+t:]
+			col := seg*m.SegLen + t
+			for ir := 0; ir < r; ir += 8 {
+				asm.Kernel8x32Seg(nb, f.Alpha, s[ir:], 1, lds, b, m.ColStride, nr, acc[ir*d+col:], d, false, m.Width, jump)
+			}
+		}
+	}
+}

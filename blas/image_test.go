@@ -1,0 +1,98 @@
+package blas
+
+import (
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"runtime"
+	"testing"
+)
+
+// The Fisher product on rows given as windows of images (FisherProduct.
+// Image) against a float64 oracle on the same rows stored, with the same
+// bits on every kernel set and every core count, X never read.
+func TestImageFisher(t *testing.T) {
+	if !hasAVX2 {
+		t.Skip("no AVX2")
+	}
+	rng := rand.New(rand.NewPCG(17, 18))
+	cases := []struct{ r, c, width, height, images int }{
+		{32, 32, 32, 5, 3}, // tiles within output rows
+		{16, 32, 12, 7, 2}, // tiles across output rows (gathered)
+		{64, 64, 8, 3, 4},  // runs of 192: one part each
+		{16, 128, 6, 4, 2}, // runs of 384: two parts
+	}
+	for _, tc := range cases {
+		wp, hp := tc.width+2, tc.height+2
+		m := ImageRows{
+			Width: tc.width, Height: tc.height, ImageLen: hp * wp * tc.c,
+			RowStride: wp * tc.c, ColStride: tc.c,
+			Segs: 3, SegLen: 3 * tc.c, SegStride: wp * tc.c,
+		}
+		m.Data = randSlice(rng, tc.images*m.ImageLen)
+		r, d, n := tc.r, 3*m.SegLen, tc.images*tc.width*tc.height
+		name := fmt.Sprintf("R=%d/C=%d/W=%d", tc.r, tc.c, tc.width)
+		if !FusesImage(avx2{}, r, d, &m) {
+			t.Fatalf("%s: not fused", name)
+		}
+		x := make([]float32, n*d)
+		m.Rows(x, d, 0, n)
+		p, w := randSlice(rng, r*d), randSlice(rng, r*n)
+		var first []float32
+		for _, set := range kernelSets() {
+			for _, procs := range []int{1, 2, 3} {
+				q := make([]float32, r*d)
+				for i := range q {
+					q[i] = nan32
+				}
+				mi := m
+				f := FisherProduct{Rows: r, Len: d, Points: n, P: p, Image: &mi, Weights: w, Q: q, Alpha: 0.75}
+				prev := runtime.GOMAXPROCS(procs)
+				f.PackPoints(avx2{})
+				var done bool
+				withKernels(set, func() { done = (avx2{}).fuseFisher(&f) })
+				runtime.GOMAXPROCS(prev)
+				if !done {
+					t.Fatalf("%s: not fused", name)
+				}
+				if first == nil {
+					first = q
+					checkFisherOracle(t, name, r, d, n, p, x, w, q, 0.75)
+					continue
+				}
+				for i := range q {
+					if math.Float32bits(q[i]) != math.Float32bits(first[i]) {
+						t.Fatalf("%s on %s, %d cores: Q[%d] = %v, first run %v", name, set.name, procs, i, q[i], first[i])
+					}
+				}
+			}
+		}
+	}
+}
+
+// checkFisherOracle compares q with alpha*(W .* (P X^T)) X in float64.
+func checkFisherOracle(t *testing.T, name string, r, d, n int, p, x, w, q []float32, alpha float64) {
+	t.Helper()
+	tm := make([]float64, r*n)
+	for j := 0; j < r; j++ {
+		for i := 0; i < n; i++ {
+			var dot float64
+			for e := 0; e < d; e++ {
+				dot += float64(p[j*d+e]) * float64(x[i*d+e])
+			}
+			tm[j*n+i] = dot * float64(w[j*n+i])
+		}
+	}
+	for j := 0; j < r; j++ {
+		for c := 0; c < d; c++ {
+			var sum, mag float64
+			for i := 0; i < n; i++ {
+				sum += tm[j*n+i] * float64(x[i*d+c])
+				mag += math.Abs(tm[j*n+i] * float64(x[i*d+c]))
+			}
+			if got := float64(q[j*d+c]); !(math.Abs(got-alpha*sum) <= 1e-5*(mag+1)) {
+				t.Fatalf("%s: Q[%d][%d] = %v, want %v", name, j, c, got, alpha*sum)
+			}
+		}
+	}
+}
