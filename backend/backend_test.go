@@ -67,8 +67,9 @@ func TestCPUKnownMagnitudes(t *testing.T) {
 
 // From channel-last images (channelLast) the engine gives what it gives
 // from stored patches, to rounding: directions, traces, residuals and
-// scales, over strides, groups, rectangular kernels and a dilation in
-// height; with a joint bias it stores the patches.
+// scales, over strides, groups, rectangular kernels, a dilation in
+// height, and a shape too large for the fused kernel; with a joint bias
+// it stores the patches.
 func TestChannelLastMatchesStoredPatches(t *testing.T) {
 	rng := rand.New(rand.NewPCG(9, 10))
 	geoms := []conv.Geometry{
@@ -76,6 +77,8 @@ func TestChannelLastMatchesStoredPatches(t *testing.T) {
 		{InChannels: 64, OutChannels: 32, InH: 9, InW: 11, KernelH: 3, KernelW: 3, StrideH: 2, StrideW: 2, PadH: 1, PadW: 1, Groups: 2},
 		{InChannels: 64, OutChannels: 16, InH: 10, InW: 9, KernelH: 2, KernelW: 1, DilationH: 2, PadH: 2},
 		{InChannels: 32, OutChannels: 16, InH: 7, InW: 12, KernelH: 3, KernelW: 3, PadH: 1, PadW: 1},
+		// Too many rows for the fused kernel: the two image products.
+		{InChannels: 64, OutChannels: 256, InH: 9, InW: 12, KernelH: 3, KernelW: 3, PadH: 1, PadW: 1},
 	}
 	for gi, g := range geoms {
 		g = g.Normalized()
@@ -131,15 +134,29 @@ func TestChannelLastMatchesStoredPatches(t *testing.T) {
 	}
 }
 
-// The patches are read in the images where that pays (l1.conv's shape,
-// patches eight times the image), and stored where it does not
-// (l2.conv_s2's, stride 2: half the image).
+// The patches are read in the images where that pays (l1.conv's and
+// l2.conv's shapes), and stored where it does not (l2.conv_s2's, stride
+// 2: patches half the image; l3.conv's and l4.conv's, small images).
 func TestPrefersImages(t *testing.T) {
-	l1 := conv.Geometry{InChannels: 64, OutChannels: 64, InH: 32, InW: 32, KernelH: 3, KernelW: 3, PadH: 1, PadW: 1}.Normalized()
-	l2s2 := conv.Geometry{InChannels: 64, OutChannels: 128, InH: 32, InW: 32, KernelH: 3, KernelW: 3, StrideH: 2, StrideW: 2, PadH: 1, PadW: 1}.Normalized()
-	if !prefersImages(l1, l1.PatchLen()) || prefersImages(l2s2, l2s2.PatchLen()) {
-		t.Fatalf("prefers images: l1.conv %v, l2.conv_s2 %v; want true, false", prefersImages(l1, l1.PatchLen()), prefersImages(l2s2, l2s2.PatchLen()))
+	shape := func(c, h, stride int) conv.Geometry {
+		return conv.Geometry{InChannels: c, OutChannels: c, InH: h, InW: h, KernelH: 3, KernelW: 3, StrideH: stride, StrideW: stride, PadH: 1, PadW: 1}.Normalized()
 	}
+	for _, c := range []struct {
+		name string
+		g    conv.Geometry
+		want bool
+	}{
+		{"l1.conv", shape(64, 32, 1), true},
+		{"l2.conv", shape(128, 16, 1), true},
+		{"l2.conv_s2", shape(64, 32, 2), false},
+		{"l3.conv", shape(256, 8, 1), false},
+		{"l4.conv", shape(512, 4, 1), false},
+	} {
+		if got := prefersImages(c.g, c.g.PatchLen()); got != c.want {
+			t.Errorf("%s: prefers images %v, want %v", c.name, got, c.want)
+		}
+	}
+	l1 := shape(64, 32, 1)
 	if fuses := blas.Current().Name() != blas.Portable().Name(); canUseImages(l1, blas.Current(), 64, l1.PatchLen(), false) != fuses {
 		t.Fatalf("l1.conv can use its images: %v, want %v (kernels %s)", !fuses, fuses, blas.Current().Name())
 	}

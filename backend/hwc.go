@@ -53,16 +53,19 @@ func canUseImages(g conv.Geometry, k blas.Kernels, rows, d int, jointBias bool) 
 		return false
 	}
 	m := imageRows(g, nil)
-	return blas.FusesImage(k, rows, d, &m)
+	return blas.ReadsImage(k, rows, d, &m)
 }
 
 // prefersImages reports whether reading the patches in the images pays:
 // when a sample's patches hold at least four times the values of its
-// image. l1.conv's are eight times its image and ran 5-13 % faster from
-// the images; l2.conv_s2's (stride 2) are half its image and ran about
-// 9 % slower, the products being slower on its windows.
+// image, and an image has at least 128 output locations (the products sum
+// over the points of one image at a time in runs of whole output rows,
+// and shorter runs cost more than the traffic they save). Measured here
+// against stored patches, interleaved in one process: l1.conv 8.5 % and
+// l2.conv 13 % less time; l2.conv_s2 (stride 2: patches half the image)
+// 3-12 % more, l3.conv (64 locations) 4 % more, l4.conv (16) 56 % more.
 func prefersImages(g conv.Geometry, d int) bool {
-	return g.Locations()*d >= 4*g.HWCLen()
+	return g.Locations()*d >= 4*g.HWCLen() && g.Locations() >= 128
 }
 
 // RunPart writes a part's range of samples: the channel-last image, the

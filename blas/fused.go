@@ -22,7 +22,8 @@ type FisherProduct struct {
 	P, X, Weights, Q  []float32
 	Alpha, Damping    float32
 	// Image, when not nil, describes X's rows as windows of images, and
-	// X may be nil: only the fused kernel reads such rows (FusesImage).
+	// X may be nil: only this package's kernels read such rows
+	// (ReadsImage).
 	Image *ImageRows
 
 	weightsT packedWeights
@@ -167,6 +168,7 @@ type fisherWork struct {
 	t         []float32 // the unfused path's T, or T^T
 	pack      packTask
 	transpose transposeTask
+	image     imageTask
 }
 
 // sPad is the padding of the rows of the block products S = X_blk P^T
@@ -197,9 +199,12 @@ func (k avx2) fuseFisher(f *FisherProduct) bool {
 	}
 	w := f.work
 	block := fusedBlock(r, d)
-	if block == 0 || (f.Image != nil && !FusesImage(k, r, d, f.Image)) {
+	if f.Image != nil && !ReadsImage(k, r, d, f.Image) {
+		return false
+	}
+	if block == 0 {
 		if f.Image != nil {
-			return false
+			return w.imageProducts(f)
 		}
 		return w.twoProducts(f)
 	}

@@ -37,14 +37,15 @@ func (m *ImageRows) Rows(dst []float32, ld, n0, n1 int) {
 	}
 }
 
-// FusesImage reports whether k's Fisher kernel computes the product of
-// rows x length blocks with X given as im (FisherProduct.Image): the fused
-// kernel does, on shapes whose P^T and accumulator share the L2 cache with
-// a block of points, for runs that are whole 32-wide tiles.
-func FusesImage(k Kernels, rows, length int, im *ImageRows) bool {
+// ReadsImage reports whether k's Fisher kernels compute the product of
+// rows x length blocks with X given as im (FisherProduct.Image): for runs
+// that are whole 32-wide tiles, the fused kernel where P^T and the
+// accumulator share the L2 cache with a block of points, otherwise two
+// products over the images (rows a multiple of 8).
+func ReadsImage(k Kernels, rows, length int, im *ImageRows) bool {
 	_, ok := k.(fisherFuser)
-	return ok && fusedBlock(rows, length) > 0 && im.SegLen%(2*nr) == 0 && im.Segs*im.SegLen == length &&
-		im.Width > 0 && im.Height > 0
+	return ok && im.SegLen%(2*nr) == 0 && im.Segs*im.SegLen == length && im.Width > 0 && im.Height > 0 &&
+		(fusedBlock(rows, length) > 0 || rows%8 == 0)
 }
 
 // imageBlocks plans the blocks of an image product: whole output rows of
@@ -153,6 +154,89 @@ func (w *fisherWork) imageSecond(ws *workspace, f *FisherProduct, acc, s []float
 			col := seg*m.SegLen + t
 			for ir := 0; ir < r; ir += 8 {
 				asm.Kernel8x32Seg(nb, f.Alpha, s[ir:], 1, lds, b, m.ColStride, nr, acc[ir*d+col:], d, false, m.Width, jump)
+			}
+		}
+	}
+}
+
+// imageTask runs the two products of an image product too large for the
+// fused kernel (imageProducts): T^T by points, then Q by columns.
+type imageTask struct {
+	w        *fisherWork
+	second   bool
+	weightsT []float32
+}
+
+// imageProducts computes f's product on image rows in two products:
+// T^T = X P^T .*= Weights^T (Points x Rows), split across the cores by
+// points, the inner dimension in the runs of the rows as imageFirst cuts
+// it; then Q = Alpha*(T^T)^T X, split by columns of Q, the points in
+// blocks of whole output rows of one image (at most kcBlock), each block's
+// sum added to Q in order. It reports false when it would need the
+// weights transposed and PackPoints made no such copy.
+func (w *fisherWork) imageProducts(f *FisherProduct) bool {
+	weightsT := f.transposedWeights()
+	if f.Weights != nil && weightsT == nil {
+		return false
+	}
+	r, n := f.Rows, f.Points
+	m := f.Image
+	m.images = n / (m.Width * m.Height)
+	m.blockRows = min(m.Height, max(1, kcBlock/m.Width))
+	m.rowBlocks = (m.Height + m.blockRows - 1) / m.blockRows
+	w.f = f
+	w.packRows(f)
+	w.t = grow(w.t, n*(r+sPad))
+	t := &w.image
+	*t = imageTask{w: w, weightsT: weightsT}
+	Parallel(t, (n+isa.rows-1)/isa.rows)
+	t.second = true
+	Parallel(t, (f.Len+2*nr-1)/(2*nr))
+	*t = imageTask{}
+	w.f = nil
+	return true
+}
+
+func (t *imageTask) RunPart(part, parts int) {
+	w := t.w
+	f := w.f
+	m, r, d, n := f.Image, f.Rows, f.Len, f.Points
+	ldt := r + sPad
+	ws := spare.get()
+	defer spare.put(ws)
+	if !t.second {
+		p0, p1 := split(n, isa.rows, part, parts)
+		if p0 < p1 {
+			w.imageFirst(ws, f, w.t[p0*ldt:], ldt, p0, p1-p0, nil)
+			w.scaleBlock(w.t[p0*ldt:], ldt, t.weightsT, p0, p1-p0)
+		}
+		return
+	}
+	c0, c1 := split(d, 2*nr, part, parts)
+	if c0 >= c1 {
+		return
+	}
+	jump := m.RowStride - m.Width*m.ColStride
+	for kb := 0; kb < m.images*m.rowBlocks; kb++ {
+		p0, np := m.block(kb)
+		a := w.t[p0*ldt:]
+		if isa.name != avx512Kernels.name {
+			// The block's rows copied out, B read there in place.
+			w.xbuf[part] = grow(w.xbuf[part], m.blockRows*m.Width*d)
+			xb := w.xbuf[part][:np*d]
+			m.Rows(xb, d, p0, p0+np)
+			second := gemmTask{transA: true, m: r, n: d, k: np, alpha: f.Alpha, a: a, lda: ldt, b: xb, ldb: d, c: f.Q, ldc: d, inPlaceB: true}
+			if kb > 0 {
+				second.beta = 1
+			}
+			gemmRange(ws, &second, 0, r, c0, c1, true)
+			continue
+		}
+		origin := m.point(p0)
+		for col := c0; col < c1; col += 2 * nr {
+			b := m.Data[origin+col/m.SegLen*m.SegStride+col%m.SegLen:]
+			for ir := 0; ir < r; ir += 8 {
+				asm.Kernel8x32Seg(np, f.Alpha, a[ir:], 1, ldt, b, m.ColStride, nr, f.Q[ir*d+col:], d, kb == 0, m.Width, jump)
 			}
 		}
 	}

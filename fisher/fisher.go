@@ -11,7 +11,7 @@ type Operator struct {
 	Patches           []float32
 	// Image, when not nil, gives the rows of X as windows of images
 	// instead of Patches (which may then be nil): the fused kernel reads
-	// them there (see blas.FusesImage); other kernels read a copy of all
+	// them there (see blas.ReadsImage); other kernels read a copy of all
 	// the rows, made at each Apply.
 	Image   *blas.ImageRows
 	Weights []float32
