@@ -163,6 +163,7 @@ type fisherWork struct {
 	packed    []float32 // P^T in nr-wide panels, Len x nr each
 	prod      [fisherChunks][]float32
 	xbuf      [fisherChunks][]float32 // blocks of image rows, copied
+	plan      imagePlan               // the blocks of an image product
 	acc       [fisherChunks][]float32
 	reduce    bool
 	t         []float32 // the unfused path's T, or T^T
@@ -210,8 +211,8 @@ func (k avx2) fuseFisher(f *FisherProduct) bool {
 	}
 	blocks := (n + block - 1) / block
 	if f.Image != nil {
-		block = w.imageBlocks(f)
-		blocks = f.Image.images * f.Image.rowBlocks
+		w.plan = planImage(f, block)
+		block, blocks = w.plan.blockRows*f.Image.Width, w.plan.blocks()
 	}
 	w.f, w.block, w.blocks = f, block, blocks
 	w.packRows(f)
@@ -417,7 +418,7 @@ func (w *fisherWork) scaleBlock(s []float32, lds int, weightsT []float32, n0, nb
 // others from the block's rows copied out of them.
 func (w *fisherWork) imageBlock(ws *workspace, part int, acc, prod []float32, lds int, weightsT []float32, b int) {
 	f := w.f
-	n0, nb := f.Image.block(b)
+	n0, nb := w.plan.block(f.Image, b)
 	var xb []float32
 	if isa.name != avx512Kernels.name {
 		w.xbuf[part] = grow(w.xbuf[part], w.block*f.Len)

@@ -10,15 +10,40 @@ import "github.com/frogopt/frog/asm"
 //
 //	img*ImageLen + row*RowStride + col*ColStride + s*SegStride.
 //
-// The fused Fisher kernel reads such rows where they lie: stored, the
-// patches of l1.conv are 38 MB written once a step and read from memory
-// at every CG iteration; its images are 4.7 MB.
+// The Fisher kernels read such rows where they lie: stored, the patches of
+// l1.conv are 38 MB written once a step and read from memory at every CG
+// iteration; its images are 4.7 MB.
 type ImageRows struct {
-	Data                         []float32
-	Width, Height, ImageLen      int
-	RowStride, ColStride         int
-	Segs, SegLen, SegStride      int
-	images, blockRows, rowBlocks int // set by the kernel
+	Data                    []float32
+	Width, Height, ImageLen int
+	RowStride, ColStride    int
+	Segs, SegLen, SegStride int
+}
+
+// imagePlan cuts the points of an image product into blocks of whole
+// output rows of one image: blockRows rows (the last of an image fewer),
+// rowBlocks blocks an image.
+type imagePlan struct {
+	images, blockRows, rowBlocks int
+}
+
+// planImage returns the plan for f's points in blocks of at most
+// maxPoints points (at least one output row).
+func planImage(f *FisherProduct, maxPoints int) imagePlan {
+	m := f.Image
+	rows := min(m.Height, max(1, maxPoints/m.Width))
+	return imagePlan{images: f.Points / (m.Width * m.Height), blockRows: rows, rowBlocks: (m.Height + rows - 1) / rows}
+}
+
+// blocks is the number of blocks.
+func (p imagePlan) blocks() int { return p.images * p.rowBlocks }
+
+// block returns the first point and the number of points of block b.
+func (p imagePlan) block(m *ImageRows, b int) (n0, nb int) {
+	img, rb := b/p.rowBlocks, b%p.rowBlocks
+	row0 := rb * p.blockRows
+	rows := min(p.blockRows, m.Height-row0)
+	return (img*m.Height + row0) * m.Width, rows * m.Width
 }
 
 // point returns the offset in Data of point n's first value.
@@ -39,31 +64,15 @@ func (m *ImageRows) Rows(dst []float32, ld, n0, n1 int) {
 
 // ReadsImage reports whether k's Fisher kernels compute the product of
 // rows x length blocks with X given as im (FisherProduct.Image): for runs
-// that are whole 32-wide tiles, the fused kernel where P^T and the
-// accumulator share the L2 cache with a block of points, otherwise two
-// products over the images (rows a multiple of 8).
+// that are whole 32-wide tiles and output rows of at most kcBlock points
+// (a block of points is whole output rows, summed in one pass on every
+// kernel set), the fused kernel where P^T and the accumulator share the
+// L2 cache with a block of points, otherwise two products over the images
+// (rows a multiple of 8).
 func ReadsImage(k Kernels, rows, length int, im *ImageRows) bool {
 	_, ok := k.(fisherFuser)
-	return ok && im.SegLen%(2*nr) == 0 && im.Segs*im.SegLen == length && im.Width > 0 && im.Height > 0 &&
-		(fusedBlock(rows, length) > 0 || rows%8 == 0)
-}
-
-// imageBlocks plans the blocks of an image product: whole output rows of
-// one image each, as many as the fused block holds (at least one row).
-func (w *fisherWork) imageBlocks(f *FisherProduct) int {
-	m := f.Image
-	m.images = f.Points / (m.Width * m.Height)
-	m.blockRows = min(m.Height, max(1, fusedBlock(f.Rows, f.Len)/m.Width))
-	m.rowBlocks = (m.Height + m.blockRows - 1) / m.blockRows
-	return m.blockRows * m.Width
-}
-
-// imageBlock returns the first point and the number of points of block b.
-func (m *ImageRows) block(b int) (n0, nb int) {
-	img, rb := b/m.rowBlocks, b%m.rowBlocks
-	row0 := rb * m.blockRows
-	rows := min(m.blockRows, m.Height-row0)
-	return (img*m.Height + row0) * m.Width, rows * m.Width
+	return ok && im.SegLen%(2*nr) == 0 && im.Segs*im.SegLen == length && im.Width > 0 && im.Width <= kcBlock &&
+		im.Height > 0 && (fusedBlock(rows, length) > 0 || rows%8 == 0)
 }
 
 // imageFirst computes S = X_blk P^T for the nb points from n0 of an image
@@ -106,8 +115,8 @@ func (w *fisherWork) imageFirst(ws *workspace, f *FisherProduct, s []float32, ld
 				}
 				overwrite := seg == 0 && q == 0
 				for jr := 0; jr < r; jr += tn {
-					// r is a multiple of nr (fusedBlock): a 32-wide tile
-					// is two panels, a 16-wide one (the last) one.
+					// The panels of P^T cover r, the last zero padded:
+					// a tile over more than nr rows reads two.
 					bt, boff := w.packed[jr/nr*d*nr+pc*nr:], d*nr
 					nrr := min(tn, r-jr)
 					if nrr <= nr {
@@ -180,10 +189,7 @@ func (w *fisherWork) imageProducts(f *FisherProduct) bool {
 		return false
 	}
 	r, n := f.Rows, f.Points
-	m := f.Image
-	m.images = n / (m.Width * m.Height)
-	m.blockRows = min(m.Height, max(1, kcBlock/m.Width))
-	m.rowBlocks = (m.Height + m.blockRows - 1) / m.blockRows
+	w.plan = planImage(f, kcBlock)
 	w.f = f
 	w.packRows(f)
 	w.t = grow(w.t, n*(r+sPad))
@@ -217,12 +223,12 @@ func (t *imageTask) RunPart(part, parts int) {
 		return
 	}
 	jump := m.RowStride - m.Width*m.ColStride
-	for kb := 0; kb < m.images*m.rowBlocks; kb++ {
-		p0, np := m.block(kb)
+	for kb := 0; kb < w.plan.blocks(); kb++ {
+		p0, np := w.plan.block(m, kb)
 		a := w.t[p0*ldt:]
 		if isa.name != avx512Kernels.name {
 			// The block's rows copied out, B read there in place.
-			w.xbuf[part] = grow(w.xbuf[part], m.blockRows*m.Width*d)
+			w.xbuf[part] = grow(w.xbuf[part], w.plan.blockRows*m.Width*d)
 			xb := w.xbuf[part][:np*d]
 			m.Rows(xb, d, p0, p0+np)
 			second := gemmTask{transA: true, m: r, n: d, k: np, alpha: f.Alpha, a: a, lda: ldt, b: xb, ldb: d, c: f.Q, ldc: d, inPlaceB: true}
