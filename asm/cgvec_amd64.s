@@ -1,56 +1,27 @@
 //go:build !noasm
 
 #include "textflag.h"
+#include "dot_amd64.h"
 
 // The two vector passes of a CG row update that read two vectors each.
 // Their float64 sums take the shape of Dot's (four 4-wide accumulators
 // over rounds of 16, then rounds of 4 into the first, the reduction, then
 // single values), so each sum has the bits Dot gives on the same values.
 
-// REDUCE4PD adds the four accumulators a..d into the low lane of a (Dot's
-// reduction); t is scratch.
-#define REDUCE4PD(a, b, c, d, xa, xt) \
-	VADDPD       b, a, a; \
-	VADDPD       d, c, c; \
-	VADDPD       c, a, a; \
-	VEXTRACTF128 $1, a, xt; \
-	VADDPD       xt, xa, xa; \
-	VPERMILPD    $1, xa, xt; \
-	VADDSD       xt, xa, xa
-
 // func DotPair(x, y []float32) (xy, xx float64)
 TEXT ·DotPair(SB), NOSPLIT, $0-64
 	MOVQ   x_base+0(FP), SI
 	MOVQ   x_len+8(FP), CX
 	MOVQ   y_base+24(FP), DI
-	VXORPD Y0, Y0, Y0
-	VXORPD Y1, Y1, Y1
-	VXORPD Y2, Y2, Y2
-	VXORPD Y3, Y3, Y3
-	VXORPD Y12, Y12, Y12
-	VXORPD Y13, Y13, Y13
-	VXORPD Y14, Y14, Y14
-	VXORPD Y15, Y15, Y15
+	ZERO4PD(Y0, Y1, Y2, Y3)
+	ZERO4PD(Y12, Y13, Y14, Y15)
 	CMPQ   CX, $16
 	JL     pairquad
 
 pairloop:
-	VCVTPS2PD   (SI), Y4
-	VCVTPS2PD   (DI), Y8
-	VCVTPS2PD   16(SI), Y5
-	VCVTPS2PD   16(DI), Y9
-	VCVTPS2PD   32(SI), Y6
-	VCVTPS2PD   32(DI), Y10
-	VCVTPS2PD   48(SI), Y7
-	VCVTPS2PD   48(DI), Y11
-	VFMADD231PD Y4, Y8, Y0
-	VFMADD231PD Y5, Y9, Y1
-	VFMADD231PD Y6, Y10, Y2
-	VFMADD231PD Y7, Y11, Y3
-	VFMADD231PD Y4, Y4, Y12
-	VFMADD231PD Y5, Y5, Y13
-	VFMADD231PD Y6, Y6, Y14
-	VFMADD231PD Y7, Y7, Y15
+	WIDEN16
+	FMA4PD(Y4, Y8, Y5, Y9, Y6, Y10, Y7, Y11, Y0, Y1, Y2, Y3)
+	FMA4PD(Y4, Y4, Y5, Y5, Y6, Y6, Y7, Y7, Y12, Y13, Y14, Y15)
 	ADDQ        $64, SI
 	ADDQ        $64, DI
 	SUBQ        $16, CX
@@ -99,10 +70,7 @@ TEXT ·AxpyPairDot(SB), NOSPLIT, $0-96
 	VBROADCASTSS b+32(FP), Y13
 	MOVQ         w_base+40(FP), R8
 	MOVQ         y_base+64(FP), DI
-	VXORPD       Y0, Y0, Y0
-	VXORPD       Y1, Y1, Y1
-	VXORPD       Y2, Y2, Y2
-	VXORPD       Y3, Y3, Y3
+	ZERO4PD(Y0, Y1, Y2, Y3)
 	CMPQ         CX, $16
 	JL           apdquad
 
@@ -121,10 +89,7 @@ apdloop:
 	VCVTPS2PD    X5, Y8
 	VEXTRACTF128 $1, Y5, X9
 	VCVTPS2PD    X9, Y9
-	VFMADD231PD  Y6, Y6, Y0
-	VFMADD231PD  Y7, Y7, Y1
-	VFMADD231PD  Y8, Y8, Y2
-	VFMADD231PD  Y9, Y9, Y3
+	FMA4PD(Y6, Y6, Y7, Y7, Y8, Y8, Y9, Y9, Y0, Y1, Y2, Y3)
 	ADDQ         $64, SI
 	ADDQ         $64, R8
 	ADDQ         $64, DI

@@ -1,6 +1,7 @@
 //go:build !noasm
 
 #include "textflag.h"
+#include "dot_amd64.h"
 
 // The 6x16 tile of C lives in Y0..Y11 (row i in Y(2i), Y(2i+1)); Y12 and
 // Y13 hold the current row of B, Y14 and Y15 the broadcast values of A.
@@ -229,33 +230,18 @@ TEXT ·Dot(SB), NOSPLIT, $0-56
 	MOVQ x_base+0(FP), SI
 	MOVQ x_len+8(FP), CX
 	MOVQ y_base+24(FP), DI
-	VXORPD Y0, Y0, Y0
-	VXORPD Y1, Y1, Y1
-	VXORPD Y2, Y2, Y2
-	VXORPD Y3, Y3, Y3
+	ZERO4PD(Y0, Y1, Y2, Y3)
 	CMPQ CX, $16
 	JL   dotquad
 
 dotloop:
-	// float32 to float64 widening is exact, and so is the product of two
-	// widened values: only the additions round.
-	VCVTPS2PD   (SI), Y4
-	VCVTPS2PD   (DI), Y8
-	VCVTPS2PD   16(SI), Y5
-	VCVTPS2PD   16(DI), Y9
-	VCVTPS2PD   32(SI), Y6
-	VCVTPS2PD   32(DI), Y10
-	VCVTPS2PD   48(SI), Y7
-	VCVTPS2PD   48(DI), Y11
-	VFMADD231PD Y4, Y8, Y0
-	VFMADD231PD Y5, Y9, Y1
-	VFMADD231PD Y6, Y10, Y2
-	VFMADD231PD Y7, Y11, Y3
-	ADDQ        $64, SI
-	ADDQ        $64, DI
-	SUBQ        $16, CX
-	CMPQ        CX, $16
-	JGE         dotloop
+	WIDEN16
+	FMA4PD(Y4, Y8, Y5, Y9, Y6, Y10, Y7, Y11, Y0, Y1, Y2, Y3)
+	ADDQ $64, SI
+	ADDQ $64, DI
+	SUBQ $16, CX
+	CMPQ CX, $16
+	JGE  dotloop
 
 dotquad:
 	CMPQ CX, $4
@@ -269,13 +255,7 @@ dotquad:
 	JMP         dotquad
 
 dotreduce:
-	VADDPD       Y1, Y0, Y0
-	VADDPD       Y3, Y2, Y2
-	VADDPD       Y2, Y0, Y0
-	VEXTRACTF128 $1, Y0, X1
-	VADDPD       X1, X0, X0
-	VPERMILPD    $1, X0, X1
-	VADDSD       X1, X0, X0
+	REDUCE4PD(Y0, Y1, Y2, Y3, X0, X1)
 	TESTQ        CX, CX
 	JE           dotdone
 

@@ -204,7 +204,7 @@ func (c *CPU) Precondition(job *Job) error {
 		dir := job.Dir[r0*d : (r0+rg)*d]
 		if fromImages {
 			// Rows in the patches' order (i, j, c) for the solve.
-			c.perm = growInts(c.perm, d)
+			c.perm = grow(c.perm, d)
 			g.HWCOrder(c.perm)
 			c.gradP, c.dirP = grow(c.gradP, rg*d), grow(c.dirP, rg*d)
 			c.permute = permuteRows{src: grad, dst: c.gradP, perm: c.perm, d: d}
@@ -274,9 +274,10 @@ func (u *normalizeRows) RunPart(part, parts int) {
 	}
 }
 
-func grow(s []float32, n int) []float32 {
+// grow returns s with length n, reallocated when its capacity is short.
+func grow[T any](s []T, n int) []T {
 	if cap(s) < n {
-		return make([]float32, n)
+		return make([]T, n)
 	}
 	return s[:n]
 }

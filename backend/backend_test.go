@@ -16,17 +16,8 @@ func TestCPUKnownMagnitudes(t *testing.T) {
 	rng := rand.New(rand.NewPCG(7, 8))
 	for _, jointBias := range []bool{false, true} {
 		g := conv.Geometry{InChannels: 5, OutChannels: 6, InH: 7, InW: 6, KernelH: 3, KernelW: 3, PadH: 1, PadW: 1}.Normalized()
-		const samples = 3
-		job := Job{Geometry: g, JointBias: jointBias, Samples: samples, LossScale: 3, Damping: 1e-3, Iters: 3, DenomEps: 1e-90}
+		job := randomJob(rng, g, jointBias, 3, 1e-3, 1e-90)
 		d, rows := job.RowLen(), job.Rows()
-		job.Acts = make([]float32, samples*g.ImageLen())
-		job.OutGrads = make([]float32, samples*g.OutputLen())
-		job.Grad = make([]float32, rows*d)
-		for _, s := range [][]float32{job.Acts, job.OutGrads, job.Grad} {
-			for i := range s {
-				s[i] = float32(rng.NormFloat64())
-			}
-		}
 		for i := range job.Acts {
 			job.Acts[i] *= 1e-32 // a patch scale far from 1: unscaled, the products underflow
 		}
@@ -34,7 +25,7 @@ func TestCPUKnownMagnitudes(t *testing.T) {
 			job.Grad[i] *= 1e25 // a row scale far from 1
 		}
 		run := func(known bool) Job {
-			j := job
+			j := job.withOutputs()
 			if known {
 				j.ActsMaxBits, j.ActsMaxKnown = blas.MaxAbsBits(j.Acts), true
 				j.GradRowMaxBits = make([]uint32, rows)
@@ -42,9 +33,6 @@ func TestCPUKnownMagnitudes(t *testing.T) {
 					j.GradRowMaxBits[r] = blas.MaxAbsBits(j.Grad[r*d : (r+1)*d])
 				}
 			}
-			j.Dir = make([]float32, rows*d)
-			j.Trace, j.Residual, j.Scale = make([]float64, rows), make([]float64, rows), make([]float64, rows)
-			j.Breakdown = make([]bool, rows)
 			var c CPU
 			if err := c.Precondition(&j); err != nil {
 				t.Fatal(err)
@@ -83,8 +71,7 @@ func TestChannelLastMatchesStoredPatches(t *testing.T) {
 	for gi, g := range geoms {
 		g = g.Normalized()
 		for _, jointBias := range []bool{false, true} {
-			const samples = 3
-			job := Job{Geometry: g, JointBias: jointBias, Samples: samples, LossScale: 2, Damping: 1e-2, Iters: 4, DenomEps: 1e-8}
+			job := randomJob(rng, g, jointBias, 3, 1e-2, 1e-8)
 			d, rows := job.RowLen(), job.Rows()
 			// The portable kernels (noasm) have no fused product to read
 			// the images: there the patches are stored either way.
@@ -92,19 +79,8 @@ func TestChannelLastMatchesStoredPatches(t *testing.T) {
 			if uses := canUseImages(g, blas.Current(), g.GroupOutChannels(), d, jointBias); uses != want {
 				t.Fatalf("geometry %d, joint bias %v: channel-last %v, want %v", gi, jointBias, uses, want)
 			}
-			job.Acts = make([]float32, samples*g.ImageLen())
-			job.OutGrads = make([]float32, samples*g.OutputLen())
-			job.Grad = make([]float32, rows*d)
-			for _, s := range [][]float32{job.Acts, job.OutGrads, job.Grad} {
-				for i := range s {
-					s[i] = float32(rng.NormFloat64())
-				}
-			}
 			run := func(store bool) Job {
-				j := job
-				j.Dir = make([]float32, rows*d)
-				j.Trace, j.Residual, j.Scale = make([]float64, rows), make([]float64, rows), make([]float64, rows)
-				j.Breakdown = make([]bool, rows)
+				j := job.withOutputs()
 				c := CPU{storePatches: store, alwaysImages: !store}
 				// Twice: the second call runs on the buffers of the first.
 				for range 2 {
@@ -160,4 +136,29 @@ func TestPrefersImages(t *testing.T) {
 	if fuses := blas.Current().Name() != blas.Portable().Name(); canUseImages(l1, blas.Current(), 64, l1.PatchLen(), false) != fuses {
 		t.Fatalf("l1.conv can use its images: %v, want %v (kernels %s)", !fuses, fuses, blas.Current().Name())
 	}
+}
+
+// randomJob returns a job for g with normal random activations, output
+// gradients and gradient, and room for its outputs.
+func randomJob(rng *rand.Rand, g conv.Geometry, jointBias bool, samples int, damping, eps float64) Job {
+	job := Job{Geometry: g, JointBias: jointBias, Samples: samples, LossScale: 3, Damping: damping, Iters: 4, DenomEps: eps}
+	d, rows := job.RowLen(), job.Rows()
+	job.Acts = make([]float32, samples*g.ImageLen())
+	job.OutGrads = make([]float32, samples*g.OutputLen())
+	job.Grad = make([]float32, rows*d)
+	for _, s := range [][]float32{job.Acts, job.OutGrads, job.Grad} {
+		for i := range s {
+			s[i] = float32(rng.NormFloat64())
+		}
+	}
+	return job.withOutputs()
+}
+
+// withOutputs returns j with fresh output slices.
+func (j Job) withOutputs() Job {
+	rows := j.Rows()
+	j.Dir = make([]float32, rows*j.RowLen())
+	j.Trace, j.Residual, j.Scale = make([]float64, rows), make([]float64, rows), make([]float64, rows)
+	j.Breakdown = make([]bool, rows)
+	return j
 }

@@ -74,7 +74,7 @@ func (h *channelLast) RunPart(part, parts int) {
 	g := h.geom
 	hl, L, cg := g.HWCLen(), g.Locations(), g.GroupInChannels()
 	pw, ow := g.InW+2*g.PadW, g.OutW()
-	pix := grow64(h.pix[part], hl/cg)
+	pix := grow(h.pix[part], hl/cg)
 	h.pix[part] = pix
 	for s := h.samples * part / parts; s < h.samples*(part+1)/parts; s++ {
 		img := h.images[s*hl : (s+1)*hl]
@@ -129,18 +129,4 @@ func (t *permuteRows) RunPart(part, parts int) {
 // run runs t on the cores.
 func (t *permuteRows) run() {
 	blas.Parallel(t, min(runtime.GOMAXPROCS(0), max(1, len(t.src)>>15)))
-}
-
-func growInts(s []int, n int) []int {
-	if cap(s) < n {
-		return make([]int, n)
-	}
-	return s[:n]
-}
-
-func grow64(s []float64, n int) []float64 {
-	if cap(s) < n {
-		return make([]float64, n)
-	}
-	return s[:n]
 }

@@ -30,36 +30,42 @@ func TestFuseFisher(t *testing.T) {
 				t.Logf("%s: not fused", name)
 				continue
 			}
-			// Float64 oracle: T = W .* (P X^T), then Q = alpha*T X + damping*P.
-			tm := make([]float64, r*n)
-			for j := 0; j < r; j++ {
-				for i := 0; i < n; i++ {
-					var dot float64
-					for e := 0; e < d; e++ {
-						dot += float64(p[j*d+e]) * float64(x[i*d+e])
-					}
-					if weighted {
-						dot *= float64(w[j*n+i])
-					}
-					tm[j*n+i] = dot
-				}
-			}
-			for j := 0; j < r; j++ {
-				for c := 0; c < d; c++ {
-					var sum, mag float64
-					for i := 0; i < n; i++ {
-						sum += tm[j*n+i] * float64(x[i*d+c])
-						mag += math.Abs(tm[j*n+i] * float64(x[i*d+c]))
-					}
-					want := 0.75*sum + 0.5*float64(p[j*d+c])
-					if got := float64(q[j*d+c]); !(math.Abs(got-want) <= 1e-5*(mag+1)) {
-						t.Fatalf("%s: Q[%d][%d] = %v, want %v", name, j, c, got, want)
-					}
-				}
-			}
+			checkFisherOracle(t, name, r, d, n, p, x, w, q, 0.75, 0.5)
 			// Steady state allocates nothing.
 			if allocs := testing.AllocsPerRun(3, func() { (avx2{}).fuseFisher(&f) }); allocs != 0 {
 				t.Errorf("%s: %v allocations a call", name, allocs)
+			}
+		}
+	}
+}
+
+// checkFisherOracle compares q with alpha*(W .* (P X^T)) X + damping*P in
+// float64 (W all ones when w is nil).
+func checkFisherOracle(t *testing.T, name string, r, d, n int, p, x, w, q []float32, alpha, damping float64) {
+	t.Helper()
+	tm := make([]float64, r*n)
+	for j := 0; j < r; j++ {
+		for i := 0; i < n; i++ {
+			var dot float64
+			for e := 0; e < d; e++ {
+				dot += float64(p[j*d+e]) * float64(x[i*d+e])
+			}
+			if w != nil {
+				dot *= float64(w[j*n+i])
+			}
+			tm[j*n+i] = dot
+		}
+	}
+	for j := 0; j < r; j++ {
+		for c := 0; c < d; c++ {
+			var sum, mag float64
+			for i := 0; i < n; i++ {
+				sum += tm[j*n+i] * float64(x[i*d+c])
+				mag += math.Abs(tm[j*n+i] * float64(x[i*d+c]))
+			}
+			want := alpha*sum + damping*float64(p[j*d+c])
+			if got := float64(q[j*d+c]); !(math.Abs(got-want) <= 1e-5*(mag+1)) {
+				t.Fatalf("%s: Q[%d][%d] = %v, want %v", name, j, c, got, want)
 			}
 		}
 	}

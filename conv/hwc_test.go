@@ -7,30 +7,17 @@ import (
 )
 
 // The windows of the channel-last padded image are Im2col's patches,
-// coordinates permuted by HWCOrder, for every geometry with dilation 1
-// along the width (and wide images with many channels, for the
-// transposing path); PadImageHWC writes nothing past its image.
+// coordinates permuted by HWCOrder, for every geometry of the Im2col test
+// and wide images with many channels (the transposing path); PadImageHWC
+// writes nothing past its image.
 func TestPadImageHWC(t *testing.T) {
-	geoms := []Geometry{
-		{InChannels: 3, OutChannels: 4, InH: 5, InW: 5, KernelH: 3, KernelW: 3, PadH: 1, PadW: 1},
-		{InChannels: 2, OutChannels: 2, InH: 7, InW: 6, KernelH: 3, KernelW: 1, StrideH: 2, PadH: 1},
-		{InChannels: 4, OutChannels: 6, InH: 9, InW: 8, KernelH: 2, KernelW: 3, StrideH: 2, StrideW: 3, PadH: 2, PadW: 1, DilationH: 2, Groups: 2},
-		{InChannels: 3, OutChannels: 3, InH: 4, InW: 4, KernelH: 3, KernelW: 3, PadH: 1, PadW: 1, Groups: 3},
-		{InChannels: 8, OutChannels: 4, InH: 6, InW: 6, KernelH: 1, KernelW: 1, StrideH: 2, StrideW: 2},
-		{InChannels: 2, OutChannels: 2, InH: 8, InW: 9, KernelH: 2, KernelW: 5, PadW: 1},
-		{InChannels: 64, OutChannels: 8, InH: 6, InW: 70, KernelH: 3, KernelW: 3, PadH: 1, PadW: 1},
-		{InChannels: 40, OutChannels: 8, InH: 5, InW: 13, KernelH: 3, KernelW: 3, StrideH: 2, StrideW: 2, PadH: 1, PadW: 1, Groups: 2},
-	}
+	geoms := append(im2colGeometries[:len(im2colGeometries):len(im2colGeometries)],
+		Geometry{InChannels: 64, OutChannels: 8, InH: 6, InW: 70, KernelH: 3, KernelW: 3, PadH: 1, PadW: 1},
+		Geometry{InChannels: 40, OutChannels: 8, InH: 5, InW: 13, KernelH: 3, KernelW: 3, StrideH: 2, StrideW: 2, PadH: 1, PadW: 1, Groups: 2},
+	)
 	rng := rand.New(rand.NewPCG(21, 22))
 	for gi, g := range geoms {
-		g = g.Normalized()
-		if err := g.Validate(); err != nil {
-			t.Fatalf("geometry %d: %v", gi, err)
-		}
-		img := make([]float32, g.ImageLen())
-		for i := range img {
-			img[i] = float32(rng.NormFloat64())
-		}
+		g, img := randomImage(t, rng, gi, g)
 		d, cg := g.PatchLen(), g.GroupInChannels()
 		perm := make([]int, d)
 		g.HWCOrder(perm)

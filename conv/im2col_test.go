@@ -19,32 +19,44 @@ func patchValue(g Geometry, img []float32, grp, oy, ox, c, i, j int) float32 {
 	return img[(ch*g.InH+y)*g.InW+x]
 }
 
-func TestIm2colMatchesDefinition(t *testing.T) {
-	geoms := []Geometry{
-		{InChannels: 3, OutChannels: 4, InH: 5, InW: 5, KernelH: 3, KernelW: 3, PadH: 1, PadW: 1},
-		{InChannels: 2, OutChannels: 2, InH: 7, InW: 6, KernelH: 3, KernelW: 1, StrideH: 2, PadH: 1},
-		{InChannels: 4, OutChannels: 6, InH: 9, InW: 8, KernelH: 2, KernelW: 3, StrideH: 2, StrideW: 3, PadH: 2, PadW: 1, DilationH: 2, DilationW: 3, Groups: 2},
-		{InChannels: 3, OutChannels: 3, InH: 4, InW: 4, KernelH: 3, KernelW: 3, PadH: 1, PadW: 1, Groups: 3},
-		{InChannels: 8, OutChannels: 4, InH: 6, InW: 6, KernelH: 1, KernelW: 1, StrideH: 2, StrideW: 2},
-		{InChannels: 5, OutChannels: 2, InH: 1, InW: 1, KernelH: 1, KernelW: 1},
-		// Windows wholly inside the image take a fast path: 3x3 runs,
-		// 1x1 gathers, and the general loop (dilated, other widths).
-		{InChannels: 3, OutChannels: 2, InH: 9, InW: 7, KernelH: 3, KernelW: 3, StrideH: 2, StrideW: 2, PadH: 1, PadW: 1},
-		{InChannels: 2, OutChannels: 2, InH: 6, InW: 7, KernelH: 3, KernelW: 3},
-		{InChannels: 4, OutChannels: 2, InH: 9, InW: 9, KernelH: 3, KernelW: 3, DilationH: 2, DilationW: 2, PadH: 1, PadW: 2, Groups: 2},
-		{InChannels: 6, OutChannels: 3, InH: 5, InW: 4, KernelH: 1, KernelW: 1, StrideH: 2, Groups: 3},
-		{InChannels: 2, OutChannels: 2, InH: 8, InW: 9, KernelH: 2, KernelW: 5, PadW: 1},
+// im2colGeometries are the geometries the unfolding tests run over:
+// strides, padding, dilations, rectangular windows, groups, 1x1 windows,
+// and windows wholly inside the image (the fast paths).
+var im2colGeometries = []Geometry{
+	{InChannels: 3, OutChannels: 4, InH: 5, InW: 5, KernelH: 3, KernelW: 3, PadH: 1, PadW: 1},
+	{InChannels: 2, OutChannels: 2, InH: 7, InW: 6, KernelH: 3, KernelW: 1, StrideH: 2, PadH: 1},
+	{InChannels: 4, OutChannels: 6, InH: 9, InW: 8, KernelH: 2, KernelW: 3, StrideH: 2, StrideW: 3, PadH: 2, PadW: 1, DilationH: 2, DilationW: 3, Groups: 2},
+	{InChannels: 3, OutChannels: 3, InH: 4, InW: 4, KernelH: 3, KernelW: 3, PadH: 1, PadW: 1, Groups: 3},
+	{InChannels: 8, OutChannels: 4, InH: 6, InW: 6, KernelH: 1, KernelW: 1, StrideH: 2, StrideW: 2},
+	{InChannels: 5, OutChannels: 2, InH: 1, InW: 1, KernelH: 1, KernelW: 1},
+	// Windows wholly inside the image take a fast path: 3x3 runs,
+	// 1x1 gathers, and the general loop (dilated, other widths).
+	{InChannels: 3, OutChannels: 2, InH: 9, InW: 7, KernelH: 3, KernelW: 3, StrideH: 2, StrideW: 2, PadH: 1, PadW: 1},
+	{InChannels: 2, OutChannels: 2, InH: 6, InW: 7, KernelH: 3, KernelW: 3},
+	{InChannels: 4, OutChannels: 2, InH: 9, InW: 9, KernelH: 3, KernelW: 3, DilationH: 2, DilationW: 2, PadH: 1, PadW: 2, Groups: 2},
+	{InChannels: 6, OutChannels: 3, InH: 5, InW: 4, KernelH: 1, KernelW: 1, StrideH: 2, Groups: 3},
+	{InChannels: 2, OutChannels: 2, InH: 8, InW: 9, KernelH: 2, KernelW: 5, PadW: 1},
+}
+
+// randomImage returns g normalized, checked, and a random image for it.
+func randomImage(t *testing.T, rng *rand.Rand, gi int, g Geometry) (Geometry, []float32) {
+	t.Helper()
+	g = g.Normalized()
+	if err := g.Validate(); err != nil {
+		t.Fatalf("geometry %d: %v", gi, err)
 	}
+	img := make([]float32, g.ImageLen())
+	for i := range img {
+		img[i] = float32(rng.NormFloat64())
+	}
+	return g, img
+}
+
+func TestIm2colMatchesDefinition(t *testing.T) {
+	geoms := im2colGeometries
 	rng := rand.New(rand.NewPCG(1, 2))
 	for gi, g := range geoms {
-		g = g.Normalized()
-		if err := g.Validate(); err != nil {
-			t.Fatalf("geometry %d: %v", gi, err)
-		}
-		img := make([]float32, g.ImageLen())
-		for i := range img {
-			img[i] = float32(rng.NormFloat64())
-		}
+		g, img := randomImage(t, rng, gi, g)
 		d := g.PatchLen()
 		for _, extra := range []int{0, 1} {
 			ld := d + extra
