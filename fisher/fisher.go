@@ -10,9 +10,9 @@ type Operator struct {
 	Rows, Len, Points int
 	Patches           []float32
 	// Image, when not nil, gives the rows of X as windows of images
-	// instead of Patches (which may then be nil): the fused kernel reads
-	// them there (see blas.ReadsImage); other kernels read a copy of all
-	// the rows, made at each Apply.
+	// instead of Patches (which may then be nil): the kernels of package
+	// blas read them there where they can (blas.ReadsImage); others read
+	// a copy of all the rows, made at each Apply.
 	Image   *blas.ImageRows
 	Weights []float32
 	Uniform float32
@@ -21,7 +21,7 @@ type Operator struct {
 	Kernels blas.Kernels
 
 	prod      []float32 // Rows x Points: P X^T, then scaled in place
-	fromImage []float32 // the rows of Image, for kernels that cannot fuse
+	fromImage []float32 // the rows of Image, for kernels that cannot read it
 	fused     blas.FisherProduct
 }
 
