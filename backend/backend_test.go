@@ -162,3 +162,26 @@ func (j Job) withOutputs() Job {
 	j.Breakdown = make([]bool, rows)
 	return j
 }
+
+// A steady-state preconditioning from channel-last images allocates
+// nothing, on the fused and on the two-product path.
+func TestChannelLastAllocates0(t *testing.T) {
+	rng := rand.New(rand.NewPCG(11, 12))
+	for _, g := range []conv.Geometry{
+		{InChannels: 32, OutChannels: 16, InH: 9, InW: 8, KernelH: 3, KernelW: 3, PadH: 1, PadW: 1},
+		{InChannels: 64, OutChannels: 256, InH: 9, InW: 12, KernelH: 3, KernelW: 3, PadH: 1, PadW: 1},
+	} {
+		g = g.Normalized()
+		job := randomJob(rng, g, false, 3, 1e-2, 1e-8)
+		c := CPU{alwaysImages: true}
+		if err := c.Precondition(&job); err != nil {
+			t.Fatal(err)
+		}
+		if c.images == nil && blas.Current().Name() != blas.Portable().Name() {
+			t.Fatalf("%+v: the channel-last way was not taken", g)
+		}
+		if n := testing.AllocsPerRun(5, func() { _ = c.Precondition(&job) }); n != 0 {
+			t.Errorf("%+v: %v allocations a call", g, n)
+		}
+	}
+}
