@@ -263,19 +263,23 @@ func TestPanels(t *testing.T) {
 				}
 			}
 
-			// TransposePanel: 16 rows of k, ldb apart.
+			// TransposePanel: 16 rows of k, ldb apart, into rows of 16
+			// (a panel) or farther apart, the gaps untouched.
 			ldb = k + pad
 			blen = max(15*ldb+k, 0)
 			bAll, b = guarded(rng, blen)
-			dAll, dst = guarded(rng, k*16)
-			want = append(want[:0], dst...)
-			transposePanelRef(k, b, ldb, want)
-			TransposePanel(k, b, ldb, dst)
-			checkGuards(t, "TransposePanel b", bAll, blen)
-			checkGuards(t, "TransposePanel dst", dAll, k*16)
-			for i := range dst {
-				if math.Float32bits(dst[i]) != math.Float32bits(want[i]) {
-					t.Fatalf("TransposePanel k=%d pad=%d: dst[%d] = %v, want %v", k, pad, i, dst[i], want[i])
+			for _, ldd := range []int{16, 16 + 3*pad, 40} {
+				dlen := max(k*ldd, 0)
+				dAll, dst = guarded(rng, dlen)
+				want = append(want[:0], dst...)
+				transposePanelRef(k, b, ldb, want, ldd)
+				TransposePanel(k, b, ldb, dst, ldd)
+				checkGuards(t, "TransposePanel b", bAll, blen)
+				checkGuards(t, "TransposePanel dst", dAll, dlen)
+				for i := range dst {
+					if math.Float32bits(dst[i]) != math.Float32bits(want[i]) {
+						t.Fatalf("TransposePanel k=%d pad=%d ldd=%d: dst[%d] = %v, want %v", k, pad, ldd, i, dst[i], want[i])
+					}
 				}
 			}
 		}

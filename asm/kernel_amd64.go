@@ -62,13 +62,14 @@ func FMALoop(n int)
 //go:noescape
 func PackPanel(k int, b []float32, ldb int, dst []float32)
 
-// TransposePanel copies the first k&^7 columns of 16 rows ldb apart into a
-// contiguous panel, transposed, eight by eight in registers:
+// TransposePanel copies the first k&^7 columns of 16 rows ldb apart into
+// rows of 16 values ldd apart (a contiguous panel when ldd is 16),
+// transposed, eight by eight in registers:
 //
-//	dst[p*16+j] = b[j*ldb+p]    for p < k&^7, j < 16
+//	dst[p*ldd+j] = b[j*ldb+p]    for p < k&^7, j < 16
 //
 //go:noescape
-func TransposePanel(k int, b []float32, ldb int, dst []float32)
+func TransposePanel(k int, b []float32, ldb int, dst []float32, ldd int)
 
 // MaxAbsBits returns the largest of the bit patterns of |x[i]| (the sign
 // bit cleared), 0 for an empty x. They order as the magnitudes do, with

@@ -398,19 +398,20 @@ packdone:
 	VMOVUPS (r4)(R9*1), Y7
 
 // STORE8 writes the eight columns in Y8..Y15 at off within eight
-// consecutive 64-byte panel rows.
+// consecutive rows of dst: DI (rows 0-3) and AX (rows 4-7), DX one row
+// and BX three rows apart in bytes.
 #define STORE8(off) \
 	VMOVUPS Y8, off(DI); \
-	VMOVUPS Y9, off+64(DI); \
-	VMOVUPS Y10, off+128(DI); \
-	VMOVUPS Y11, off+192(DI); \
-	VMOVUPS Y12, off+256(DI); \
-	VMOVUPS Y13, off+320(DI); \
-	VMOVUPS Y14, off+384(DI); \
-	VMOVUPS Y15, off+448(DI)
+	VMOVUPS Y9, off(DI)(DX*1); \
+	VMOVUPS Y10, off(DI)(DX*2); \
+	VMOVUPS Y11, off(DI)(BX*1); \
+	VMOVUPS Y12, off(AX); \
+	VMOVUPS Y13, off(AX)(DX*1); \
+	VMOVUPS Y14, off(AX)(DX*2); \
+	VMOVUPS Y15, off(AX)(BX*1)
 
-// func TransposePanel(k int, b []float32, ldb int, dst []float32)
-TEXT ·TransposePanel(SB), NOSPLIT, $0-64
+// func TransposePanel(k int, b []float32, ldb int, dst []float32, ldd int)
+TEXT ·TransposePanel(SB), NOSPLIT, $0-72
 	MOVQ k+0(FP), CX
 	SHRQ $3, CX
 	MOVQ b_base+8(FP), SI
@@ -421,6 +422,12 @@ TEXT ·TransposePanel(SB), NOSPLIT, $0-64
 	LEAQ (R10)(R8*4), R11 // row 8
 	LEAQ (R11)(R8*4), R12 // row 12
 	MOVQ dst_base+40(FP), DI
+	MOVQ ldd+64(FP), DX
+	SHLQ $2, DX
+	LEAQ (DX)(DX*2), BX
+	LEAQ (DI)(DX*4), AX   // dst row 4
+	MOVQ DX, R13
+	SHLQ $3, R13          // eight rows of dst in bytes
 	TESTQ CX, CX
 	JLE  transdone
 
@@ -435,7 +442,8 @@ transloop:
 	ADDQ $32, R10
 	ADDQ $32, R11
 	ADDQ $32, R12
-	ADDQ $512, DI
+	ADDQ R13, DI
+	ADDQ R13, AX
 	DECQ CX
 	JNZ  transloop
 

@@ -104,13 +104,13 @@ func PackPanel(k int, b []float32, ldb int, dst []float32) {
 
 // TransposePanel is the loop
 //
-//	for p := 0; p < k&^7; p++ {
-//		for j := 0; j < 16; j++ {
-//			dst[p*16+j] = b[j*ldb+p]
+//	for j := 0; j < 16; j++ {
+//		for p := 0; p < k&^7; p++ {
+//			dst[p*ldd+j] = b[j*ldb+p]
 //		}
 //	}
-func TransposePanel(k int, b []float32, ldb int, dst []float32) {
-	transposePanelRef(k, b, ldb, dst)
+func TransposePanel(k int, b []float32, ldb int, dst []float32, ldd int) {
+	transposePanelRef(k, b, ldb, dst, ldd)
 }
 
 // MaxAbsBits is the loop

@@ -80,12 +80,12 @@ func packPanelRef(k int, b []float32, ldb int, dst []float32) {
 	}
 }
 
-func transposePanelRef(k int, b []float32, ldb int, dst []float32) {
+func transposePanelRef(k int, b []float32, ldb int, dst []float32, ldd int) {
 	k &^= 7
 	for j := 0; j < 16; j++ {
 		row := b[j*ldb : j*ldb+k]
 		for p, v := range row {
-			dst[p*16+j] = v
+			dst[p*ldd+j] = v
 		}
 	}
 }

@@ -490,7 +490,7 @@ func (t *packTask) RunPart(part, parts int) {
 		jn := min(nr, n-q*nr)
 		done := 0
 		if jn == nr {
-			asm.TransposePanel(d, rows, d, panel)
+			asm.TransposePanel(d, rows, d, panel, nr)
 			done = d &^ 7
 		} else {
 			clear(panel)
@@ -540,15 +540,10 @@ func (t *transposeTask) RunPart(part, parts int) {
 	ib := i0
 	if r%nr == 0 {
 		// Sixteen rows at a time, a chunk of points transposed eight by
-		// eight in registers into a panel in L1, each point's sixteen
-		// values then copied to its row of the result.
-		var panel [transposeChunk * nr]float32
+		// eight in registers straight into their rows of the result.
 		for ; ib+transposeChunk <= i1; ib += transposeChunk {
 			for q := 0; q < r/nr; q++ {
-				asm.TransposePanel(transposeChunk, t.w[q*nr*n+ib:], n, panel[:])
-				for p := 0; p < transposeChunk; p++ {
-					copy(t.dst[(ib+p)*r+q*nr:][:nr], panel[p*nr:(p+1)*nr])
-				}
+				asm.TransposePanel(transposeChunk, t.w[q*nr*n+ib:], n, t.dst[ib*r+q*nr:], r)
 			}
 		}
 	}

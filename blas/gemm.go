@@ -281,7 +281,7 @@ func packB(ws *workspace, b []float32, ldb int, trans bool, pc, kc, j0, n int) [
 			// op(B)(p, j) = b[j*ldb + p]: each stored row becomes a column.
 			done := 0
 			if jn == nr {
-				asm.TransposePanel(kc, b[col*ldb+pc:], ldb, panel)
+				asm.TransposePanel(kc, b[col*ldb+pc:], ldb, panel, nr)
 				done = kc &^ 7
 			}
 			for jj := 0; jj < jn; jj++ {

@@ -24,27 +24,21 @@ func (g Geometry) PadImageHWC(dst, img []float32, group int) {
 	dst = dst[:g.HWCLen()]
 	clear(dst[:g.PadH*pw*cg])
 	clear(dst[(h+g.PadH)*pw*cg:])
-	var panel [transposeCols * 16]float32
 	for y := 0; y < h; y++ {
 		line := dst[(y+g.PadH)*pw*cg : (y+g.PadH+1)*pw*cg]
 		clear(line[:g.PadW*cg])
 		clear(line[(w+g.PadW)*cg:])
 		c0 := 0
-		// Sixteen channels at a time, up to transposeCols pixels,
-		// transposed eight by eight in registers (the last pixels of a
-		// line one by one), then a copy of each pixel's sixteen values.
+		// Sixteen channels at a time, transposed eight pixels by eight
+		// in registers straight into the line (the last pixels one by
+		// one).
 		for ; c0+16 <= cg; c0 += 16 {
 			src := img[(group*cg+c0)*hw+y*w:]
-			for x0 := 0; x0 < w; x0 += transposeCols {
-				n := min(transposeCols, w-x0)
-				asm.TransposePanel(n, src[x0:], hw, panel[:])
-				for x := n &^ 7; x < n; x++ {
-					for j := 0; j < 16; j++ {
-						panel[x*16+j] = src[j*hw+x0+x]
-					}
-				}
-				for x := 0; x < n; x++ {
-					copy(line[(x0+x+g.PadW)*cg+c0:][:16], panel[x*16:x*16+16])
+			asm.TransposePanel(w, src, hw, line[g.PadW*cg+c0:], cg)
+			for x := w &^ 7; x < w; x++ {
+				out := line[(x+g.PadW)*cg+c0:][:16]
+				for j := range out {
+					out[j] = src[j*hw+x]
 				}
 			}
 		}
@@ -55,9 +49,6 @@ func (g Geometry) PadImageHWC(dst, img []float32, group int) {
 		}
 	}
 }
-
-// transposeCols is how many pixels PadImageHWC transposes at a time.
-const transposeCols = 64
 
 // HWCOrder writes into perm, for each coordinate k of a patch in the
 // channel-last order (i, j, c), its coordinate in the order (c, i, j) of
