@@ -28,59 +28,21 @@
 	VMOVUPS Y13, 32(DI); \
 	ADDQ    DX, DI
 
-// The element-wise routines share two loop skeletons over CX values, four
+// The element-wise routines share one loop skeleton over CX values, four
 // vectors of eight a round, then one vector of eight, then single values:
-// UPDATE_Y rewrites y in place, y = OP(y, x) (y in Y0..Y3 / X0 when OP8 /
-// OP1 run), and WRITE_Y writes y = OP(x) with the store instruction ST.
-// SI walks x and DI y; both end at "done" (Go assembler labels are local
-// to each TEXT).
-#define UPDATE_Y(OP8, OP1) \
+// ELEMENTWISE loads y (LOAD8, LOAD1; nothing when y is only written), runs
+// OP8 / OP1 on it (y in Y0..Y3 / X0) and stores it with ST. UPDATE_Y
+// rewrites y in place, y = OP(y, x); WRITE_Y writes y = OP(x). SI walks x
+// and DI y; both end at "done" (Go assembler labels are local to each
+// TEXT).
+#define ELEMENTWISE(LOAD8, LOAD1, OP8, OP1, ST) \
 	CMPQ    CX, $32; \
 	JL      oct; \
 loop: \
-	VMOVUPS (DI), Y0; \
-	VMOVUPS 32(DI), Y1; \
-	VMOVUPS 64(DI), Y2; \
-	VMOVUPS 96(DI), Y3; \
-	OP8(0, Y0); \
-	OP8(32, Y1); \
-	OP8(64, Y2); \
-	OP8(96, Y3); \
-	VMOVUPS Y0, (DI); \
-	VMOVUPS Y1, 32(DI); \
-	VMOVUPS Y2, 64(DI); \
-	VMOVUPS Y3, 96(DI); \
-	ADDQ    $128, SI; \
-	ADDQ    $128, DI; \
-	SUBQ    $32, CX; \
-	CMPQ    CX, $32; \
-	JGE     loop; \
-oct: \
-	CMPQ    CX, $8; \
-	JL      tail; \
-	VMOVUPS (DI), Y0; \
-	OP8(0, Y0); \
-	VMOVUPS Y0, (DI); \
-	ADDQ    $32, SI; \
-	ADDQ    $32, DI; \
-	SUBQ    $8, CX; \
-	JMP     oct; \
-tail: \
-	TESTQ   CX, CX; \
-	JE      done; \
-	VMOVSS  (DI), X0; \
-	OP1; \
-	VMOVSS  X0, (DI); \
-	ADDQ    $4, SI; \
-	ADDQ    $4, DI; \
-	DECQ    CX; \
-	JMP     tail; \
-done:
-
-#define WRITE_Y(OP8, OP1, ST) \
-	CMPQ    CX, $32; \
-	JL      oct; \
-loop: \
+	LOAD8(0, Y0); \
+	LOAD8(32, Y1); \
+	LOAD8(64, Y2); \
+	LOAD8(96, Y3); \
 	OP8(0, Y0); \
 	OP8(32, Y1); \
 	OP8(64, Y2); \
@@ -97,6 +59,7 @@ loop: \
 oct: \
 	CMPQ    CX, $8; \
 	JL      tail; \
+	LOAD8(0, Y0); \
 	OP8(0, Y0); \
 	ST      Y0, (DI); \
 	ADDQ    $32, SI; \
@@ -106,6 +69,7 @@ oct: \
 tail: \
 	TESTQ   CX, CX; \
 	JE      done; \
+	LOAD1; \
 	OP1; \
 	VMOVSS  X0, (DI); \
 	ADDQ    $4, SI; \
@@ -113,6 +77,14 @@ tail: \
 	DECQ    CX; \
 	JMP     tail; \
 done:
+
+#define LOAD_Y8(off, r) VMOVUPS off(DI), r
+#define LOAD_Y1 VMOVSS (DI), X0
+#define NO_LOAD8(off, r)
+#define NO_LOAD1
+
+#define UPDATE_Y(OP8, OP1) ELEMENTWISE(LOAD_Y8, LOAD_Y1, OP8, OP1, VMOVUPS)
+#define WRITE_Y(OP8, OP1, ST) ELEMENTWISE(NO_LOAD8, NO_LOAD1, OP8, OP1, ST)
 
 // The operations: y += alpha*x (Axpy), y = x + beta*y (Xpby), y *= x
 // (Hadamard), y = alpha*x (ScaleTo); alpha or beta broadcast in Y15.

@@ -19,13 +19,19 @@ func kernelRowsx16Ref(rows, k int, alpha float32, a []float32, rsa, csa int, b [
 			}
 		}
 	}
-	for i := 0; i < rows; i++ {
-		crow := c[i*ldc : i*ldc+16]
+	storeTileRef(acc[:rows*16], 16, alpha, c, ldc, overwrite)
+}
+
+// storeTileRef adds alpha times the tile acc (rows of cols values) to C,
+// or with overwrite writes it over C: the micro-kernels' last step.
+func storeTileRef(acc []float32, cols int, alpha float32, c []float32, ldc int, overwrite bool) {
+	for i := 0; i < len(acc)/cols; i++ {
+		crow := c[i*ldc : i*ldc+cols]
 		for j := range crow {
 			if overwrite {
-				crow[j] = alpha * acc[i*16+j]
+				crow[j] = alpha * acc[i*cols+j]
 			} else {
-				crow[j] += alpha * acc[i*16+j]
+				crow[j] += alpha * acc[i*cols+j]
 			}
 		}
 	}
@@ -153,14 +159,5 @@ func kernel8x32SegRef(k int, alpha float32, a []float32, rsa, csa int, b []float
 			}
 		}
 	}
-	for i := 0; i < 8; i++ {
-		crow := c[i*ldc : i*ldc+32]
-		for j := range crow {
-			if overwrite {
-				crow[j] = alpha * acc[i*32+j]
-			} else {
-				crow[j] += alpha * acc[i*32+j]
-			}
-		}
-	}
+	storeTileRef(acc[:], 32, alpha, c, ldc, overwrite)
 }
