@@ -231,25 +231,7 @@ func gemmRange(ws *workspace, t *gemmTask, i0, i1, j0, j1 int, startC bool) {
 					if nrr <= nr {
 						boff = 0
 					}
-					if full && nrr == tn {
-						kernel(kc, t.alpha, at, ars, acs, bt, btld, boff, c[ic*ldc+jc+jr:], ldc, overwrite)
-						continue
-					}
-					// A partial tile runs on a copy of its part of C, so
-					// that its values are rounded as a full tile's are
-					// (one FMA of the sum into C, or one product over
-					// it), whatever the tiling.
-					tile := ws.ctile[:tm*tn]
-					if !overwrite {
-						clear(tile)
-						for i := 0; i < mrr; i++ {
-							copy(tile[i*tn:i*tn+nrr], c[(ic+i)*ldc+jc+jr:][:nrr])
-						}
-					}
-					kernel(kc, t.alpha, at, ars, acs, bt, btld, boff, tile, tn, overwrite)
-					for i := 0; i < mrr; i++ {
-						copy(c[(ic+i)*ldc+jc+jr:][:nrr], tile[i*tn:i*tn+nrr])
-					}
+					runTile(ws, kernel, full, mrr, nrr, kc, t.alpha, at, ars, acs, bt, btld, boff, c[ic*ldc+jc+jr:], ldc, overwrite)
 				}
 			}
 		}
@@ -258,6 +240,30 @@ func gemmRange(ws *workspace, t *gemmTask, i0, i1, j0, j1 int, startC bool) {
 				asm.Hadamard(t.scaleBy[i*t.ldScaleBy+jc:][:nc], c[i*ldc+jc:][:nc])
 			}
 		}
+	}
+}
+
+// runTile runs kernel on the mrr x nrr tile of C at c (row stride ldc):
+// in place when it is a whole tile (whole rows, isa.cols columns),
+// otherwise on a copy of its part of C, so that its values are rounded as
+// a whole tile's are (one FMA of the sum into C, or one product over it)
+// whatever the tiling.
+func runTile(ws *workspace, kernel kernelFunc, whole bool, mrr, nrr, kc int, alpha float32, a []float32, rsa, csa int, b []float32, ldb, boff int, c []float32, ldc int, overwrite bool) {
+	tm, tn := isa.rows, isa.cols
+	if whole && nrr == tn {
+		kernel(kc, alpha, a, rsa, csa, b, ldb, boff, c, ldc, overwrite)
+		return
+	}
+	tile := ws.ctile[:tm*tn]
+	if !overwrite {
+		clear(tile)
+		for i := 0; i < mrr; i++ {
+			copy(tile[i*tn:i*tn+nrr], c[i*ldc:][:nrr])
+		}
+	}
+	kernel(kc, alpha, a, rsa, csa, b, ldb, boff, tile, tn, overwrite)
+	for i := 0; i < mrr; i++ {
+		copy(c[i*ldc:][:nrr], tile[i*tn:i*tn+nrr])
 	}
 }
 

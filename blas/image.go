@@ -122,21 +122,7 @@ func (w *fisherWork) imageFirst(ws *workspace, f *FisherProduct, s []float32, ld
 					if nrr <= nr {
 						boff = 0
 					}
-					if mrr == tm && nrr == tn {
-						isa.kernel(kc, 1, at, ars, acs, bt, nr, boff, s[ic*lds+jr:], lds, overwrite)
-						continue
-					}
-					tile := ws.ctile[:tm*tn]
-					if !overwrite {
-						clear(tile)
-						for i := 0; i < mrr; i++ {
-							copy(tile[i*tn:i*tn+nrr], s[(ic+i)*lds+jr:][:nrr])
-						}
-					}
-					isa.kernel(kc, 1, at, ars, acs, bt, nr, boff, tile, tn, overwrite)
-					for i := 0; i < mrr; i++ {
-						copy(s[(ic+i)*lds+jr:][:nrr], tile[i*tn:i*tn+nrr])
-					}
+					runTile(ws, isa.kernel, mrr == tm, mrr, nrr, kc, 1, at, ars, acs, bt, nr, boff, s[ic*lds+jr:], lds, overwrite)
 				}
 			}
 		}
