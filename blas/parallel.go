@@ -27,7 +27,7 @@ type job struct {
 
 func (h *helper) loop() {
 	for {
-		j, ok := h.next()
+		j, ok := receive(h.jobs)
 		if !ok {
 			return
 		}
@@ -50,32 +50,19 @@ func (h *helper) loop() {
 // millisecond, gain 5-20%).
 const spinRounds = 1000
 
-// next returns the helper's next job, polling a while before blocking;
-// ok is false once the channel is closed.
-func (h *helper) next() (j job, ok bool) {
+// receive takes the next value from c, polling a while before blocking;
+// ok is false once c is closed.
+func receive[T any](c <-chan T) (v T, ok bool) {
 	for range spinRounds {
 		select {
-		case j, ok = <-h.jobs:
-			return j, ok
+		case v, ok = <-c:
+			return v, ok
 		default:
 			runtime.Gosched()
 		}
 	}
-	j, ok = <-h.jobs
-	return j, ok
-}
-
-// awaitDone receives from done, polling a while before blocking.
-func awaitDone(done chan struct{}) {
-	for range spinRounds {
-		select {
-		case <-done:
-			return
-		default:
-			runtime.Gosched()
-		}
-	}
-	<-done
+	v, ok = <-c
+	return v, ok
 }
 
 // Task is work that splits into parts which may run concurrently.
@@ -190,7 +177,7 @@ func dispatch(t task, u Task, maxParts int) {
 		spare.put(ws)
 	}
 	for i := 0; i < n; i++ {
-		awaitDone(taken[i].done)
+		receive(taken[i].done)
 		returnHelper(taken[i])
 	}
 }
