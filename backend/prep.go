@@ -83,9 +83,6 @@ func (u *unfold) RunPart(part, parts int) {
 			img := u.acts[s*g.ImageLen()+u.group*cg*hw:][:cg*hw]
 			top = max(top, blas.MaxAbsBits(img))
 		}
-		if u.jointBias && s1 > s0 {
-			top = max(top, math.Float32bits(1))
-		}
 		u.maxBits[part] = top
 		return
 	}
@@ -125,19 +122,20 @@ func (u *unfold) RunPart(part, parts int) {
 	}
 }
 
-// normalizer is blas.Normalizer of all the patches' values (see RunPart):
-// 2^-e bringing the largest magnitude into [1, 2), or 1 when all are zero
-// or one is not finite.
+// normalizer is blas.Normalizer of all the patches' values after the scan
+// pass (see RunPart): 2^-e bringing the largest magnitude into [1, 2), or
+// 1 when all are zero or one is not finite.
 func (u *unfold) normalizer(parts int) float64 {
 	var top uint32
 	for _, b := range u.maxBits[:parts] {
 		top = max(top, b)
 	}
-	return blas.NormalizerOfBits(top)
+	return u.normalizerOf(top)
 }
 
-// normalizerOf is normalizer for activations whose MaxAbsBits, found by
-// the caller, is top: the scan pass is then not run.
+// normalizerOf is normalizer for activations whose largest MaxAbsBits is
+// top, found by the scan pass or by the caller: a joint bias adds its
+// constant 1 to the patches' values.
 func (u *unfold) normalizerOf(top uint32) float64 {
 	if u.jointBias {
 		top = max(top, math.Float32bits(1))

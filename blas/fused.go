@@ -154,6 +154,9 @@ func fisherChunkCount(r, n, blocks int) int {
 // packed once a call, the first computing T^T (Points x Rows, scaled by
 // the transposed weights). The sums are the same, in the same order,
 // either way.
+//
+// With X given as windows of images (FisherProduct.Image) the same two
+// ways run on blocks of whole output rows or whole images (image.go).
 type fisherWork struct {
 	f         *FisherProduct
 	block     int // points a block holds at most
