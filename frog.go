@@ -268,11 +268,8 @@ func (fl *frogLayer) propose(cfg Config, in *Batch) error {
 	fl.outGrads = gather(fl.outGrads, in.OutGrads, idx, l.OutGradLen())
 
 	fl.effective(cfg, in)
-	// Without momentum the effective gradient is the gradient, checked.
-	if cfg.Momentum != 0 {
-		if i := firstNonFinite(fl.eff); i >= 0 {
-			return fmt.Errorf("the effective gradient (after momentum) overflows at %d: %w", i, ErrNonFinite)
-		}
+	if err := checkEffective(cfg.Momentum, fl.eff, nil); err != nil {
+		return err
 	}
 	problem := RowsInput{
 		Layer: l, Grad: fl.eff, Acts: fl.acts, OutGrads: fl.outGrads,
@@ -280,7 +277,8 @@ func (fl *frogLayer) propose(cfg Config, in *Batch) error {
 		Damping: cfg.dampingAt(fl.steps), Iters: cfg.Iters, DenomEps: cfg.DenomEps,
 		Tolerance: cfg.Tolerance, ScaleInvariant: cfg.ScaleInvariant,
 	}
-	if err := fl.pre.solve(&problem, fl.dir, &fl.diagNew, true, false); err != nil {
+	fl.pre.tops.scanSolve(&problem)
+	if err := fl.pre.solve(&problem, fl.dir, &fl.diagNew, true); err != nil {
 		return err
 	}
 	fl.proposeUpdate(cfg, in)

@@ -237,14 +237,8 @@ func (kl *kLayer) precondition(cfg KConfig, in *Batch, idx, yIdx []int) error {
 		effB = kl.effBias
 		momentum(effB, kl.newMomB, kl.momB, in.BiasGrad, cfg.Momentum, cfg.Nesterov)
 	}
-	// Without momentum the effective gradients are the gradients, checked.
-	if cfg.Momentum != 0 {
-		if i := firstNonFinite(kl.eff); i >= 0 {
-			return fmt.Errorf("the effective gradient (after momentum) overflows at %d: %w", i, ErrNonFinite)
-		}
-		if i := firstNonFinite(effB); i >= 0 {
-			return fmt.Errorf("the effective bias gradient (after momentum) overflows at %d: %w", i, ErrNonFinite)
-		}
+	if err := checkEffective(cfg.Momentum, kl.eff, effB); err != nil {
+		return err
 	}
 
 	// Output-gradient diagonal over the Y samples.
@@ -316,7 +310,9 @@ func (kl *kLayer) precondition(cfg KConfig, in *Batch, idx, yIdx []int) error {
 		// In float64: float32(ps) would overflow for tiny patches (see
 		// tinyScale); for a power of two the bits are the same.
 		ps := blas.Normalizer(x)
-		blas.ScaleTo64(ps, x, x)
+		if ps != 1 {
+			blas.ScaleTo64(ps, x, x)
+		}
 		// The operator is u*Xn^T Xn + eps*I on the normalized patches Xn,
 		// u = 1/(b*ps^2). For activations far from 1 (beyond about 2^+-30)
 		// the larger of u and eps leaves the float32 range, so the system is

@@ -150,11 +150,27 @@ type Preconditioner struct {
 // the checks, the tiny-data handling, the engine's patch scale and CG's
 // row scales share it instead of reading the data again.
 type dataTops struct {
-	// acts is MaxAbsBits of the activations, when actsKnown.
-	acts      uint32
-	actsKnown bool
+	// acts and outs are MaxAbsBits of the activations and of the output
+	// gradients, when actsKnown and outsKnown.
+	acts, outs           uint32
+	actsKnown, outsKnown bool
 	// rows[j] is MaxAbsBits of row j of the gradient.
 	rows []uint32
+}
+
+// scanSolve records what solve needs of in's magnitudes, for inputs no
+// check has scanned: the gradient's rows, the activations when a scale is
+// drawn from them, the output gradients with ScaleInvariant.
+func (t *dataTops) scanSolve(in *RowsInput) {
+	t.scanRows(in.Grad, in.Layer.SolveLen())
+	t.actsKnown = in.ScaleInvariant || in.Layer.Bias != JointBias
+	if t.actsKnown {
+		t.acts = blas.MaxAbsBits(in.Acts)
+	}
+	t.outsKnown = in.ScaleInvariant
+	if t.outsKnown {
+		t.outs = blas.MaxAbsBits(in.OutGrads)
+	}
 }
 
 // scanRows sets t.rows from grad's rows of length d, in one pass.
@@ -223,7 +239,7 @@ func (p *Preconditioner) Precondition(in RowsInput, dir []float32, diag *RowDiag
 	if len(diag.Trace) != l.Rows() || len(diag.Residual) != l.Rows() || len(diag.Scale) != l.Rows() || len(diag.Breakdown) != l.Rows() {
 		*diag = newRowDiagnostics(l.Rows())
 	}
-	return p.solve(&in, dir, diag, false, true)
+	return p.solve(&in, dir, diag, false)
 }
 
 // solve runs a validated problem on the engine: diag has Rows() entries.
@@ -231,26 +247,19 @@ func (p *Preconditioner) Precondition(in RowsInput, dir []float32, diag *RowDiag
 // be rescaled in place; otherwise the rare inputs that need it are copied.
 // Errors are not yet wrapped with the layer's name.
 //
-// With scanned set, p.tops holds in's magnitudes already (scanInputs);
-// otherwise solve finds those it needs.
-func (p *Preconditioner) solve(in *RowsInput, dir []float32, diag *RowDiagnostics, owned, scanned bool) error {
+// p.tops holds in's magnitudes, from scanInputs (Precondition's checks)
+// or scanSolve.
+func (p *Preconditioner) solve(in *RowsInput, dir []float32, diag *RowDiagnostics, owned bool) error {
 	l := in.Layer
 	tops := &p.tops
-	if !scanned {
-		tops.actsKnown = false
-		if in.ScaleInvariant || l.Bias != JointBias {
-			tops.acts, tops.actsKnown = blas.MaxAbsBits(in.Acts), true
-		}
-		tops.scanRows(in.Grad, l.SolveLen())
-	}
 	// The activations' normalizer serves both scales.
 	actsNorm := 1.0
-	if in.ScaleInvariant || l.Bias != JointBias {
+	if tops.actsKnown {
 		actsNorm = blas.NormalizerOfBits(tops.acts)
 	}
 	dataScale := 1.0
 	if in.ScaleInvariant {
-		dataScale = scaleOf(actsNorm, in.OutGrads, l.Bias == JointBias)
+		dataScale = scaleOf(actsNorm, blas.NormalizerOfBits(tops.outs), l.Bias == JointBias)
 	}
 	acts, actScale := in.Acts, 1.0 // see tinyScale
 	if l.Bias != JointBias {
@@ -307,13 +316,13 @@ func (p *Preconditioner) solve(in *RowsInput, dir []float32, diag *RowDiagnostic
 // of the output gradients into [1, 2). With a joint bias the patches hold a
 // constant 1 too, so a is at most 1. A power of two times the loss scale
 // is exact in float64: k lies in [2^-508, 2^596] for finite float32 data.
-// actsNorm is blas.Normalizer of the activations.
-func scaleOf(actsNorm float64, outGrads []float32, jointBias bool) float64 {
-	a := actsNorm
+// actsNorm and outsNorm are blas.Normalizer of the activations and of
+// the output gradients.
+func scaleOf(actsNorm, outsNorm float64, jointBias bool) float64 {
+	a, c := actsNorm, outsNorm
 	if jointBias {
 		a = min(a, 1)
 	}
-	c := blas.Normalizer(outGrads)
 	return (a * c) * (a * c)
 }
 
@@ -434,7 +443,11 @@ func (t *dataTops) scanInputs(in RowsInput) error {
 	if t.acts >= 0x7f800000 {
 		return checkFinite(named{"activations", in.Acts})
 	}
-	return checkFinite(named{"output gradients", in.OutGrads})
+	t.outs, t.outsKnown = blas.MaxAbsBits(in.OutGrads), true
+	if t.outs >= 0x7f800000 {
+		return checkFinite(named{"output gradients", in.OutGrads})
+	}
+	return nil
 }
 
 func checkLen(what string, s []float32, want int) error {

@@ -109,14 +109,28 @@ func (b *layerBase) begin(in *Batch, sampleSize int) ([]int, error) {
 	return b.draw(sampleSize, in.BatchSize), nil
 }
 
+// checkEffective reports an effective gradient (eff, and effB for a
+// separate bias) that momentum made overflow. Without momentum the
+// effective gradients are the gradients, checked already.
+func checkEffective(momentum float64, eff, effB []float32) error {
+	if momentum == 0 {
+		return nil
+	}
+	if i := firstNonFinite(eff); i >= 0 {
+		return fmt.Errorf("the effective gradient (after momentum) overflows at %d: %w", i, ErrNonFinite)
+	}
+	if i := firstNonFinite(effB); i >= 0 {
+		return fmt.Errorf("the effective bias gradient (after momentum) overflows at %d: %w", i, ErrNonFinite)
+	}
+	return nil
+}
+
 // commitBase applies the common part of a checked proposal: the weights,
 // the bias, with momentum the momenta, and the step count.
 func (b *layerBase) commitBase(withMomentum bool) {
 	if withMomentum {
 		copy(b.mom, b.newMom)
-		if b.layer.Bias != NoBias {
-			copy(b.momB, b.newMomB)
-		}
+		copy(b.momB, b.newMomB) // both empty without a bias
 	}
 	copy(b.weight, b.newW)
 	copy(b.bias, b.newB)

@@ -161,7 +161,7 @@ func TestSameStartSameOrder(t *testing.T) {
 }
 
 // TestDataOrder checks that the order of the training data follows the
-// seed: the same from run to run, different between seeds, a permutation.
+// seed: the same from run to run, different between seeds.
 func TestDataOrder(t *testing.T) {
 	const n = 1000
 	a, b, c := dataOrder(1), dataOrder(1), dataOrder(2)
@@ -172,9 +172,6 @@ func TestDataOrder(t *testing.T) {
 		}
 		if slices.Equal(pa, pc) {
 			t.Errorf("epoch %d: seeds 1 and 2 give the same order", epoch)
-		}
-		if sorted := slices.Sorted(slices.Values(pa)); sorted[0] != 0 || sorted[n-1] != n-1 || len(slices.Compact(sorted)) != n {
-			t.Errorf("epoch %d: not a permutation of [0, %d)", epoch, n)
 		}
 	}
 }
