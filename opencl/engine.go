@@ -204,18 +204,28 @@ func (e *Engine) ensure(b *devBuffer, bytes int) error {
 		b.mem.Release()
 		*b = devBuffer{}
 	}
-	if err := injected(FaultAlloc); err != nil {
-		return err
-	}
-	if int64(bytes) > e.dev.maxMem {
-		return fmt.Errorf("opencl: a buffer of %d bytes exceeds the device's largest allocation (%d)", bytes, e.dev.maxMem)
-	}
-	m, err := e.dev.ctx.CreateEmptyBuffer(cl.MemReadWrite, bytes)
+	m, err := e.newBuffer(cl.MemReadWrite, bytes, "")
 	if err != nil {
-		return fmt.Errorf("opencl: allocating %d bytes: %w", bytes, err)
+		return err
 	}
 	*b = devBuffer{mem: m, bytes: bytes}
 	return nil
+}
+
+// newBuffer allocates bytes of device memory with flags, or says why it
+// cannot (what names the memory in the error, "" for plain buffers).
+func (e *Engine) newBuffer(flags cl.MemFlag, bytes int, what string) (*cl.MemObject, error) {
+	if err := injected(FaultAlloc); err != nil {
+		return nil, err
+	}
+	if int64(bytes) > e.dev.maxMem {
+		return nil, fmt.Errorf("opencl: a buffer of %d bytes exceeds the device's largest allocation (%d)", bytes, e.dev.maxMem)
+	}
+	m, err := e.dev.ctx.CreateEmptyBuffer(flags, bytes)
+	if err != nil {
+		return nil, fmt.Errorf("opencl: allocating %d bytes%s: %w", bytes, what, err)
+	}
+	return m, nil
 }
 
 // problem is one layer's preconditioning with every tensor on the device.
@@ -331,16 +341,10 @@ func (b *pinnedBuffer) ensure(e *Engine, n int) error {
 		return nil
 	}
 	b.release(e.queue)
-	if err := injected(FaultAlloc); err != nil {
-		return err
-	}
 	n = max(n, 1024)
-	if int64(4*n) > e.dev.maxMem {
-		return fmt.Errorf("opencl: a buffer of %d bytes exceeds the device's largest allocation (%d)", 4*n, e.dev.maxMem)
-	}
-	m, err := e.dev.ctx.CreateEmptyBuffer(cl.MemReadWrite|cl.MemAllocHostPtr, 4*n)
+	m, err := e.newBuffer(cl.MemReadWrite|cl.MemAllocHostPtr, 4*n, " of staging memory")
 	if err != nil {
-		return fmt.Errorf("opencl: allocating %d bytes of staging memory: %w", 4*n, err)
+		return err
 	}
 	mapped, ev, err := e.queue.EnqueueMapBuffer(m, true, cl.MapFlagWrite|cl.MapFlagRead, 0, 4*n, nil)
 	release(ev)
