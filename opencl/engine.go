@@ -574,6 +574,13 @@ func (e *Engine) plan(M, cols, K, G int, second bool) productPlan {
 			minParts = max(min(e.minSplit, K/t.TK), 1)
 			maxParts = minParts
 		}
+		// What depends on the blocking alone: its occupancy, its
+		// efficiency, and the share of its tiles that is output.
+		occupancy := max(1, 512/t.threads())
+		efficiency := blockEfficiency(t, second, M)
+		// Tiles hanging over the output cost a little more than the
+		// model says (measured on the 64-row, 32-column stem).
+		overhang := 1 + 0.25*(1-float64(M*cols*G)/float64(tiles*t.TM*t.TN))
 		lastParts := 0
 		for want := minParts; want <= maxParts; want++ {
 			chunk := roundUp(ceilDiv(K, want), t.TK)
@@ -589,13 +596,8 @@ func (e *Engine) plan(M, cols, K, G int, second bool) productPlan {
 			}
 			wgs := tiles * parts
 			perUnit := ceilDiv(wgs, units)
-			occupancy := max(1, 512/t.threads())
 			util := min(1, float64(min(perUnit, occupancy)*t.threads())/512)
-			cost := float64(perUnit) * float64(t.TM*t.TN*chunk) / (blockEfficiency(t, second, M) * util)
-			// Tiles hanging over the output cost a little more than the
-			// model says (measured on the 64-row, 32-column stem).
-			useful := float64(M*cols*G) / float64(tiles*t.TM*t.TN)
-			cost *= 1 + 0.25*(1-useful)
+			cost := float64(perUnit) * float64(t.TM*t.TN*chunk) / (efficiency * util) * overhang
 			if parts > 1 {
 				// In the same units (multiply-adds of one compute unit) on
 				// an H100-class GPU: a launch about 5 us, and reading and
