@@ -5,11 +5,25 @@
 
 package frog
 
-import "testing"
+import (
+	"testing"
+
+	"github.com/frogopt/frog/blas"
+)
 
 // A steady-state step allocates nothing: buffers belong to the layer (or
-// the Preconditioner) and are reused.
+// the Preconditioner) and are reused; also when CG follows its
+// recurrences through the points' space (blas.RecurrenceEnv).
 func TestSteadyStateAllocatesNothing(t *testing.T) {
+	for _, mode := range []string{"off", "always"} {
+		t.Run(blas.RecurrenceEnv+"="+mode, func(t *testing.T) {
+			t.Setenv(blas.RecurrenceEnv, mode)
+			steadyStateAllocatesNothing(t)
+		})
+	}
+}
+
+func steadyStateAllocatesNothing(t *testing.T) {
 	l := Layer{Name: "c", InChannels: 3, OutChannels: 16, InH: 8, InW: 8, Kernel: [2]int{3, 3}, Padding: [2]int{1, 1}, Bias: PlainBias}
 	cfg := DefaultConfig()
 	cfg.SampleSize, cfg.Momentum, cfg.Backend = 4, 0.9, BackendCPU

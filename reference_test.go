@@ -6,6 +6,8 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+
+	"github.com/frogopt/frog/blas"
 )
 
 // The reference harness: every *.json in FROG_REFERENCE_DIR (default
@@ -202,7 +204,22 @@ func refDiff(after, before []float64) []float64 {
 	return out
 }
 
-func TestReference(t *testing.T) {
+func TestReference(t *testing.T) { runReferenceCases(t) }
+
+// TestReferenceRecurrence runs the reference cases and the float64
+// oracle's with CG following its recurrences through the points' space
+// on every shape (blas.RecurrenceEnv): these small layers would not gain
+// from it, and the ResNet-18 layers that take it are too large for the
+// recorded cases and the oracle.
+func TestReferenceRecurrence(t *testing.T) {
+	t.Setenv(blas.RecurrenceEnv, "always")
+	t.Run("reference", runReferenceCases)
+	for _, c := range oracleCases() {
+		t.Run("oracle/"+c.name, func(t *testing.T) { oracleRun(t, c, true) })
+	}
+}
+
+func runReferenceCases(t *testing.T) {
 	for _, c := range loadReferenceCases(t) {
 		t.Run(c.Name, func(t *testing.T) {
 			tol := c.Tolerance

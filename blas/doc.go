@@ -11,6 +11,10 @@
 // AVX-512 micro-kernel where the CPU has AVX-512F, unless the environment
 // variable FROG_ISA is "avx2" (MicroKernel reports which).
 //
+// FisherProduct also follows CG's recurrences through the points' space
+// (StartRecurrence, NextRecurrence) where that saves flops
+// (RecurrenceGains; FROG_RECURRENCE=off or always overrides the choice).
+//
 // Results do not depend on the number of cores: products are split by
 // their output (rows or columns of C), never by the inner dimension, and
 // the fused Fisher product sums its chunks of points, whose number follows

@@ -29,6 +29,7 @@ type FisherProduct struct {
 	weightsT packedWeights
 	points   packedPoints
 	work     *fisherWork
+	recur    recurrence
 }
 
 // packedPoints is X copied into nr-wide column panels (panel q holds

@@ -201,3 +201,55 @@ func TestTransposeWeights(t *testing.T) {
 		}
 	}
 }
+
+// TestRecurrenceDeterministic: following CG's recurrences gives the same
+// bits with GOMAXPROCS 1, 2 and 3, with X read in place or packed, and on
+// either micro-kernel.
+func TestRecurrenceDeterministic(t *testing.T) {
+	if !hasAVX2 {
+		t.Skip("no AVX2")
+	}
+	rng := rand.New(rand.NewPCG(21, 22))
+	// {R, D, N}: the last ResNet-18 layers' proportions, P read in place
+	// (R >= N/2), and R not a multiple of the tiles with an odd D.
+	for _, s := range [][3]int{{128, 1152, 64}, {50, 333, 40}} {
+		r, d, n := s[0], s[1], s[2]
+		p, x, w := randSlice(rng, r*d), randSlice(rng, n*d), randSlice(rng, r*n)
+		alpha, beta, moved := make([]float64, r), make([]float64, r), make([]bool, r)
+		for j := range alpha {
+			alpha[j], beta[j], moved[j] = rng.Float64(), rng.Float64(), j%5 != 2
+		}
+		var want []float32
+		for _, set := range kernelSets() {
+			for _, procs := range []int{2, 1, 3} {
+				for _, packed := range []bool{false, true} {
+					q := make([]float32, r*d)
+					f := FisherProduct{Rows: r, Len: d, Points: n, P: p, X: x, Weights: w, Q: q, Alpha: 0.5}
+					prev := runtime.GOMAXPROCS(procs)
+					if packed && !f.PackPoints(avx2{}) {
+						t.Fatal("avx2 made no copy of X")
+					}
+					var all []float32
+					withKernels(set, func() {
+						f.StartRecurrence(avx2{})
+						all = append(all, q...)
+						for range 2 {
+							f.NextRecurrence(avx2{}, alpha, beta, moved, 0.25)
+							all = append(all, q...)
+						}
+					})
+					runtime.GOMAXPROCS(prev)
+					if want == nil {
+						want = all
+						continue
+					}
+					for i := range all {
+						if math.Float32bits(all[i]) != math.Float32bits(want[i]) {
+							t.Fatalf("R=%d D=%d N=%d %s GOMAXPROCS=%d packed=%v: product %d, Q[%d] = %v, want %v", r, d, n, set.name, procs, packed, i/(r*d), i%(r*d), all[i], want[i])
+						}
+					}
+				}
+			}
+		}
+	}
+}

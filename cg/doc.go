@@ -7,7 +7,10 @@
 // An operator that is B + shift*I and says so (Shifted) is applied as B
 // alone: the solver adds the shift in its row updates, which read p_j
 // anyway, so that the operator's products need not read the directions a
-// second time.
+// second time. One that can also follow the solver's recurrences in a
+// smaller space of its own (Recurrent) is told each iteration's per-row
+// step sizes instead of being applied afresh: the Fisher operator then runs
+// one product over its patches per iteration instead of two.
 //
 // It runs a fixed number of iterations from z = 0 (the reference
 // behaviour) or stops a row once its residual falls below a relative

@@ -296,3 +296,107 @@ func TestSolveShifted(t *testing.T) {
 		}
 	}
 }
+
+// recurringRows is a Recurrent operator that applies its matrices to p at
+// every iteration, as shiftedRows does, and checks in ApplyNext that the
+// update the solver describes turns its own copies of the last residual
+// and direction into the p it is given.
+type recurringRows struct {
+	*shiftedRows
+	t         *testing.T
+	follow    bool // what StartRecurrence answers
+	started   int  // StartRecurrence calls
+	next      int  // ApplyNext calls
+	r, p, q   []float32
+	r0        []float64 // |r_j| at the start
+	moveCount int       // rows ApplyNext saw moved
+}
+
+func (o *recurringRows) StartRecurrence(q, p []float32, iters int) bool {
+	o.started++
+	if !o.follow {
+		return false
+	}
+	o.shiftedRows.ApplyUnshifted(q, p)
+	// The first direction is the residual.
+	o.r, o.p, o.q = append([]float32(nil), p...), append([]float32(nil), p...), append([]float32(nil), q...)
+	o.r0 = make([]float64, len(o.mats))
+	for i, v := range p {
+		o.r0[i/o.n] += float64(v) * float64(v)
+	}
+	return true
+}
+
+func (o *recurringRows) ApplyNext(q, p []float32, alpha, beta []float64, moved []bool) {
+	o.next++
+	n := o.n
+	for j := range o.mats {
+		if !moved[j] {
+			continue
+		}
+		o.moveCount++
+		a, as, b := float32(alpha[j]), float32(alpha[j]*float64(o.shift)), float32(beta[j])
+		var diff float64
+		for i := j * n; i < (j+1)*n; i++ {
+			o.r[i] -= a*o.q[i] + as*o.p[i]
+			o.p[i] = o.r[i] + b*o.p[i]
+			diff += math.Pow(float64(o.p[i]-p[i]), 2)
+		}
+		// Rounding (fused or not) relative to the first residual.
+		if math.Sqrt(diff) > 1e-5*math.Sqrt(o.r0[j]) {
+			o.t.Errorf("ApplyNext %d, row %d: the described update gives a direction %v from the solver's (|r_0| %v)", o.next, j, math.Sqrt(diff), math.Sqrt(o.r0[j]))
+		}
+	}
+	o.shiftedRows.ApplyUnshifted(q, p)
+	copy(o.p, p)
+	copy(o.q, q)
+}
+
+// A Recurrent operator that agrees to follow gets StartRecurrence at the
+// first iteration and ApplyNext at every later one, with the coefficients
+// of the update that made p, and only for the rows that moved (here
+// applying its matrices anyway, so the iterates are those of the shifted
+// solve, bit for bit); one that declines is applied as a Shifted one.
+func TestSolveRecurrent(t *testing.T) {
+	rng := rand.New(rand.NewPCG(11, 12))
+	const n, rows = 6, 5
+	base := &shiftedRows{perRow: perRow{n: n}, shift: 0.5}
+	for j := 0; j < rows; j++ {
+		base.mats = append(base.mats, randomSPD(rng, n, 0.1))
+	}
+	b := make([]float32, rows*n)
+	for i := range b {
+		b[i] = float32(rng.NormFloat64())
+	}
+	// A zero row never moves; with a tolerance, some rows freeze early.
+	clear(b[2*n : 3*n])
+	for _, tol := range []float64{0, 1e-2} {
+		for _, iters := range []int{1, 3, n} {
+			for _, follow := range []bool{true, false} {
+				op := &recurringRows{shiftedRows: base, t: t, follow: follow}
+				s, plain := Solver{Iters: iters, Eps: 1e-12, Tolerance: tol}, Solver{Iters: iters, Eps: 1e-12, Tolerance: tol}
+				z, zPlain := make([]float32, rows*n), make([]float32, rows*n)
+				res := s.Solve(op, b, z, rows, n)
+				plain.Solve(base, b, zPlain, rows, n)
+				if op.started != 1 {
+					t.Fatalf("tol %v, %d iterations, follow %v: StartRecurrence ran %d times", tol, iters, follow, op.started)
+				}
+				wantNext := 0
+				if follow {
+					wantNext = res.Iterations - 1
+				}
+				if op.next != wantNext {
+					t.Fatalf("tol %v, %d iterations, follow %v: ApplyNext ran %d times over %d iterations, want %d", tol, iters, follow, op.next, res.Iterations, wantNext)
+				}
+				if follow && iters > 1 && op.moveCount == 0 {
+					t.Fatalf("tol %v, %d iterations: no row was reported moved", tol, iters)
+				}
+				for i := range z {
+					if z[i] != zPlain[i] {
+						t.Fatalf("tol %v, %d iterations, follow %v: z[%d] = %v, the shifted solve's %v", tol, iters, follow, i, z[i], zPlain[i])
+					}
+				}
+			}
+		}
+	}
+}

@@ -9,5 +9,8 @@
 // through package blas; the package knows nothing of conjugate gradients,
 // but the Operator tells a solver its damping tau (Shift) and applies the
 // Fisher part alone (ApplyUnshifted), which the conjugate gradients of
-// package cg use to add tau*P themselves.
+// package cg use to add tau*P themselves. Where there are fewer patches
+// than coordinates it follows the solver's recurrences through P X^T
+// (StartRecurrence, ApplyNext; see blas.RecurrenceGains), so that an
+// iteration after the first costs one product over X, not two.
 package fisher

@@ -33,10 +33,7 @@ type Operator struct {
 // is used while the slice starts at the same element and the shape is
 // unchanged. It reports whether the kernels made a copy.
 func (o *Operator) PackPatches() bool {
-	k := o.Kernels
-	if k == nil {
-		k = blas.Current()
-	}
+	k := o.kernels()
 	f := &o.fused
 	f.Rows, f.Len, f.Points = o.Rows, o.Len, o.Points
 	f.X, f.Weights, f.Image = o.patches(), o.Weights, o.Image
@@ -51,15 +48,16 @@ func (o *Operator) patches() []float32 {
 	return o.Patches[:o.Points*o.Len]
 }
 
-// Apply writes Q = Fhat P into q. p and q hold Rows x Len values.
-func (o *Operator) Apply(q, p []float32) {
-	r, d, n := o.Rows, o.Len, o.Points
-	k := o.Kernels
-	if k == nil {
-		k = blas.Current()
+func (o *Operator) kernels() blas.Kernels {
+	if o.Kernels == nil {
+		return blas.Current()
 	}
-	// One pass over X when the kernels can: each block of patches goes
-	// through both products while it is in cache.
+	return o.Kernels
+}
+
+// product sets the operator's blas.FisherProduct to apply it to p, into q.
+func (o *Operator) product(q, p []float32) *blas.FisherProduct {
+	r, d, n := o.Rows, o.Len, o.Points
 	alpha := float32(1)
 	if o.Weights == nil {
 		alpha = o.Uniform
@@ -69,6 +67,17 @@ func (o *Operator) Apply(q, p []float32) {
 	f.P, f.X, f.Weights, f.Q = p[:r*d], o.patches(), o.Weights, q[:r*d]
 	f.Image = o.Image
 	f.Alpha, f.Damping = alpha, o.Damping
+	return f
+}
+
+// Apply writes Q = Fhat P into q. p and q hold Rows x Len values.
+func (o *Operator) Apply(q, p []float32) {
+	r, d, n := o.Rows, o.Len, o.Points
+	k := o.kernels()
+	// One pass over X when the kernels can: each block of patches goes
+	// through both products while it is in cache.
+	f := o.product(q, p)
+	alpha := f.Alpha
 	if blas.FuseFisher(k, f) {
 		return
 	}
@@ -106,6 +115,30 @@ func (o *Operator) ApplyUnshifted(q, p []float32) {
 	o.Damping = 0
 	o.Apply(q, p)
 	o.Damping = tau
+}
+
+// StartRecurrence is ApplyUnshifted for the first of iters CG iterations
+// when following CG's recurrences through the points' space costs fewer
+// flops than applying the operator at every iteration
+// (blas.RecurrenceGains), which needs Patches (no Image); it keeps what
+// ApplyNext needs and reports true. Otherwise it does nothing and reports
+// false. It implements cg.Recurrent.
+func (o *Operator) StartRecurrence(q, p []float32, iters int) bool {
+	if o.Image != nil || !blas.RecurrenceGains(o.Rows, o.Len, o.Points, iters) {
+		return false
+	}
+	f := o.product(q, p)
+	f.StartRecurrence(o.kernels())
+	return true
+}
+
+// ApplyNext is ApplyUnshifted after CG's update step of the last product's
+// rows, computed from the images of the directions and residuals in the
+// points' space that StartRecurrence began; it reads neither p nor the
+// last q. It implements cg.Recurrent.
+func (o *Operator) ApplyNext(q, p []float32, alpha, beta []float64, moved []bool) {
+	f := o.product(q, p)
+	f.NextRecurrence(o.kernels(), alpha, beta, moved, o.Damping)
 }
 
 // RowWeights describes where the output gradients of one group's rows lie
