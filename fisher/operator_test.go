@@ -74,7 +74,14 @@ func TestOperatorMatchesExplicitMatrices(t *testing.T) {
 // Fill's traces and weights against the formulas of FROG.md steps 1-3,
 // including the power-of-two patch scale and a row of zero gradients.
 func TestRowWeightsFill(t *testing.T) {
-	const rows, samples, locs, d = 3, 2, 4, 5
+	// Fill takes four locations at a time: 7 leaves three over.
+	for _, locs := range []int{4, 7, 1} {
+		rowWeightsFill(t, locs)
+	}
+}
+
+func rowWeightsFill(t *testing.T, locs int) {
+	const rows, samples, d = 3, 2, 5
 	rng := rand.New(rand.NewPCG(1, 1))
 	y := make([]float32, samples*rows*locs)
 	for i := range y {
