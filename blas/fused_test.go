@@ -253,3 +253,16 @@ func TestRecurrenceDeterministic(t *testing.T) {
 		}
 	}
 }
+
+// sStride: room for the rows, whole 64-byte lines, an odd number of them.
+func TestSStride(t *testing.T) {
+	for r := 1; r <= 600; r++ {
+		s := sStride(r)
+		if s < r || s%16 != 0 || (s/16)%2 != 1 || s-r > 31 {
+			t.Fatalf("sStride(%d) = %d", r, s)
+		}
+	}
+	if s := sStride(128); s != 144 {
+		t.Errorf("sStride(128) = %d, want 144", s)
+	}
+}

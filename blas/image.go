@@ -178,7 +178,7 @@ func (w *fisherWork) imageProducts(f *FisherProduct) bool {
 	w.plan = planImage(f, kcBlock)
 	w.f = f
 	w.packRows(f)
-	w.t = grow(w.t, n*(r+sPad))
+	w.t = grow(w.t, n*sStride(r))
 	t := &w.image
 	*t = imageTask{w: w, weightsT: weightsT}
 	Parallel(t, (n+isa.rows-1)/isa.rows)
@@ -193,7 +193,7 @@ func (t *imageTask) RunPart(part, parts int) {
 	w := t.w
 	f := w.f
 	m, r, d, n := f.Image, f.Rows, f.Len, f.Points
-	ldt := r + sPad
+	ldt := sStride(r)
 	ws := spare.get()
 	defer spare.put(ws)
 	if !t.second {
