@@ -30,8 +30,11 @@ const RecurrenceEnv = "FROG_RECURRENCE"
 // Fisher product of this shape costs at least a fifth fewer flops by
 // following the recurrences (StartRecurrence, NextRecurrence) than by
 // running both products at every iteration, with the Gram matrix within
-// 64 MiB; RecurrenceEnv overrides it.
+// 64 MiB; RecurrenceEnv overrides it. An empty shape never does.
 func RecurrenceGains(rows, length, points, iters int) bool {
+	if rows <= 0 || length <= 0 || points <= 0 {
+		return false
+	}
 	switch os.Getenv(RecurrenceEnv) {
 	case "off":
 		return false
@@ -58,7 +61,7 @@ type recurrence struct {
 	rows       rowStep
 }
 
-// rowStep is scaleRows's task: a part's range of rows.
+// rowStep is stepRows's task: a part's range of rows.
 type rowStep struct {
 	f           *FisherProduct
 	alpha, beta []float64
@@ -68,7 +71,7 @@ type rowStep struct {
 
 func (t *rowStep) RunPart(part, parts int) {
 	r := t.f.Rows
-	t.f.scaleRows(r*part/parts, r*(part+1)/parts, t.alpha, t.beta, t.shift, t.moved)
+	t.f.advanceRows(r*part/parts, r*(part+1)/parts, t.alpha, t.beta, t.shift, t.moved)
 }
 
 // StartRecurrence computes Q = Alpha*(Weights .* (P X^T)) X, Damping
@@ -115,8 +118,8 @@ func (f *FisherProduct) stepRows(alpha, beta []float64, shift float32, moved []b
 	*rs = rowStep{}
 }
 
-// scaleRows is stepRows on rows j0..j1.
-func (f *FisherProduct) scaleRows(j0, j1 int, alpha, beta []float64, shift float32, moved []bool) {
+// advanceRows is stepRows on rows j0..j1.
+func (f *FisherProduct) advanceRows(j0, j1 int, alpha, beta []float64, shift float32, moved []bool) {
 	n := f.Points
 	rc := &f.recur
 	for j := j0; j < j1; j++ {

@@ -31,7 +31,8 @@ type Shifted interface {
 //
 // At the first iteration the solver calls StartRecurrence instead of
 // ApplyUnshifted, with p equal to the residual. When it returns true, every
-// later iteration calls ApplyNext, after the update described by step.
+// later iteration calls ApplyNext with the coefficients of the update that
+// made p.
 type Recurrent interface {
 	Shifted
 	// StartRecurrence is ApplyUnshifted for the first of iters

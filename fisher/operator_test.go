@@ -334,6 +334,11 @@ func TestRecurrenceChoice(t *testing.T) {
 	if !blas.RecurrenceGains(4, 8, 16, 2) || blas.RecurrenceGains(4, 8, 16, 1) {
 		t.Errorf("%s=always: RecurrenceGains(4, 8, 16, 2 or 1) not true, false", blas.RecurrenceEnv)
 	}
+	for _, s := range [][3]int{{0, 8, 16}, {4, 0, 16}, {4, 8, 0}} {
+		if blas.RecurrenceGains(s[0], s[1], s[2], 4) {
+			t.Errorf("%s=always: RecurrenceGains(%d, %d, %d, 4) = true on an empty shape", blas.RecurrenceEnv, s[0], s[1], s[2])
+		}
+	}
 	m := blas.ImageRows{Width: 1, Height: 1, ImageLen: 8, RowStride: 8, ColStride: 8, Segs: 1, SegLen: 8, SegStride: 8, Data: make([]float32, 16)}
 	op := Operator{Rows: 4, Len: 8, Points: 2, Image: &m, Uniform: 1}
 	q, p := make([]float32, 32), make([]float32, 32)
