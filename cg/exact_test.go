@@ -248,6 +248,20 @@ func (o *shiftedRows) ApplyUnshifted(q, p []float32) {
 	o.perRow.Apply(q, p)
 }
 
+// randomShifted returns rows random SPD matrices of order n with the
+// given shift, and a random right-hand side.
+func randomShifted(rng *rand.Rand, n, rows int, shift float32) (*shiftedRows, []float32) {
+	op := &shiftedRows{perRow: perRow{n: n}, shift: shift}
+	for j := 0; j < rows; j++ {
+		op.mats = append(op.mats, randomSPD(rng, n, 0.1))
+	}
+	b := make([]float32, rows*n)
+	for i := range b {
+		b[i] = float32(rng.NormFloat64())
+	}
+	return op, b
+}
+
 // plainOperator hides everything but Apply.
 type plainOperator struct{ op Operator }
 
@@ -259,14 +273,7 @@ func (o plainOperator) Apply(q, p []float32) { o.op.Apply(q, p) }
 func TestSolveShifted(t *testing.T) {
 	rng := rand.New(rand.NewPCG(9, 10))
 	const n, rows = 7, 4
-	op := &shiftedRows{perRow: perRow{n: n}, shift: 0.75}
-	for j := 0; j < rows; j++ {
-		op.mats = append(op.mats, randomSPD(rng, n, 0.1))
-	}
-	b := make([]float32, rows*n)
-	for i := range b {
-		b[i] = float32(rng.NormFloat64())
-	}
+	op, b := randomShifted(rng, n, rows, 0.75)
 	for _, iters := range []int{1, 3, n} {
 		op.applied = 0
 		s, plain := Solver{Iters: iters, Eps: 1e-12}, Solver{Iters: iters, Eps: 1e-12}
@@ -360,14 +367,7 @@ func (o *recurringRows) ApplyNext(q, p []float32, alpha, beta []float64, moved [
 func TestSolveRecurrent(t *testing.T) {
 	rng := rand.New(rand.NewPCG(11, 12))
 	const n, rows = 6, 5
-	base := &shiftedRows{perRow: perRow{n: n}, shift: 0.5}
-	for j := 0; j < rows; j++ {
-		base.mats = append(base.mats, randomSPD(rng, n, 0.1))
-	}
-	b := make([]float32, rows*n)
-	for i := range b {
-		b[i] = float32(rng.NormFloat64())
-	}
+	base, b := randomShifted(rng, n, rows, 0.5)
 	// A zero row never moves; with a tolerance, some rows freeze early.
 	clear(b[2*n : 3*n])
 	for _, tol := range []float64{0, 1e-2} {

@@ -133,20 +133,11 @@ func rowWeightsFill(t *testing.T, locs int) {
 // avx2 kernels (where the machine has them) must make the copy; the
 // portable ones make none and read in place both times.
 func TestPackPatches(t *testing.T) {
-	kernels := []blas.Kernels{blas.Portable()}
-	if k, ok := avx2Kernels(t); ok {
-		kernels = append(kernels, k)
-	}
 	rng := rand.New(rand.NewPCG(3, 4))
 	for _, s := range [][3]int{{64, 288, 1500}, {256, 600, 300}, {10, 33, 77}} {
 		r, d, n := s[0], s[1], s[2]
-		x, w, p := make([]float32, n*d), make([]float32, r*n), make([]float32, r*d)
-		for _, v := range [][]float32{x, w, p} {
-			for i := range v {
-				v[i] = rng.Float32() - 0.5
-			}
-		}
-		for _, k := range kernels {
+		x, w, p := randomOperands(rng, r, d, n)
+		for _, k := range testKernels(t) {
 			op := Operator{Rows: r, Len: d, Points: n, Patches: x, Weights: w, Damping: 0.1, Kernels: k}
 			plain := make([]float32, r*d)
 			op.Apply(plain, p)
@@ -162,6 +153,28 @@ func TestPackPatches(t *testing.T) {
 			}
 		}
 	}
+}
+
+// testKernels returns the portable kernels and the avx2 ones when the
+// machine has them.
+func testKernels(t *testing.T) []blas.Kernels {
+	kernels := []blas.Kernels{blas.Portable()}
+	if k, ok := avx2Kernels(t); ok {
+		kernels = append(kernels, k)
+	}
+	return kernels
+}
+
+// randomOperands returns patches X (n x d), weights (r x n) and directions
+// (r x d) uniform in [-0.5, 0.5).
+func randomOperands(rng *rand.Rand, r, d, n int) (x, w, p []float32) {
+	x, w, p = make([]float32, n*d), make([]float32, r*n), make([]float32, r*d)
+	for _, v := range [][]float32{x, w, p} {
+		for i := range v {
+			v[i] = rng.Float32() - 0.5
+		}
+	}
+	return x, w, p
 }
 
 // avx2Kernels returns the avx2 kernels when the machine has them (and the
@@ -229,22 +242,13 @@ func TestOperatorImage(t *testing.T) {
 // blas.RecurrenceEnv forces the recurrences.
 func TestOperatorRecurrence(t *testing.T) {
 	t.Setenv(blas.RecurrenceEnv, "always")
-	kernels := []blas.Kernels{blas.Portable()}
-	if k, ok := avx2Kernels(t); ok {
-		kernels = append(kernels, k)
-	}
 	rng := rand.New(rand.NewPCG(12, 13))
 	// {rows, d, n}: the second has X packed (P read in place) on avx2.
 	for _, s := range [][3]int{{5, 40, 12}, {20, 100, 24}, {64, 37, 9}} {
 		r, d, n := s[0], s[1], s[2]
-		x, w, r0 := make([]float32, n*d), make([]float32, r*n), make([]float32, r*d)
-		for _, v := range [][]float32{x, w, r0} {
-			for i := range v {
-				v[i] = rng.Float32() - 0.5
-			}
-		}
+		x, w, r0 := randomOperands(rng, r, d, n)
 		const tau = 0.5
-		for _, k := range kernels {
+		for _, k := range testKernels(t) {
 			for _, packed := range []bool{false, true} {
 				for _, uniform := range []bool{false, true} {
 					op := Operator{Rows: r, Len: d, Points: n, Patches: x, Weights: w, Damping: tau, Kernels: k}
