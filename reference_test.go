@@ -207,7 +207,7 @@ func refDiff(after, before []float64) []float64 {
 func TestReference(t *testing.T) { runReferenceCases(t) }
 
 // TestReferenceRecurrence runs the reference cases and the float64
-// oracle's with CG following its recurrences through the points' space
+// oracles' (FROG and K-FROG) with CG following its recurrences through the points' space
 // on every shape (blas.RecurrenceEnv): these small layers would not gain
 // from it, and the ResNet-18 layers that take it are too large for the
 // recorded cases and the oracle.
@@ -217,6 +217,7 @@ func TestReferenceRecurrence(t *testing.T) {
 	for _, c := range oracleCases() {
 		t.Run("oracle/"+c.name, func(t *testing.T) { oracleRun(t, c, true) })
 	}
+	t.Run("kfrog-oracle", TestOracleKFROG)
 }
 
 func runReferenceCases(t *testing.T) {
