@@ -54,10 +54,19 @@ func (m *ImageRows) point(n int) int {
 
 // Rows writes the rows of points n0..n1 into dst, ld apart.
 func (m *ImageRows) Rows(dst []float32, ld, n0, n1 int) {
+	m.Cols(dst, ld, n0, n1, 0, m.Segs*m.SegLen)
+}
+
+// Cols writes values c0..c1 of the rows of points n0..n1 into dst, ld
+// apart, value c0 of a row first.
+func (m *ImageRows) Cols(dst []float32, ld, n0, n1, c0, c1 int) {
 	for n := n0; n < n1; n++ {
 		o, row := m.point(n), dst[(n-n0)*ld:]
-		for s := 0; s < m.Segs; s++ {
-			copy(row[s*m.SegLen:(s+1)*m.SegLen], m.Data[o+s*m.SegStride:][:m.SegLen])
+		for c := c0; c < c1; {
+			s, off := c/m.SegLen, c%m.SegLen
+			k := min(m.SegLen-off, c1-c)
+			copy(row[c-c0:c-c0+k], m.Data[o+s*m.SegStride+off:][:k])
+			c += k
 		}
 	}
 }
@@ -213,15 +222,18 @@ func (t *imageTask) RunPart(part, parts int) {
 		p0, np := w.plan.block(m, kb)
 		a := w.t[p0*ldt:]
 		if isa.name != avx512Kernels.name {
-			// The block's rows copied out, B read there in place.
-			w.xbuf[part] = grow(w.xbuf[part], w.plan.blockRows*m.Width*d)
-			xb := w.xbuf[part][:np*d]
-			m.Rows(xb, d, p0, p0+np)
-			second := gemmTask{transA: true, m: r, n: d, k: np, alpha: f.Alpha, a: a, lda: ldt, b: xb, ldb: d, c: f.Q, ldc: d, inPlaceB: true}
+			// The part's columns of the block's rows copied out, B read
+			// there in place (tiles and blocks of columns fall where they
+			// would on the whole rows: c0 is a multiple of the tiles).
+			wc := c1 - c0
+			w.xbuf[part] = grow(w.xbuf[part], w.plan.blockRows*m.Width*wc)
+			xb := w.xbuf[part][:np*wc]
+			m.Cols(xb, wc, p0, p0+np, c0, c1)
+			second := gemmTask{transA: true, m: r, n: wc, k: np, alpha: f.Alpha, a: a, lda: ldt, b: xb, ldb: wc, c: f.Q[c0:], ldc: d, inPlaceB: true}
 			if kb > 0 {
 				second.beta = 1
 			}
-			gemmRange(ws, &second, 0, r, c0, c1, true)
+			gemmRange(ws, &second, 0, r, 0, wc, true)
 			continue
 		}
 		origin := m.point(p0)
