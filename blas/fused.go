@@ -376,10 +376,7 @@ func (w *fisherWork) runChunk(ws *workspace, part, c int) {
 	acc := grow(w.acc[c], r*d)
 	w.acc[c] = acc
 	clear(acc)
-	// The second product reads S^T in place, six values of a row of S a
-	// step: with rows r floats apart (a multiple of 64 bytes) a tile's
-	// steps would fall into a sixteenth of the L1 sets and miss; a padded
-	// stride spreads them.
+	// The second product reads S^T in place: rows sStride apart.
 	lds := sStride(r)
 	prod := grow(w.prod[part], w.block*lds)
 	w.prod[part] = prod
