@@ -62,8 +62,9 @@ func canUseImages(g conv.Geometry, k blas.Kernels, rows, d int, jointBias bool) 
 // over the points of one image at a time in runs of whole output rows,
 // and shorter runs cost more than the traffic they save). Measured here
 // against stored patches, interleaved in one process: l1.conv 8.5 % and
-// l2.conv 13 % less time; l2.conv_s2 (stride 2: patches half the image)
-// 3-12 % more, l3.conv (64 locations) 4 % more, l4.conv (16) 56 % more.
+// l2.conv 13 % less time; l2.conv_s2 (stride 2: patches twice the image)
+// 3-19 % more over four runs, l3.conv (64 locations) 4 % more, l4.conv
+// (16) 56 % more.
 func prefersImages(g conv.Geometry, d int) bool {
 	return g.Locations()*d >= 4*g.HWCLen() && g.Locations() >= 128
 }
