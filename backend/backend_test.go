@@ -112,7 +112,7 @@ func TestChannelLastMatchesStoredPatches(t *testing.T) {
 
 // The patches are read in the images where that pays (l1.conv's and
 // l2.conv's shapes), and stored where it does not (l2.conv_s2's, stride
-// 2: patches half the image; l3.conv's and l4.conv's, small images).
+// 2: patches only twice the image; l3.conv's and l4.conv's, small images).
 func TestPrefersImages(t *testing.T) {
 	shape := func(c, h, stride int) conv.Geometry {
 		return conv.Geometry{InChannels: c, OutChannels: c, InH: h, InW: h, KernelH: 3, KernelW: 3, StrideH: stride, StrideW: stride, PadH: 1, PadW: 1}.Normalized()
