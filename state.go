@@ -6,6 +6,8 @@ import (
 	"math"
 	"math/rand/v2"
 	"sync"
+
+	"github.com/frogopt/frog/internal/indices"
 )
 
 // Batch is what a layer's step needs from one training batch.
@@ -42,8 +44,8 @@ type layerBase struct {
 	pcg    rand.PCG
 	rng    *rand.Rand
 	perm   []int
-	// seen marks given sample indices while checkIndices runs.
-	seen []bool
+	// seen is checkIndices' memory.
+	seen indices.Marks
 	// gathered subsample
 	acts, outGrads []float32
 	samples        []int
@@ -217,8 +219,7 @@ func (b *layerBase) checkBatch(in *Batch) error {
 	return b.checkIndices("y sample", in.YSamples, in.BatchSize)
 }
 
-// checkIndices checks given sample indices: in [0, batch), none repeated
-// (marked in b.seen, which is left all false).
+// checkIndices checks given sample indices: in [0, batch), none repeated.
 func (b *layerBase) checkIndices(what string, idx []int, batch int) error {
 	if idx == nil {
 		return nil
@@ -229,28 +230,15 @@ func (b *layerBase) checkIndices(what string, idx []int, batch int) error {
 	if len(idx) > batch {
 		return fmt.Errorf("%s indices: %d of them for a batch of %d", what, len(idx), batch)
 	}
-	if cap(b.seen) < batch {
-		b.seen = make([]bool, batch)
+	i := b.seen.FirstInvalid(idx, batch)
+	switch {
+	case i < 0:
+		return nil
+	case idx[i] < 0 || idx[i] >= batch:
+		return fmt.Errorf("%s indices: [%d] = %d is outside the batch [0, %d)", what, i, idx[i], batch)
+	default:
+		return fmt.Errorf("%s indices: %d is repeated", what, idx[i])
 	}
-	seen := b.seen[:batch]
-	var err error
-	marked := 0
-	for i, v := range idx {
-		if v < 0 || v >= batch {
-			err = fmt.Errorf("%s indices: [%d] = %d is outside the batch [0, %d)", what, i, v, batch)
-			break
-		}
-		if seen[v] {
-			err = fmt.Errorf("%s indices: %d is repeated", what, v)
-			break
-		}
-		seen[v] = true
-		marked++
-	}
-	for _, v := range idx[:marked] {
-		seen[v] = false
-	}
-	return err
 }
 
 // checkBatchFinite reports the first NaN or Inf in the batch.

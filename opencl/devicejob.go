@@ -154,29 +154,10 @@ func (e *Engine) checkDeviceJob(job *DeviceJob, p *problem) error {
 	return e.checkSampleIndex(job.SampleIndex, job.Batch)
 }
 
-// checkSampleIndex rejects indices out of [0, batch) or repeated, marking
-// each in e.seen, which it leaves all false.
+// checkSampleIndex rejects indices out of [0, batch) or repeated.
 func (e *Engine) checkSampleIndex(idx []int, batch int) error {
-	if len(idx) == 0 {
-		return nil
-	}
-	if len(e.seen) < batch {
-		e.seen = make([]bool, batch)
-	}
-	seen := e.seen[:batch]
-	n := len(idx)
-	for i, s := range idx {
-		if s < 0 || s >= batch || seen[s] {
-			n = i
-			break
-		}
-		seen[s] = true
-	}
-	for _, s := range idx[:n] {
-		seen[s] = false
-	}
-	if n < len(idx) {
-		return fmt.Errorf("opencl: device job: sample index %d out of range or repeated (batch %d)", idx[n], batch)
+	if i := e.seen.FirstInvalid(idx, batch); i >= 0 {
+		return fmt.Errorf("opencl: device job: sample index %d out of range or repeated (batch %d)", idx[i], batch)
 	}
 	return nil
 }

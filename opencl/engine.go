@@ -11,6 +11,7 @@ import (
 	"github.com/frogopt/frog/backend"
 	"github.com/frogopt/frog/blas"
 	"github.com/frogopt/frog/conv"
+	"github.com/frogopt/frog/internal/indices"
 	"github.com/jgillich/go-opencl/cl"
 )
 
@@ -60,9 +61,8 @@ type Engine struct {
 	sidxHost []int32
 	// copier is the task of parallelCopy
 	copier copyTask
-	// seen marks sample indices while checkSampleIndex runs (all false
-	// between calls)
-	seen []bool
+	// seen is checkSampleIndex's memory
+	seen indices.Marks
 	// identityLen is how many indices 0, 1, ... e.sidx holds.
 	identityLen int
 
