@@ -254,6 +254,50 @@ func TestRecurrenceDeterministic(t *testing.T) {
 	}
 }
 
+// TestGram: the Gram matrix computed from the strips' diagonals on, the
+// rest mirrored, has the bits of the whole product X X^T, on every
+// kernel set (pure Go included), with X packed or read in place.
+func TestGram(t *testing.T) {
+	rng := rand.New(rand.NewPCG(23, 24))
+	kernels := []Kernels{pureGo{}}
+	if hasAVX2 {
+		kernels = append(kernels, avx2{})
+	}
+	for _, s := range [][2]int{{256, 300}, {100, 37}, {47, 64}, {97, 16}, {1, 5}} {
+		n, d := s[0], s[1]
+		x := randSlice(rng, n*d)
+		for _, k := range kernels {
+			sets := []kernelSet{isa}
+			if _, ok := k.(avx2); ok {
+				sets = kernelSets()
+			}
+			for _, set := range sets {
+				for _, packed := range []bool{false, true} {
+					name := fmt.Sprintf("N=%d D=%d %s/%s packed=%v", n, d, k.Name(), set.name, packed)
+					want := make([]float32, n*n)
+					f := FisherProduct{Rows: 1, Len: d, Points: n, X: x}
+					if packed && !f.PackPoints(k) {
+						continue
+					}
+					f.recur.gram = make([]float32, n*n)
+					for i := range f.recur.gram {
+						f.recur.gram[i] = nan32
+					}
+					withKernels(set, func() {
+						k.Gemm(false, true, n, n, d, 1, x, d, x, d, 0, want, n)
+						f.gram(k)
+					})
+					for i, v := range f.recur.gram {
+						if math.Float32bits(v) != math.Float32bits(want[i]) {
+							t.Fatalf("%s: G[%d][%d] = %v, want %v", name, i/n, i%n, v, want[i])
+						}
+					}
+				}
+			}
+		}
+	}
+}
+
 // sStride: room for the rows, whole 64-byte lines, an odd number of them.
 func TestSStride(t *testing.T) {
 	for r := 1; r <= 600; r++ {

@@ -97,13 +97,21 @@ type gemmTask struct {
 	// multiple C starts from instead of C's own contents: each part copies
 	// its own range, so no serial pass copies it into C first.
 	start []float32
+	// upper, for a square product (m == n) whose C is symmetric, skips
+	// the tiles that lie wholly left of their first row, nearly half of
+	// them: a row i is computed from column upperFrom(i) on, and the
+	// caller copies the rest from the mirror image.
+	upper bool
 }
 
 func (t *gemmTask) run(part, parts int, ws *workspace) {
 	i0, i1, j0, j1 := 0, t.m, 0, t.n
-	if t.byRows {
+	switch {
+	case t.upper:
+		i0, i1 = upperSplit(t.m, part, parts)
+	case t.byRows:
 		i0, i1 = split(t.m, isa.rows, part, parts)
-	} else {
+	default:
 		j0, j1 = split(t.n, isa.cols, part, parts)
 	}
 	if i0 >= i1 || j0 >= j1 {
@@ -136,6 +144,35 @@ func (t *gemmTask) startC(i0, i1, j0, j1 int) {
 		}
 		asm.ScaleTo(t.beta, row, row)
 	}
+}
+
+// upperFrom is the first column of row i that an upper product
+// computes: that of the first tile that reaches the diagonal.
+func upperFrom(i int) int {
+	return i / isa.rows * isa.rows / isa.cols * isa.cols
+}
+
+// upperSplit is split for an upper product of n rows and columns: whole
+// tiles of rows, in parts of about the same number of computed elements.
+func upperSplit(n, part, parts int) (lo, hi int) {
+	tiles := (n + isa.rows - 1) / isa.rows
+	total := 0
+	for r := 0; r < tiles; r++ {
+		total += n - upperFrom(r*isa.rows)
+	}
+	lo, hi = tiles, tiles
+	done := 0
+	for r := 0; r < tiles; r++ {
+		if lo == tiles && done*parts >= total*part {
+			lo = r
+		}
+		if done*parts >= total*(part+1) {
+			hi = r
+			break
+		}
+		done += n - upperFrom(r*isa.rows)
+	}
+	return min(lo*isa.rows, n), min(hi*isa.rows, n)
 }
 
 // split returns the range of part `part` of `parts` when n is cut into
@@ -213,6 +250,9 @@ func gemmRange(ws *workspace, t *gemmTask, i0, i1, j0, j1 int, startC bool) {
 					at, ars, acs = packA(ws, a, rsa, csa, ic, mrr, tm, pc, kc), 1, tm
 				}
 				for jr := 0; jr < nc; jr += tn {
+					if t.upper && jc+jr+tn <= ic {
+						continue
+					}
 					nrr := min(tn, nc-jr)
 					// The tile's columns are one or two nr-wide panels
 					// of B; boff is the distance of the second, 0 when

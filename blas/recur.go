@@ -46,8 +46,10 @@ func RecurrenceGains(rows, length, points, iters int) bool {
 	}
 	r, d, n, k := float64(rows), float64(length), float64(points), float64(iters)
 	direct := k * 4 * r * n * d
-	// The Gram matrix, the first iteration's P X^T, a product over X at
-	// every iteration and S G at every one after the first.
+	// The Gram matrix (counted whole, though the assembly kernels compute
+	// only about half of it, see gram), the first iteration's P X^T, a
+	// product over X at every iteration and S G at every one after the
+	// first.
 	follow := 2*n*n*d + 2*r*n*d + k*2*r*n*d + (k-1)*2*r*n*n
 	return 5*follow <= 4*direct
 }
@@ -86,7 +88,7 @@ func (f *FisherProduct) StartRecurrence(k Kernels) {
 	rc.t, rc.u = grow(rc.t, size), grow(rc.u, size)
 	rc.s, rc.w = grow(rc.s, size), grow(rc.w, size)
 	rc.gram = grow(rc.gram, n*n)
-	f.timesXT(k, n, f.X, d, rc.gram, n)
+	f.gram(k)
 	f.timesXT(k, r, f.P, d, rc.t, rc.ld)
 	for j := 0; j < r; j++ {
 		copy(rc.u[j*rc.ld:j*rc.ld+n], rc.t[j*rc.ld:j*rc.ld+n])
@@ -141,6 +143,37 @@ func (f *FisherProduct) advanceRows(j0, j1 int, alpha, beta []float64, shift flo
 		}
 		for i, v := range f.Weights[j*n : (j+1)*n] {
 			s[i] = v * t[i]
+		}
+	}
+}
+
+// gram writes G = X X^T (Points x Points) into the recurrence's Gram
+// matrix. On the assembly kernels one product computes only the tiles
+// that reach the diagonal (gemmTask.upper), nearly half of them, and the
+// rest is copied from the mirror image: every element of such a product
+// is one chain of FMAs over the coordinates in an order fixed by Len
+// alone, and X_i.X_j and X_j.X_i multiply the same pairs, so the copy has
+// the bits the whole product would have given. (gonum's dot products,
+// under the pure-Go kernels, sum in an order that depends on where the
+// rows lie: those run the whole product.)
+func (f *FisherProduct) gram(k Kernels) {
+	n, d := f.Points, f.Len
+	g := f.recur.gram
+	if !isAVX2(k) {
+		f.timesXT(k, n, f.X, d, g, n)
+		return
+	}
+	t := gemmTask{m: n, n: n, k: d, alpha: 1, a: f.X, lda: d, c: g, ldc: n, upper: true}
+	if _, xt := f.packedX(); xt != nil {
+		t.packedB, t.panelStride = xt, d*nr
+	} else {
+		t.transB, t.b, t.ldb = true, f.X, d
+	}
+	runGemm(&t)
+	for i := 0; i < n; i++ {
+		row := g[i*n : i*n+upperFrom(i)]
+		for j := range row {
+			row[j] = g[j*n+i]
 		}
 	}
 }
