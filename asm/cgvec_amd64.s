@@ -3,7 +3,7 @@
 #include "textflag.h"
 #include "dot_amd64.h"
 
-// The two vector passes of a CG row update that read two vectors each.
+// The vector passes of a CG row update that read two vectors or more.
 // Their float64 sums take the shape of Dot's (four 4-wide accumulators
 // over rounds of 16, then rounds of 4 into the first, the reduction, then
 // single values), so each sum has the bits Dot gives on the same values.
@@ -132,5 +132,98 @@ apdtail:
 
 apddone:
 	VMOVSD X0, ret+88(FP)
+	VZEROUPPER
+	RET
+
+// func UpdateZR(alpha float32, p []float32, a float32, q []float32, b float32, z, r []float32) float64
+//
+// z += alpha*p and r = b*p + (a*q + r), each an FMA, in one pass over the
+// four vectors; the sum of the new r's squares takes Dot's shape.
+TEXT ·UpdateZR(SB), NOSPLIT, $0-128
+	VBROADCASTSS alpha+0(FP), Y12
+	MOVQ         p_base+8(FP), R8
+	MOVQ         p_len+16(FP), CX
+	VBROADCASTSS a+32(FP), Y14
+	MOVQ         q_base+40(FP), SI
+	VBROADCASTSS b+64(FP), Y13
+	MOVQ         z_base+72(FP), R9
+	MOVQ         r_base+96(FP), DI
+	ZERO4PD(Y0, Y1, Y2, Y3)
+	CMPQ         CX, $16
+	JL           zrquad
+
+zrloop:
+	VMOVUPS      (R9), Y10
+	VMOVUPS      32(R9), Y11
+	VFMADD231PS  (R8), Y12, Y10
+	VFMADD231PS  32(R8), Y12, Y11
+	VMOVUPS      Y10, (R9)
+	VMOVUPS      Y11, 32(R9)
+	VMOVUPS      (DI), Y4
+	VMOVUPS      32(DI), Y5
+	VFMADD231PS  (SI), Y14, Y4
+	VFMADD231PS  32(SI), Y14, Y5
+	VFMADD231PS  (R8), Y13, Y4
+	VFMADD231PS  32(R8), Y13, Y5
+	VMOVUPS      Y4, (DI)
+	VMOVUPS      Y5, 32(DI)
+	VCVTPS2PD    X4, Y6
+	VEXTRACTF128 $1, Y4, X7
+	VCVTPS2PD    X7, Y7
+	VCVTPS2PD    X5, Y8
+	VEXTRACTF128 $1, Y5, X9
+	VCVTPS2PD    X9, Y9
+	FMA4PD(Y6, Y6, Y7, Y7, Y8, Y8, Y9, Y9, Y0, Y1, Y2, Y3)
+	ADDQ         $64, SI
+	ADDQ         $64, R8
+	ADDQ         $64, R9
+	ADDQ         $64, DI
+	SUBQ         $16, CX
+	CMPQ         CX, $16
+	JGE          zrloop
+
+zrquad:
+	CMPQ        CX, $4
+	JL          zrreduce
+	VMOVUPS     (R9), X10
+	VFMADD231PS (R8), X12, X10
+	VMOVUPS     X10, (R9)
+	VMOVUPS     (DI), X4
+	VFMADD231PS (SI), X14, X4
+	VFMADD231PS (R8), X13, X4
+	VMOVUPS     X4, (DI)
+	VCVTPS2PD   X4, Y6
+	VFMADD231PD Y6, Y6, Y0
+	ADDQ        $16, SI
+	ADDQ        $16, R8
+	ADDQ        $16, R9
+	ADDQ        $16, DI
+	SUBQ        $4, CX
+	JMP         zrquad
+
+zrreduce:
+	REDUCE4PD(Y0, Y1, Y2, Y3, X0, X1)
+	TESTQ CX, CX
+	JE    zrdone
+
+zrtail:
+	VMOVSS      (R9), X10
+	VFMADD231SS (R8), X12, X10
+	VMOVSS      X10, (R9)
+	VMOVSS      (DI), X4
+	VFMADD231SS (SI), X14, X4
+	VFMADD231SS (R8), X13, X4
+	VMOVSS      X4, (DI)
+	VCVTSS2SD   X4, X6, X6
+	VFMADD231SD X6, X6, X0
+	ADDQ        $4, SI
+	ADDQ        $4, R8
+	ADDQ        $4, R9
+	ADDQ        $4, DI
+	DECQ        CX
+	JNZ         zrtail
+
+zrdone:
+	VMOVSD X0, ret+120(FP)
 	VZEROUPPER
 	RET

@@ -82,3 +82,48 @@ func TestAxpyPairDot(t *testing.T) {
 		}
 	}
 }
+
+// UpdateZR writes what Axpy(alpha, p, z) and AxpyPairDot(a, q, b, p, r)
+// write, bit for bit, returns what the latter returns, and touches
+// nothing else.
+func TestUpdateZR(t *testing.T) {
+	rng := rand.New(rand.NewPCG(15, 16))
+	for n, off := range vectorCases {
+		for _, c := range [][3]float32{{0.5, -0.75, 0.25}, {1, 1, 0}, {-2, 0, -2}} {
+			alpha, a, b := c[0], c[1], c[2]
+			pAll, p := guarded(rng, n+off)
+			qAll, q := guarded(rng, n+2)
+			zAll, z := guarded(rng, n+1)
+			rAll, r := guarded(rng, n+3-off)
+			p, q, z, r = p[off:], q[2:], z[1:], r[3-off:]
+			ps, qs := append([]float32(nil), p...), append([]float32(nil), q...)
+			wantZ, wantR := append([]float32(nil), z...), append([]float32(nil), r...)
+			Axpy(alpha, p, wantZ)
+			want := AxpyPairDot(a, q, b, p, wantR)
+			loopZ, loopR := append([]float32(nil), z...), append([]float32(nil), r...)
+			loopDot := updateZRRef(alpha, p, a, q, b, loopZ, loopR)
+			got := UpdateZR(alpha, p, a, q, b, z, r)
+			checkGuards(t, "UpdateZR p", pAll, n+off)
+			checkGuards(t, "UpdateZR q", qAll, n+2)
+			checkGuards(t, "UpdateZR z", zAll, n+1)
+			checkGuards(t, "UpdateZR r", rAll, n+3-off)
+			for i := range r {
+				if math.Float32bits(z[i]) != math.Float32bits(wantZ[i]) || math.Float32bits(r[i]) != math.Float32bits(wantR[i]) {
+					t.Fatalf("UpdateZR n=%d off=%d %v: (z, r)[%d] = (%v, %v), want (%v, %v)", n, off, c, i, z[i], r[i], wantZ[i], wantR[i])
+				}
+				if !close32(float64(z[i]), float64(loopZ[i]), 4, 1) || !close32(float64(r[i]), float64(loopR[i]), 4, 1) {
+					t.Fatalf("UpdateZR n=%d off=%d %v: (z, r)[%d] = (%v, %v), the loop gives (%v, %v)", n, off, c, i, z[i], r[i], loopZ[i], loopR[i])
+				}
+				if math.Float32bits(p[i]) != math.Float32bits(ps[i]) || math.Float32bits(q[i]) != math.Float32bits(qs[i]) {
+					t.Fatalf("UpdateZR n=%d off=%d changed p or q at %d", n, off, i)
+				}
+			}
+			if math.Float64bits(got) != math.Float64bits(want) {
+				t.Fatalf("UpdateZR n=%d off=%d: returned %v, want AxpyPairDot's %v", n, off, got, want)
+			}
+			if math.Abs(got-loopDot) > 1e-5*(loopDot+1) {
+				t.Fatalf("UpdateZR n=%d off=%d: returned %v, the loop gives %v", n, off, got, loopDot)
+			}
+		}
+	}
+}

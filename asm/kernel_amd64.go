@@ -43,6 +43,14 @@ func DotPair(x, y []float32) (xy, xx float64)
 //go:noescape
 func AxpyPairDot(a float32, x []float32, b float32, w, y []float32) float64
 
+// UpdateZR computes z[i] += alpha*p[i] and r[i] = b*p[i] + (a*q[i] +
+// r[i]) over len(p) elements, each with fused multiply-adds (the values
+// of Axpy(alpha, p, z) and AxpyPairDot(a, q, b, p, r)), and returns
+// Dot(r, r) of the new r, with its bits, in one pass over the four.
+//
+//go:noescape
+func UpdateZR(alpha float32, p []float32, a float32, q []float32, b float32, z, r []float32) float64
+
 // Xpby computes y[i] = x[i] + beta*y[i] over len(x) elements.
 //
 //go:noescape

@@ -61,6 +61,18 @@ func AxpyPairDot(a float32, x []float32, b float32, w, y []float32) float64 {
 	return axpyPairDotRef(a, x, b, w, y)
 }
 
+// UpdateZR is the loop
+//
+//	for i := range p {
+//		z[i] += alpha * p[i]
+//		r[i] += a * q[i]
+//		r[i] += b * p[i]
+//		s += float64(r[i]) * float64(r[i])
+//	}
+func UpdateZR(alpha float32, p []float32, a float32, q []float32, b float32, z, r []float32) float64 {
+	return updateZRRef(alpha, p, a, q, b, z, r)
+}
+
 // Xpby is the loop
 //
 //	for i := range x {

@@ -66,6 +66,11 @@ func axpyPairDotRef(a float32, x []float32, b float32, w, y []float32) float64 {
 	return s
 }
 
+func updateZRRef(alpha float32, p []float32, a float32, q []float32, b float32, z, r []float32) float64 {
+	axpyRef(alpha, p, z)
+	return axpyPairDotRef(a, q, b, p, r)
+}
+
 func axpyRef(alpha float32, x, y []float32) {
 	y = y[:len(x)]
 	for i, v := range x {

@@ -127,6 +127,13 @@ func (avx2) AxpyPairDot(a float32, x []float32, b float32, w, y []float32) float
 	return asm.AxpyPairDot(a, x, b, w, y)
 }
 
+// UpdateZR computes z += alpha*p, then r += a*q and r += b*p, and returns
+// Dot(r, r) of the new r, in one pass.
+func (avx2) UpdateZR(alpha float32, p []float32, a float32, q []float32, b float32, z, r []float32) float64 {
+	q, z, r = q[:len(p)], z[:len(p)], r[:len(p)]
+	return asm.UpdateZR(alpha, p, a, q, b, z, r)
+}
+
 // Xpby computes y = x + beta*y over len(x) elements.
 func (avx2) Xpby(x []float32, beta float32, y []float32) {
 	y = y[:len(x)]

@@ -28,6 +28,7 @@ func Xpby(k Kernels, x []float32, beta float32, y []float32) {
 type pairer interface {
 	DotPair(x, y []float32) (xy, xx float64)
 	AxpyPairDot(a float32, x []float32, b float32, w, y []float32) float64
+	UpdateZR(alpha float32, p []float32, a float32, q []float32, b float32, z, r []float32) float64
 }
 
 // DotPair returns k.Dot(x, y) and k.Dot(x, x), in one pass over x and y
@@ -49,6 +50,19 @@ func AxpyPairDot(k Kernels, a float32, x []float32, b float32, w, y []float32) f
 	k.Axpy(a, x, y)
 	k.Axpy(b, w, y)
 	return k.Dot(y, y)
+}
+
+// UpdateZR computes k.Axpy(alpha, p, z) and AxpyPairDot(k, a, q, b, p, r),
+// and returns what the latter returns: CG's z += alpha*p and r -=
+// alpha*(q + shift*p) with |r|^2. With k's fused kernel it is one pass
+// over the four vectors, which streams z and r from memory together
+// instead of in two passes.
+func UpdateZR(k Kernels, alpha float32, p []float32, a float32, q []float32, b float32, z, r []float32) float64 {
+	if f, ok := k.(pairer); ok {
+		return f.UpdateZR(alpha, p, a, q, b, z, r)
+	}
+	k.Axpy(alpha, p, z)
+	return AxpyPairDot(k, a, q, b, p, r)
 }
 
 // MaxAbsBits returns the largest bit pattern of |x[i]| (sign bit

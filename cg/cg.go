@@ -206,19 +206,27 @@ func (u *rowUpdate) update(part, parts int) {
 			continue
 		}
 		alpha := rho[j] / den
-		if u.it == 0 {
-			// z_j is 0 + alpha p_j: the same values as the axpy (up to
-			// the sign of a zero), without reading z_j.
-			blas.ScaleTo(float32(alpha), pj, zj)
-		} else {
-			k.Axpy(float32(alpha), pj, zj)
-		}
+		a, as := float32(-alpha), float32(-alpha*float64(s.shift))
 		var rhoNew float64
-		if s.shift != 0 {
-			rhoNew = blas.AxpyPairDot(k, float32(-alpha), qj, float32(-alpha*float64(s.shift)), pj, rj)
+		if s.shift != 0 && u.it > 0 {
+			// z_j += alpha p_j and r_j -= alpha (q_j + shift p_j) in one
+			// pass over the four vectors, which streams z_j and r_j
+			// together: the values of the Axpy and AxpyPairDot below.
+			rhoNew = blas.UpdateZR(k, float32(alpha), pj, a, qj, as, zj, rj)
 		} else {
-			k.Axpy(float32(-alpha), qj, rj)
-			rhoNew = k.Dot(rj, rj)
+			if u.it == 0 {
+				// z_j is 0 + alpha p_j: the same values as the axpy (up
+				// to the sign of a zero), without reading z_j.
+				blas.ScaleTo(float32(alpha), pj, zj)
+			} else {
+				k.Axpy(float32(alpha), pj, zj)
+			}
+			if s.shift != 0 {
+				rhoNew = blas.AxpyPairDot(k, a, qj, as, pj, rj)
+			} else {
+				k.Axpy(a, qj, rj)
+				rhoNew = k.Dot(rj, rj)
+			}
 		}
 		if u.it+1 < s.Iters {
 			// The last iteration's direction would never be used.
