@@ -298,6 +298,56 @@ func TestGram(t *testing.T) {
 	}
 }
 
+// TestAdvanceRowsBits: the recurrences' row update in vector passes gives
+// the bits of the plain loop, on rows that moved and rows that did not,
+// weighted or not.
+func TestAdvanceRowsBits(t *testing.T) {
+	if !hasAVX2 {
+		t.Skip("no AVX2")
+	}
+	rng := rand.New(rand.NewPCG(25, 26))
+	for _, n := range []int{256, 37, 1} {
+		for _, weighted := range []bool{true, false} {
+			const r = 7
+			var got, want recurrence
+			for _, rc := range []*recurrence{&got, &want} {
+				rc.ld = n + tPad
+				rc.t, rc.u, rc.s, rc.w = make([]float32, r*rc.ld), make([]float32, r*rc.ld), make([]float32, r*rc.ld), make([]float32, r*rc.ld)
+			}
+			for _, v := range [][]float32{want.t, want.u, want.w} {
+				copy(v, randSlice(rng, len(v)))
+			}
+			copy(got.t, want.t)
+			copy(got.u, want.u)
+			copy(got.w, want.w)
+			alpha, beta, moved := make([]float64, r), make([]float64, r), make([]bool, r)
+			for j := range alpha {
+				alpha[j], beta[j], moved[j] = rng.Float64(), rng.Float64(), j%3 != 1
+			}
+			f := FisherProduct{Rows: r, Points: n}
+			if weighted {
+				f.Weights = randSlice(rng, r*n)
+			}
+			f.recur = got
+			f.advanceRows(0, r, alpha, beta, 0.25, moved)
+			hasAVX2 = false
+			f.recur = want
+			f.advanceRows(0, r, alpha, beta, 0.25, moved)
+			hasAVX2 = true
+			for j := 0; j < r; j++ {
+				for i := 0; i < n; i++ {
+					o := j*got.ld + i
+					for _, c := range [][2][]float32{{got.u, want.u}, {got.t, want.t}, {got.s, want.s}} {
+						if math.Float32bits(c[0][o]) != math.Float32bits(c[1][o]) {
+							t.Fatalf("N=%d weights=%v: row %d value %d: %v, the loop gives %v", n, weighted, j, i, c[0][o], c[1][o])
+						}
+					}
+				}
+			}
+		}
+	}
+}
+
 // sStride: room for the rows, whole 64-byte lines, an odd number of them.
 func TestSStride(t *testing.T) {
 	for r := 1; r <= 600; r++ {

@@ -1,6 +1,10 @@
 package blas
 
-import "os"
+import (
+	"os"
+
+	"github.com/frogopt/frog/asm"
+)
 
 // CG's recurrences through the points' space.
 //
@@ -130,15 +134,33 @@ func (f *FisherProduct) advanceRows(j0, j1 int, alpha, beta []float64, shift flo
 		if moved != nil && moved[j] {
 			u, w := rc.u[o:o+n], rc.w[o:o+n]
 			a, as, b := float32(alpha[j]), float32(alpha[j]*float64(shift)), float32(beta[j])
-			for i := range u {
-				ui := u[i] - float32(a*w[i])
-				ui -= float32(as * t[i])
-				u[i] = ui
-				t[i] = ui + float32(b*t[i])
+			if hasAVX2 {
+				// The loop below in vector passes over the row, w (not
+				// read again this iteration) holding the products: each
+				// product and sum rounded once as there (an FMA by -1
+				// or 1 rounds the sum once).
+				asm.ScaleTo(a, w, w)
+				asm.Axpy(-1, w, u)
+				asm.ScaleTo(as, t, w)
+				asm.Axpy(-1, w, u)
+				asm.ScaleTo(b, t, t)
+				asm.Axpy(1, u, t)
+			} else {
+				for i := range u {
+					ui := u[i] - float32(a*w[i])
+					ui -= float32(as * t[i])
+					u[i] = ui
+					t[i] = ui + float32(b*t[i])
+				}
 			}
 		}
 		if f.Weights == nil {
 			copy(s, t)
+			continue
+		}
+		if hasAVX2 {
+			copy(s, t)
+			asm.Hadamard(f.Weights[j*n:(j+1)*n], s)
 			continue
 		}
 		for i, v := range f.Weights[j*n : (j+1)*n] {
