@@ -219,9 +219,13 @@ func TestAxpyXpby(t *testing.T) {
 	}
 }
 
+// FMALoop runs its n rounds: its sum is 12*n*2^-10, exactly.
 func TestFMALoop(t *testing.T) {
-	FMALoop(0)
-	FMALoop(1000)
+	for _, n := range []int{0, 1, 1000, 1 << 19} {
+		if got, want := FMALoop(n), float32(12*n)*0x1p-10; got != want {
+			t.Errorf("FMALoop(%d) = %v, want %v", n, got, want)
+		}
+	}
 }
 
 func BenchmarkFMALoop(b *testing.B) {

@@ -29,7 +29,7 @@ func Kernel8x32Seg(k int, alpha float32, a []float32, rsa, csa int, b []float32,
 
 // FMALoop512 runs n rounds of twelve independent 16-wide float32 FMAs (384
 // flops a round) on registers only: the arithmetic peak of a CPU with
-// AVX-512F. Only for such a CPU.
+// AVX-512F. Only for such a CPU. It returns what FMALoop returns.
 //
 //go:noescape
-func FMALoop512(n int)
+func FMALoop512(n int) float32

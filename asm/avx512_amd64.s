@@ -184,25 +184,31 @@ segend:
 store:
 	KERNEL8X32_STORE
 
-// func FMALoop512(n int)
-TEXT ·FMALoop512(SB), NOSPLIT, $0-8
-	MOVQ   n+0(FP), CX
-	VPXORD Z0, Z0, Z0
-	VPXORD Z1, Z1, Z1
-	VPXORD Z2, Z2, Z2
-	VPXORD Z3, Z3, Z3
-	VPXORD Z4, Z4, Z4
-	VPXORD Z5, Z5, Z5
-	VPXORD Z6, Z6, Z6
-	VPXORD Z7, Z7, Z7
-	VPXORD Z8, Z8, Z8
-	VPXORD Z9, Z9, Z9
-	VPXORD Z10, Z10, Z10
-	VPXORD Z11, Z11, Z11
-	VPXORD Z12, Z12, Z12
-	VPXORD Z13, Z13, Z13
-	TESTQ  CX, CX
-	JLE    fma512done
+// func FMALoop512(n int) float32
+//
+// FMALoop's rounds on Z0..Z11: the result is again 12*n*2^-10.
+TEXT ·FMALoop512(SB), NOSPLIT, $0-12
+	MOVQ         n+0(FP), CX
+	VPXORD       Z0, Z0, Z0
+	VPXORD       Z1, Z1, Z1
+	VPXORD       Z2, Z2, Z2
+	VPXORD       Z3, Z3, Z3
+	VPXORD       Z4, Z4, Z4
+	VPXORD       Z5, Z5, Z5
+	VPXORD       Z6, Z6, Z6
+	VPXORD       Z7, Z7, Z7
+	VPXORD       Z8, Z8, Z8
+	VPXORD       Z9, Z9, Z9
+	VPXORD       Z10, Z10, Z10
+	VPXORD       Z11, Z11, Z11
+	MOVL         $0x3f800000, AX
+	VMOVD        AX, X12
+	VBROADCASTSS X12, Z12
+	MOVL         $0x3a800000, AX
+	VMOVD        AX, X13
+	VBROADCASTSS X13, Z13
+	TESTQ        CX, CX
+	JLE          fma512done
 
 fma512loop:
 	VFMADD231PS Z12, Z13, Z0
@@ -221,5 +227,17 @@ fma512loop:
 	JNZ         fma512loop
 
 fma512done:
+	VADDPS Z1, Z0, Z0
+	VADDPS Z2, Z0, Z0
+	VADDPS Z3, Z0, Z0
+	VADDPS Z4, Z0, Z0
+	VADDPS Z5, Z0, Z0
+	VADDPS Z6, Z0, Z0
+	VADDPS Z7, Z0, Z0
+	VADDPS Z8, Z0, Z0
+	VADDPS Z9, Z0, Z0
+	VADDPS Z10, Z0, Z0
+	VADDPS Z11, Z0, Z0
+	VMOVSS X0, ret+8(FP)
 	VZEROUPPER
 	RET

@@ -103,12 +103,16 @@ func testKernel8x32(t *testing.T, overwrite bool) {
 	}
 }
 
+// FMALoop512 runs its n rounds: its sum is 12*n*2^-10, exactly.
 func TestFMALoop512(t *testing.T) {
 	if !hasAVX512 {
 		return
 	}
-	FMALoop512(0)
-	FMALoop512(1000)
+	for _, n := range []int{0, 1, 1000, 1 << 19} {
+		if got, want := FMALoop512(n), float32(12*n)*0x1p-10; got != want {
+			t.Errorf("FMALoop512(%d) = %v, want %v", n, got, want)
+		}
+	}
 }
 
 func BenchmarkFMALoop512(b *testing.B) {

@@ -40,7 +40,7 @@ func init() {
 // of the micro-kernel in use (asm.FMALoop512 with AVX-512, else
 // asm.FMALoop) and the flops of one of its rounds: the arithmetic peak
 // that the products' GFLOP/s compare with.
-func PeakLoop() (loop func(rounds int), flopsPerRound int) {
+func PeakLoop() (loop func(rounds int) float32, flopsPerRound int) {
 	if MicroKernel() == "avx512" {
 		return asm.FMALoop512, asm.FMALoop512Flops
 	}

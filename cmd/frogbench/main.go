@@ -181,7 +181,7 @@ func run(r, iters int, layerList string, threads int, backendName string, reps i
 
 // fmaPeak runs an FMA loop (flops a round) on threads goroutines at once
 // and returns their combined rate, the best of five rounds.
-func fmaPeak(threads int, loop func(int), flops int) float64 {
+func fmaPeak(threads int, loop func(int) float32, flops int) float64 {
 	const rounds = 1 << 19 // 100 Mflop a goroutine
 	best := 0.0
 	for i := 0; i < 5; i++ {
