@@ -62,6 +62,43 @@ pairdone:
 	VZEROUPPER
 	RET
 
+// The steps of y = b*w + (a*x + y) with the squares of the new y added
+// to Y0..Y3 (X0 for a single value), a and b broadcast in Y14 and Y13,
+// x, w and y addressed by SI, R8 and DI: 16 values (Dot's rounds), 4
+// values (into the first accumulator), one value.
+#define AXPY2DOT16 \
+	VMOVUPS      (DI), Y4; \
+	VMOVUPS      32(DI), Y5; \
+	VFMADD231PS  (SI), Y14, Y4; \
+	VFMADD231PS  32(SI), Y14, Y5; \
+	VFMADD231PS  (R8), Y13, Y4; \
+	VFMADD231PS  32(R8), Y13, Y5; \
+	VMOVUPS      Y4, (DI); \
+	VMOVUPS      Y5, 32(DI); \
+	VCVTPS2PD    X4, Y6; \
+	VEXTRACTF128 $1, Y4, X7; \
+	VCVTPS2PD    X7, Y7; \
+	VCVTPS2PD    X5, Y8; \
+	VEXTRACTF128 $1, Y5, X9; \
+	VCVTPS2PD    X9, Y9; \
+	FMA4PD(Y6, Y6, Y7, Y7, Y8, Y8, Y9, Y9, Y0, Y1, Y2, Y3)
+
+#define AXPY2DOT4 \
+	VMOVUPS     (DI), X4; \
+	VFMADD231PS (SI), X14, X4; \
+	VFMADD231PS (R8), X13, X4; \
+	VMOVUPS     X4, (DI); \
+	VCVTPS2PD   X4, Y6; \
+	VFMADD231PD Y6, Y6, Y0
+
+#define AXPY2DOT1 \
+	VMOVSS      (DI), X4; \
+	VFMADD231SS (SI), X14, X4; \
+	VFMADD231SS (R8), X13, X4; \
+	VMOVSS      X4, (DI); \
+	VCVTSS2SD   X4, X6, X6; \
+	VFMADD231SD X6, X6, X0
+
 // func AxpyPairDot(a float32, x []float32, b float32, w, y []float32) float64
 TEXT ·AxpyPairDot(SB), NOSPLIT, $0-96
 	VBROADCASTSS a+0(FP), Y14
@@ -75,21 +112,7 @@ TEXT ·AxpyPairDot(SB), NOSPLIT, $0-96
 	JL           apdquad
 
 apdloop:
-	VMOVUPS      (DI), Y4
-	VMOVUPS      32(DI), Y5
-	VFMADD231PS  (SI), Y14, Y4
-	VFMADD231PS  32(SI), Y14, Y5
-	VFMADD231PS  (R8), Y13, Y4
-	VFMADD231PS  32(R8), Y13, Y5
-	VMOVUPS      Y4, (DI)
-	VMOVUPS      Y5, 32(DI)
-	VCVTPS2PD    X4, Y6
-	VEXTRACTF128 $1, Y4, X7
-	VCVTPS2PD    X7, Y7
-	VCVTPS2PD    X5, Y8
-	VEXTRACTF128 $1, Y5, X9
-	VCVTPS2PD    X9, Y9
-	FMA4PD(Y6, Y6, Y7, Y7, Y8, Y8, Y9, Y9, Y0, Y1, Y2, Y3)
+	AXPY2DOT16
 	ADDQ         $64, SI
 	ADDQ         $64, R8
 	ADDQ         $64, DI
@@ -100,12 +123,7 @@ apdloop:
 apdquad:
 	CMPQ        CX, $4
 	JL          apdreduce
-	VMOVUPS     (DI), X4
-	VFMADD231PS (SI), X14, X4
-	VFMADD231PS (R8), X13, X4
-	VMOVUPS     X4, (DI)
-	VCVTPS2PD   X4, Y6
-	VFMADD231PD Y6, Y6, Y0
+	AXPY2DOT4
 	ADDQ        $16, SI
 	ADDQ        $16, R8
 	ADDQ        $16, DI
@@ -118,12 +136,7 @@ apdreduce:
 	JE    apddone
 
 apdtail:
-	VMOVSS      (DI), X4
-	VFMADD231SS (SI), X14, X4
-	VFMADD231SS (R8), X13, X4
-	VMOVSS      X4, (DI)
-	VCVTSS2SD   X4, X6, X6
-	VFMADD231SD X6, X6, X0
+	AXPY2DOT1
 	ADDQ        $4, SI
 	ADDQ        $4, R8
 	ADDQ        $4, DI
@@ -138,7 +151,8 @@ apddone:
 // func UpdateZR(alpha float32, p []float32, a float32, q []float32, b float32, z, r []float32) float64
 //
 // z += alpha*p and r = b*p + (a*q + r), each an FMA, in one pass over the
-// four vectors; the sum of the new r's squares takes Dot's shape.
+// four vectors; the sum of the new r's squares takes Dot's shape. q, p and
+// r are AxpyPairDot's x, w and y (the AXPY2DOT steps); z is in R9.
 TEXT ·UpdateZR(SB), NOSPLIT, $0-128
 	VBROADCASTSS alpha+0(FP), Y12
 	MOVQ         p_base+8(FP), R8
@@ -159,21 +173,7 @@ zrloop:
 	VFMADD231PS  32(R8), Y12, Y11
 	VMOVUPS      Y10, (R9)
 	VMOVUPS      Y11, 32(R9)
-	VMOVUPS      (DI), Y4
-	VMOVUPS      32(DI), Y5
-	VFMADD231PS  (SI), Y14, Y4
-	VFMADD231PS  32(SI), Y14, Y5
-	VFMADD231PS  (R8), Y13, Y4
-	VFMADD231PS  32(R8), Y13, Y5
-	VMOVUPS      Y4, (DI)
-	VMOVUPS      Y5, 32(DI)
-	VCVTPS2PD    X4, Y6
-	VEXTRACTF128 $1, Y4, X7
-	VCVTPS2PD    X7, Y7
-	VCVTPS2PD    X5, Y8
-	VEXTRACTF128 $1, Y5, X9
-	VCVTPS2PD    X9, Y9
-	FMA4PD(Y6, Y6, Y7, Y7, Y8, Y8, Y9, Y9, Y0, Y1, Y2, Y3)
+	AXPY2DOT16
 	ADDQ         $64, SI
 	ADDQ         $64, R8
 	ADDQ         $64, R9
@@ -188,12 +188,7 @@ zrquad:
 	VMOVUPS     (R9), X10
 	VFMADD231PS (R8), X12, X10
 	VMOVUPS     X10, (R9)
-	VMOVUPS     (DI), X4
-	VFMADD231PS (SI), X14, X4
-	VFMADD231PS (R8), X13, X4
-	VMOVUPS     X4, (DI)
-	VCVTPS2PD   X4, Y6
-	VFMADD231PD Y6, Y6, Y0
+	AXPY2DOT4
 	ADDQ        $16, SI
 	ADDQ        $16, R8
 	ADDQ        $16, R9
@@ -210,12 +205,7 @@ zrtail:
 	VMOVSS      (R9), X10
 	VFMADD231SS (R8), X12, X10
 	VMOVSS      X10, (R9)
-	VMOVSS      (DI), X4
-	VFMADD231SS (SI), X14, X4
-	VFMADD231SS (R8), X13, X4
-	VMOVSS      X4, (DI)
-	VCVTSS2SD   X4, X6, X6
-	VFMADD231SD X6, X6, X0
+	AXPY2DOT1
 	ADDQ        $4, SI
 	ADDQ        $4, R8
 	ADDQ        $4, R9

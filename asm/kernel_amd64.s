@@ -5,6 +5,25 @@
 
 // The 6x16 tile of C lives in Y0..Y11 (row i in Y(2i), Y(2i+1)); Y12 and
 // Y13 hold the current row of B, Y14 and Y15 the broadcast values of A.
+// ZERO_Y0_Y7 and ZERO_Y0_Y11 clear the accumulators of a tile (or of the
+// FMA loop).
+#define ZERO_Y0_Y7 \
+	VXORPS Y0, Y0, Y0; \
+	VXORPS Y1, Y1, Y1; \
+	VXORPS Y2, Y2, Y2; \
+	VXORPS Y3, Y3, Y3; \
+	VXORPS Y4, Y4, Y4; \
+	VXORPS Y5, Y5, Y5; \
+	VXORPS Y6, Y6, Y6; \
+	VXORPS Y7, Y7, Y7
+
+#define ZERO_Y0_Y11 \
+	ZERO_Y0_Y7; \
+	VXORPS Y8, Y8, Y8; \
+	VXORPS Y9, Y9, Y9; \
+	VXORPS Y10, Y10, Y10; \
+	VXORPS Y11, Y11, Y11
+
 #define ROW_FMA(src, lo, hi, bc) \
 	VBROADCASTSS src, bc; \
 	VFMADD231PS  Y12, bc, lo; \
@@ -111,18 +130,7 @@ TEXT ·Kernel6x16(SB), NOSPLIT, $0-121
 	MOVQ ldb+80(FP), R12
 	SHLQ $2, R12
 
-	VXORPS Y0, Y0, Y0
-	VXORPS Y1, Y1, Y1
-	VXORPS Y2, Y2, Y2
-	VXORPS Y3, Y3, Y3
-	VXORPS Y4, Y4, Y4
-	VXORPS Y5, Y5, Y5
-	VXORPS Y6, Y6, Y6
-	VXORPS Y7, Y7, Y7
-	VXORPS Y8, Y8, Y8
-	VXORPS Y9, Y9, Y9
-	VXORPS Y10, Y10, Y10
-	VXORPS Y11, Y11, Y11
+	ZERO_Y0_Y11
 
 	TESTQ CX, CX
 	JLE   store
@@ -271,18 +279,7 @@ TEXT ·Xpby(SB), NOSPLIT, $0-56
 // their sum, 12*n*2^-10 (exact up to n = 2^24/12).
 TEXT ·FMALoop(SB), NOSPLIT, $0-12
 	MOVQ         n+0(FP), CX
-	VXORPS       Y0, Y0, Y0
-	VXORPS       Y1, Y1, Y1
-	VXORPS       Y2, Y2, Y2
-	VXORPS       Y3, Y3, Y3
-	VXORPS       Y4, Y4, Y4
-	VXORPS       Y5, Y5, Y5
-	VXORPS       Y6, Y6, Y6
-	VXORPS       Y7, Y7, Y7
-	VXORPS       Y8, Y8, Y8
-	VXORPS       Y9, Y9, Y9
-	VXORPS       Y10, Y10, Y10
-	VXORPS       Y11, Y11, Y11
+	ZERO_Y0_Y11
 	MOVL         $0x3f800000, AX
 	VMOVD        AX, X12
 	VBROADCASTSS X12, Y12
@@ -544,14 +541,7 @@ TEXT ·Kernel4x16(SB), NOSPLIT, $0-121
 	MOVQ ldb+80(FP), R12
 	SHLQ $2, R12
 
-	VXORPS Y0, Y0, Y0
-	VXORPS Y1, Y1, Y1
-	VXORPS Y2, Y2, Y2
-	VXORPS Y3, Y3, Y3
-	VXORPS Y4, Y4, Y4
-	VXORPS Y5, Y5, Y5
-	VXORPS Y6, Y6, Y6
-	VXORPS Y7, Y7, Y7
+	ZERO_Y0_Y7
 
 	TESTQ CX, CX
 	JLE   store4
