@@ -254,9 +254,10 @@ func TestRecurrenceDeterministic(t *testing.T) {
 	}
 }
 
-// TestGram: the Gram matrix computed from the strips' diagonals on, the
-// rest mirrored, has the bits of the whole product X X^T, on every
-// kernel set (pure Go included), with X packed or read in place.
+// TestGram: the Gram matrix computed on the tiles that reach its diagonal,
+// the rest mirrored, has the bits of the whole product X X^T, on both
+// assembly kernel sets, with X packed or read in place, and under the
+// pure-Go kernels (which run the whole product).
 func TestGram(t *testing.T) {
 	rng := rand.New(rand.NewPCG(23, 24))
 	kernels := []Kernels{pureGo{}}
@@ -330,10 +331,12 @@ func TestAdvanceRowsBits(t *testing.T) {
 			}
 			f.recur = got
 			f.advanceRows(0, r, alpha, beta, 0.25, moved)
-			hasAVX2 = false
 			f.recur = want
-			f.advanceRows(0, r, alpha, beta, 0.25, moved)
-			hasAVX2 = true
+			func() {
+				hasAVX2 = false
+				defer func() { hasAVX2 = true }()
+				f.advanceRows(0, r, alpha, beta, 0.25, moved)
+			}()
 			for j := 0; j < r; j++ {
 				for i := 0; i < n; i++ {
 					o := j*got.ld + i
