@@ -3,8 +3,6 @@
 #include "textflag.h"
 #include "dot_amd64.h"
 
-// The 6x16 tile of C lives in Y0..Y11 (row i in Y(2i), Y(2i+1)); Y12 and
-// Y13 hold the current row of B, Y14 and Y15 the broadcast values of A.
 // ZERO_Y0_Y7 and ZERO_Y0_Y11 clear the accumulators of a tile (or of the
 // FMA loop).
 #define ZERO_Y0_Y7 \
@@ -24,6 +22,8 @@
 	VXORPS Y10, Y10, Y10; \
 	VXORPS Y11, Y11, Y11
 
+// The 6x16 tile of C lives in Y0..Y11 (row i in Y(2i), Y(2i+1)); Y12 and
+// Y13 hold the current row of B, Y14 and Y15 the broadcast values of A.
 #define ROW_FMA(src, lo, hi, bc) \
 	VBROADCASTSS src, bc; \
 	VFMADD231PS  Y12, bc, lo; \
