@@ -256,10 +256,12 @@ func TestRecurrenceDeterministic(t *testing.T) {
 
 // TestGram: the Gram matrix computed on the tiles that reach its diagonal,
 // the rest mirrored, has the bits of the whole product X X^T, on both
-// assembly kernel sets, with X packed or read in place, and under the
-// pure-Go kernels (which run the whole product).
+// assembly kernel sets, with X read in place or packed, on one to three
+// cores (upperSplit's parts), and under the pure-Go kernels (which run
+// the whole product).
 func TestGram(t *testing.T) {
 	rng := rand.New(rand.NewPCG(23, 24))
+	ran := 0
 	kernels := []Kernels{pureGo{}}
 	if hasAVX2 {
 		kernels = append(kernels, avx2{})
@@ -273,21 +275,31 @@ func TestGram(t *testing.T) {
 				sets = kernelSets()
 			}
 			for _, set := range sets {
-				for _, packed := range []bool{false, true} {
-					name := fmt.Sprintf("N=%d D=%d %s/%s packed=%v", n, d, k.Name(), set.name, packed)
+				for _, c := range [][2]int{{0, 1}, {0, 3}, {1, 2}, {1, 3}} {
+					packed, procs := c[0] == 1, c[1]
+					name := fmt.Sprintf("N=%d D=%d %s/%s packed=%v GOMAXPROCS=%d", n, d, k.Name(), set.name, packed, procs)
 					want := make([]float32, n*n)
-					f := FisherProduct{Rows: 1, Len: d, Points: n, X: x}
-					if packed && !f.PackPoints(k) {
+					// Rows >= Points/2, not a multiple of 16: the shape for
+					// which the assembly kernels pack X (rowsInPlace).
+					f := FisherProduct{Rows: n/2 + 1, Len: d, Points: n, X: x}
+					if _, ok := k.(avx2); packed && ok {
+						if !f.PackPoints(k) {
+							t.Fatalf("%s: avx2 made no copy of X", name)
+						}
+						ran++
+					} else if packed {
 						continue
 					}
 					f.recur.gram = make([]float32, n*n)
 					for i := range f.recur.gram {
 						f.recur.gram[i] = nan32
 					}
+					prev := runtime.GOMAXPROCS(procs)
 					withKernels(set, func() {
 						k.Gemm(false, true, n, n, d, 1, x, d, x, d, 0, want, n)
 						f.gram(k)
 					})
+					runtime.GOMAXPROCS(prev)
 					for i, v := range f.recur.gram {
 						if math.Float32bits(v) != math.Float32bits(want[i]) {
 							t.Fatalf("%s: G[%d][%d] = %v, want %v", name, i/n, i%n, v, want[i])
@@ -296,6 +308,9 @@ func TestGram(t *testing.T) {
 				}
 			}
 		}
+	}
+	if hasAVX2 && ran == 0 {
+		t.Fatal("no product ran on packed X")
 	}
 }
 
