@@ -268,16 +268,20 @@ func (fl *frogLayer) propose(cfg Config, in *Batch) error {
 	fl.outGrads = gather(fl.outGrads, in.OutGrads, idx, l.OutGradLen())
 
 	fl.effective(cfg, in)
-	if err := checkEffective(cfg.Momentum, fl.eff, nil); err != nil {
-		return err
-	}
 	problem := RowsInput{
 		Layer: l, Grad: fl.eff, Acts: fl.acts, OutGrads: fl.outGrads,
 		Samples: r, BatchSize: in.BatchSize, Reduction: cfg.Reduction,
 		Damping: cfg.dampingAt(fl.steps), Iters: cfg.Iters, DenomEps: cfg.DenomEps,
 		Tolerance: cfg.Tolerance, ScaleInvariant: cfg.ScaleInvariant,
 	}
+	// The scan of the effective gradient's rows tells whether momentum
+	// made it overflow; only then is it read again, for the position.
 	fl.pre.tops.scanSolve(&problem)
+	if !fl.pre.tops.rowsFinite() {
+		if err := checkEffective(cfg.Momentum, fl.eff, nil); err != nil {
+			return err
+		}
+	}
 	if err := fl.pre.solve(&problem, fl.dir, &fl.diagNew, true); err != nil {
 		return err
 	}

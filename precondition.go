@@ -173,6 +173,17 @@ func (t *dataTops) scanSolve(in *RowsInput) {
 	}
 }
 
+// rowsFinite reports whether every row scanRows saw is finite (NaN and
+// Inf have the largest MaxAbsBits).
+func (t *dataTops) rowsFinite() bool {
+	for _, top := range t.rows {
+		if top >= 0x7f800000 {
+			return false
+		}
+	}
+	return true
+}
+
 // scanRows sets t.rows from grad's rows of length d, in one pass.
 func (t *dataTops) scanRows(grad []float32, d int) {
 	rows := len(grad) / d
@@ -432,12 +443,9 @@ func checkRowsInput(in RowsInput, dir []float32) error {
 // are finite (reporting the first NaN or Inf in that order) and records
 // the magnitudes solve needs, one pass over each.
 func (t *dataTops) scanInputs(in RowsInput) error {
-	d := in.Layer.SolveLen()
-	t.scanRows(in.Grad, d)
-	for _, top := range t.rows {
-		if top >= 0x7f800000 {
-			return checkFinite(named{"gradient", in.Grad})
-		}
+	t.scanRows(in.Grad, in.Layer.SolveLen())
+	if !t.rowsFinite() {
+		return checkFinite(named{"gradient", in.Grad})
 	}
 	t.acts, t.actsKnown = blas.MaxAbsBits(in.Acts), true
 	if t.acts >= 0x7f800000 {

@@ -989,3 +989,30 @@ func TestTinyData(t *testing.T) {
 		}
 	}
 }
+
+// A gradient near the float32 limit that momentum makes overflow is an
+// error wrapping ErrNonFinite that names the effective gradient, and
+// leaves the state as it was. The gradient is chosen so that the first
+// step's effective gradient is finite and the second's is not: FROG's
+// Nesterov momentum 0.9 makes them 1.9 g and 2.71 g. (K-FROG's direction
+// already overflows at the first step for gradients this large.)
+func TestMomentumOverflow(t *testing.T) {
+	o := newOptimizer(t, "frog")
+	w := newRBWorld(0)
+	w.register(t, o)
+	in := rbData(3, 1)[0].lin
+	for i := range in.Grad {
+		in.Grad[i] = 1.5e38
+	}
+	if err := o.Step("lin", in); err != nil {
+		t.Fatalf("first step: %v", err)
+	}
+	before := stateOf(o)
+	err := o.Step("lin", in)
+	if !errors.Is(err, ErrNonFinite) || !strings.Contains(err.Error(), "effective gradient (after momentum) overflows") {
+		t.Fatalf("second step: %v, want the effective gradient's overflow", err)
+	}
+	if string(stateOf(o)) != string(before) {
+		t.Error("the failed step changed the state")
+	}
+}
