@@ -44,6 +44,29 @@
 	VMOVUPS Z17, 64(DI); \
 	ADDQ    DX, DI
 
+// ZERO_Z0_Z11 and ZERO_Z0_Z15 clear the accumulators of the FMA loop and
+// of a tile.
+#define ZERO_Z0_Z11 \
+	VPXORD Z0, Z0, Z0; \
+	VPXORD Z1, Z1, Z1; \
+	VPXORD Z2, Z2, Z2; \
+	VPXORD Z3, Z3, Z3; \
+	VPXORD Z4, Z4, Z4; \
+	VPXORD Z5, Z5, Z5; \
+	VPXORD Z6, Z6, Z6; \
+	VPXORD Z7, Z7, Z7; \
+	VPXORD Z8, Z8, Z8; \
+	VPXORD Z9, Z9, Z9; \
+	VPXORD Z10, Z10, Z10; \
+	VPXORD Z11, Z11, Z11
+
+#define ZERO_Z0_Z15 \
+	ZERO_Z0_Z11; \
+	VPXORD Z12, Z12, Z12; \
+	VPXORD Z13, Z13, Z13; \
+	VPXORD Z14, Z14, Z14; \
+	VPXORD Z15, Z15, Z15
+
 // KERNEL8X32_ENTRY loads the arguments both kernels share and clears
 // the tile.
 #define KERNEL8X32_ENTRY \
@@ -60,22 +83,7 @@
 	SHLQ   $2, R12; \
 	MOVQ   boff+88(FP), R13; \
 	SHLQ   $2, R13; \
-	VPXORD Z0, Z0, Z0; \
-	VPXORD Z1, Z1, Z1; \
-	VPXORD Z2, Z2, Z2; \
-	VPXORD Z3, Z3, Z3; \
-	VPXORD Z4, Z4, Z4; \
-	VPXORD Z5, Z5, Z5; \
-	VPXORD Z6, Z6, Z6; \
-	VPXORD Z7, Z7, Z7; \
-	VPXORD Z8, Z8, Z8; \
-	VPXORD Z9, Z9, Z9; \
-	VPXORD Z10, Z10, Z10; \
-	VPXORD Z11, Z11, Z11; \
-	VPXORD Z12, Z12, Z12; \
-	VPXORD Z13, Z13, Z13; \
-	VPXORD Z14, Z14, Z14; \
-	VPXORD Z15, Z15, Z15
+	ZERO_Z0_Z15
 
 // KERNEL8X32_STORE adds alpha times the tile to C, or writes it over C
 // when overwrite is set, and returns.
@@ -189,18 +197,7 @@ store:
 // FMALoop's rounds on Z0..Z11: the result is again 12*n*2^-10.
 TEXT ·FMALoop512(SB), NOSPLIT, $0-12
 	MOVQ         n+0(FP), CX
-	VPXORD       Z0, Z0, Z0
-	VPXORD       Z1, Z1, Z1
-	VPXORD       Z2, Z2, Z2
-	VPXORD       Z3, Z3, Z3
-	VPXORD       Z4, Z4, Z4
-	VPXORD       Z5, Z5, Z5
-	VPXORD       Z6, Z6, Z6
-	VPXORD       Z7, Z7, Z7
-	VPXORD       Z8, Z8, Z8
-	VPXORD       Z9, Z9, Z9
-	VPXORD       Z10, Z10, Z10
-	VPXORD       Z11, Z11, Z11
+	ZERO_Z0_Z11
 	MOVL         $0x3f800000, AX
 	VMOVD        AX, X12
 	VBROADCASTSS X12, Z12
