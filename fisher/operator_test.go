@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/frogopt/frog/blas"
+	"github.com/frogopt/frog/internal/rowdiff"
 )
 
 // The operator against its definition, row by row with explicit D x D
@@ -301,15 +302,8 @@ func TestOperatorRecurrence(t *testing.T) {
 // closeRows fails unless every row of got is want's to 1e-4 of its norm.
 func closeRows(t *testing.T, name string, got, want []float32, d int) {
 	t.Helper()
-	for j := 0; j < len(got)/d; j++ {
-		var diff, norm float64
-		for i := j * d; i < (j+1)*d; i++ {
-			diff += math.Pow(float64(got[i]-want[i]), 2)
-			norm += math.Pow(float64(want[i]), 2)
-		}
-		if math.Sqrt(diff) > 1e-4*math.Sqrt(norm) {
-			t.Fatalf("%s, row %d: |Q - Fp| = %v, |Fp| = %v", name, j, math.Sqrt(diff), math.Sqrt(norm))
-		}
+	if j, dist, norm := rowdiff.Far(got, want, d, 1e-4); j >= 0 {
+		t.Fatalf("%s, row %d: |Q - Fp| = %v, |Fp| = %v", name, j, dist, norm)
 	}
 }
 
