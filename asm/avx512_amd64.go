@@ -27,6 +27,20 @@ func Kernel8x32(k int, alpha float32, a []float32, rsa, csa int, b []float32, ld
 //go:noescape
 func Kernel8x32Seg(k int, alpha float32, a []float32, rsa, csa int, b []float32, ldb, boff int, c []float32, ldc int, overwrite bool, kseg, bjump int)
 
+// Kernel8x32Tiles is Kernel8x32 on tiles tiles in turn: tile t reads A
+// from a[t*astep:], B from b[t*bstep:] and adds to (or with overwrite
+// writes) c[t*cstep:]; and within a tile, after every kseg steps of p
+// (kseg > 0; kseg <= 0 means k), A and B move on by ajump and bjump
+// values: element (i, p) of A is a[i*rsa + p*csa + (p/kseg)*ajump] and
+// row p of B starts at p*ldb + (p/kseg)*bjump. So A or B may be rows of
+// several runs of a larger matrix, as the patches of a convolution are
+// rows of its image. Each tile's sums are those of Kernel8x32 on its
+// values gathered; one call saves the calls a strip of tiles would
+// take. Only for a CPU with AVX-512F.
+//
+//go:noescape
+func Kernel8x32Tiles(tiles, k int, alpha float32, a []float32, rsa, csa, astep int, b []float32, ldb, boff, bstep int, c []float32, ldc, cstep int, overwrite bool, kseg, ajump, bjump int)
+
 // FMALoop512 runs n rounds of twelve independent 16-wide float32 FMAs (384
 // flops a round) on registers only: the arithmetic peak of a CPU with
 // AVX-512F. Only for such a CPU. It returns what FMALoop returns.

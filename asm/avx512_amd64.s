@@ -192,6 +192,129 @@ segend:
 store:
 	KERNEL8X32_STORE
 
+// func Kernel8x32Tiles(tiles, k int, alpha float32, a []float32, rsa, csa, astep int, b []float32, ldb, boff, bstep int, c []float32, ldc, cstep int, overwrite bool, kseg, ajump, bjump int)
+//
+// Kernel8x32 on tiles tiles in turn, each from its own A, B and C
+// (astep, bstep and cstep values on from the last), the k steps of each in
+// segments of kseg: after each, A and B move on by ajump and bjump values.
+// DI counts a segment's steps; the frame holds the tiles left (0), the
+// tile's A, B and C (8, 16, 24), the jumps in bytes (32, 40) and the
+// segment length (48).
+TEXT ·Kernel8x32Tiles(SB), NOSPLIT, $56-192
+	MOVQ tiles+0(FP), AX
+	MOVQ AX, 0(SP)
+	MOVQ a_base+24(FP), AX
+	MOVQ AX, 8(SP)
+	MOVQ b_base+72(FP), AX
+	MOVQ AX, 16(SP)
+	MOVQ c_base+120(FP), AX
+	MOVQ AX, 24(SP)
+	MOVQ ajump+176(FP), AX
+	SHLQ $2, AX
+	MOVQ AX, 32(SP)
+	MOVQ bjump+184(FP), AX
+	SHLQ $2, AX
+	MOVQ AX, 40(SP)
+	MOVQ kseg+168(FP), AX
+	MOVQ k+8(FP), CX
+	TESTQ AX, AX
+	CMOVQLE CX, AX
+	MOVQ AX, 48(SP)
+	MOVQ rsa+48(FP), R8
+	SHLQ $2, R8
+	LEAQ (R8)(R8*2), R9
+	MOVQ csa+56(FP), R11
+	SHLQ $2, R11
+	MOVQ ldb+96(FP), R12
+	SHLQ $2, R12
+	MOVQ boff+104(FP), R13
+	SHLQ $2, R13
+	MOVQ ldc+144(FP), DX
+	SHLQ $2, DX
+
+tile:
+	CMPQ 0(SP), $0
+	JLE  done
+	MOVQ k+8(FP), CX
+	MOVQ 8(SP), AX
+	LEAQ (AX)(R8*4), R10
+	MOVQ 16(SP), BX
+	ZERO_Z0_Z15
+
+segment:
+	TESTQ   CX, CX
+	JLE     store
+	MOVQ    48(SP), DI
+	CMPQ    DI, CX
+	CMOVQGT CX, DI
+	SUBQ    DI, CX
+
+segquad:
+	CMPQ DI, $4
+	JL   segtail
+	STEP8X32
+	STEP8X32
+	STEP8X32
+	STEP8X32
+	SUBQ $4, DI
+	JMP  segquad
+
+segtail:
+	TESTQ DI, DI
+	JLE   segend
+	STEP8X32
+	DECQ  DI
+	JMP   segtail
+
+segend:
+	ADDQ 32(SP), AX
+	ADDQ 32(SP), R10
+	ADDQ 40(SP), BX
+	JMP  segment
+
+store:
+	VBROADCASTSS alpha+16(FP), Z18
+	MOVQ         24(SP), DI
+	MOVBLZX      overwrite+160(FP), SI
+	TESTL        SI, SI
+	JNE          set
+	STORE_ROW512(Z0, Z1)
+	STORE_ROW512(Z2, Z3)
+	STORE_ROW512(Z4, Z5)
+	STORE_ROW512(Z6, Z7)
+	STORE_ROW512(Z8, Z9)
+	STORE_ROW512(Z10, Z11)
+	STORE_ROW512(Z12, Z13)
+	STORE_ROW512(Z14, Z15)
+	JMP          next
+
+set:
+	SET_ROW512(Z0, Z1)
+	SET_ROW512(Z2, Z3)
+	SET_ROW512(Z4, Z5)
+	SET_ROW512(Z6, Z7)
+	SET_ROW512(Z8, Z9)
+	SET_ROW512(Z10, Z11)
+	SET_ROW512(Z12, Z13)
+	SET_ROW512(Z14, Z15)
+
+next:
+	DECQ 0(SP)
+	MOVQ astep+64(FP), AX
+	SHLQ $2, AX
+	ADDQ AX, 8(SP)
+	MOVQ bstep+112(FP), AX
+	SHLQ $2, AX
+	ADDQ AX, 16(SP)
+	MOVQ cstep+152(FP), AX
+	SHLQ $2, AX
+	ADDQ AX, 24(SP)
+	JMP  tile
+
+done:
+	VZEROUPPER
+	RET
+
 // func FMALoop512(n int) float32
 //
 // FMALoop's rounds on Z0..Z11: the result is again 12*n*2^-10.

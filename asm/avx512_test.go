@@ -191,3 +191,108 @@ func TestKernel8x32Seg(t *testing.T) {
 		}
 	}
 }
+
+// Kernel8x32Tiles gives, tile by tile, the bits of Kernel8x32 on the
+// tile's A and B gathered into contiguous matrices: over one to three
+// tiles side by side or stacked, A in place or transposed, segments of
+// every length with and without jumps of A and B, both layouts of B's
+// halves, with guards around every buffer.
+func TestKernel8x32Tiles(t *testing.T) {
+	if !hasAVX512 {
+		t.Log("no AVX-512F on this CPU: Kernel8x32Tiles is not used here")
+		return
+	}
+	rng := rand.New(rand.NewPCG(5, 9))
+	type layout struct {
+		tiles          int
+		transA, apart  bool
+		stacked        bool
+		ajump, bjump   int
+		shareA, shareB bool
+	}
+	var layouts []layout
+	for _, tiles := range []int{1, 2, 3} {
+		for _, transA := range []bool{false, true} {
+			for _, apart := range []bool{false, true} {
+				for _, jumps := range [][2]int{{0, 0}, {5, 0}, {0, 40}, {3, 7}} {
+					layouts = append(layouts, layout{tiles: tiles, transA: transA, apart: apart, stacked: tiles == 2,
+						ajump: jumps[0], bjump: jumps[1], shareA: tiles == 3 && transA, shareB: tiles == 2 && !apart})
+				}
+			}
+		}
+	}
+	for _, k := range []int{0, 1, 5, 31, 32, 33, 100} {
+		for _, kseg := range []int{0, 1, 4, 7, 32} {
+			for _, l := range layouts {
+				for _, overwrite := range []bool{false, true} {
+					segs := 1
+					if kseg > 0 {
+						segs = (k + kseg - 1) / kseg
+					}
+					rsa, csa := k+3, 1
+					if l.transA {
+						rsa, csa = 1, 11
+					}
+					alen := 7*rsa + max(k-1, 0)*csa + segs*l.ajump + 1
+					ldb, boff := 37, 16
+					if l.apart {
+						ldb, boff = 16, 16*k+l.bjump*segs+5
+					}
+					blen := boff + max(k-1, 0)*ldb + segs*l.bjump + 16
+					astep, bstep := alen, blen
+					if l.shareA {
+						astep = 0
+					}
+					if l.shareB {
+						bstep = 0
+					}
+					ldc, cstep := 32*l.tiles+3, 32
+					if l.stacked {
+						ldc, cstep = 35, 8*35+2
+					}
+					alenAll := (l.tiles-1)*astep + alen
+					blenAll := (l.tiles-1)*bstep + blen
+					clen := (l.tiles-1)*cstep + 7*ldc + 32
+					aAll, a := guarded(rng, alenAll)
+					bAll, b := guarded(rng, blenAll)
+					cAll, c := guarded(rng, clen)
+					if overwrite {
+						for tt := 0; tt < l.tiles; tt++ {
+							nanTile(c[tt*cstep:], ldc, 32)
+						}
+					}
+					want := append([]float32(nil), c...)
+					for tt := 0; tt < l.tiles; tt++ {
+						// The tile's A and B gathered: A 8 x k in place, B's
+						// rows with their halves together.
+						ga := make([]float32, max(8*k, 1))
+						flat := make([]float32, max(k*32, 1))
+						for p := 0; p < k; p++ {
+							jump := 0
+							if kseg > 0 {
+								jump = p / kseg
+							}
+							for i := 0; i < 8; i++ {
+								ga[i*k+p] = a[tt*astep+i*rsa+p*csa+jump*l.ajump]
+							}
+							row := tt*bstep + p*ldb + jump*l.bjump
+							copy(flat[p*32:p*32+16], b[row:row+16])
+							copy(flat[p*32+16:p*32+32], b[row+boff:row+boff+16])
+						}
+						Kernel8x32(k, 0.5, ga, max(k, 1), 1, flat, 32, 16, want[tt*cstep:], ldc, overwrite)
+					}
+					Kernel8x32Tiles(l.tiles, k, 0.5, a, rsa, csa, astep, b, ldb, boff, bstep, c, ldc, cstep, overwrite, kseg, l.ajump, l.bjump)
+					name := "Kernel8x32Tiles"
+					checkGuards(t, name, aAll, alenAll)
+					checkGuards(t, name, bAll, blenAll)
+					checkGuards(t, name, cAll, clen)
+					for i := range c {
+						if math.Float32bits(c[i]) != math.Float32bits(want[i]) {
+							t.Fatalf("k=%d kseg=%d %+v overwrite=%v: c[%d] = %v, Kernel8x32 on the gathered values gives %v", k, kseg, l, overwrite, i, c[i], want[i])
+						}
+					}
+				}
+			}
+		}
+	}
+}

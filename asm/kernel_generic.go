@@ -227,5 +227,11 @@ func Kernel8x32Seg(k int, alpha float32, a []float32, rsa, csa int, b []float32,
 	kernel8x32SegRef(k, alpha, a, rsa, csa, b, ldb, boff, c, ldc, overwrite, kseg, bjump)
 }
 
+// Kernel8x32Tiles is Kernel8x32 on tiles tiles in turn, A and B in
+// segments of kseg steps (kseg <= 0 means k), ajump and bjump apart.
+func Kernel8x32Tiles(tiles, k int, alpha float32, a []float32, rsa, csa, astep int, b []float32, ldb, boff, bstep int, c []float32, ldc, cstep int, overwrite bool, kseg, ajump, bjump int) {
+	kernel8x32TilesRef(tiles, k, alpha, a, rsa, csa, astep, b, ldb, boff, bstep, c, ldc, cstep, overwrite, kseg, ajump, bjump)
+}
+
 // FMALoop512 is FMALoop: without the assembly there is no wider peak.
 func FMALoop512(n int) float32 { return FMALoop(n) }

@@ -143,26 +143,39 @@ func scaleToRef(alpha float32, x, y []float32) {
 // kernel8x32Ref is the AVX-512 micro-kernel: two 16-wide halves of B boff
 // values apart.
 func kernel8x32Ref(k int, alpha float32, a []float32, rsa, csa int, b []float32, ldb, boff int, c []float32, ldc int, overwrite bool) {
-	kernel8x32SegRef(k, alpha, a, rsa, csa, b, ldb, boff, c, ldc, overwrite, max(k, 1), 0)
+	kernel8x32TilesRef(1, k, alpha, a, rsa, csa, 0, b, ldb, boff, 0, c, ldc, 0, overwrite, 0, 0, 0)
 }
 
 // kernel8x32SegRef is kernel8x32Ref with row p of B at
 // p*ldb + (p/kseg)*bjump.
 func kernel8x32SegRef(k int, alpha float32, a []float32, rsa, csa int, b []float32, ldb, boff int, c []float32, ldc int, overwrite bool, kseg, bjump int) {
-	var acc [8 * 32]float32
-	for p := 0; p < k; p++ {
-		brow := p*ldb + p/kseg*bjump
-		for i := 0; i < 8; i++ {
-			av := a[i*rsa+p*csa]
-			row := acc[i*32 : i*32+32]
-			for j := range row {
-				off := brow + j
-				if j >= 16 {
-					off += boff - 16
+	kernel8x32TilesRef(1, k, alpha, a, rsa, csa, 0, b, ldb, boff, 0, c, ldc, 0, overwrite, kseg, 0, bjump)
+}
+
+// kernel8x32TilesRef is kernel8x32Ref on tiles tiles astep, bstep and
+// cstep apart, element (i, p) of A at i*rsa + p*csa + (p/kseg)*ajump and
+// row p of B at p*ldb + (p/kseg)*bjump (kseg <= 0 means k).
+func kernel8x32TilesRef(tiles, k int, alpha float32, a []float32, rsa, csa, astep int, b []float32, ldb, boff, bstep int, c []float32, ldc, cstep int, overwrite bool, kseg, ajump, bjump int) {
+	if kseg <= 0 {
+		kseg = max(k, 1)
+	}
+	for t := 0; t < tiles; t++ {
+		var acc [8 * 32]float32
+		for p := 0; p < k; p++ {
+			arow := t*astep + p*csa + p/kseg*ajump
+			brow := t*bstep + p*ldb + p/kseg*bjump
+			for i := 0; i < 8; i++ {
+				av := a[i*rsa+arow]
+				row := acc[i*32 : i*32+32]
+				for j := range row {
+					off := brow + j
+					if j >= 16 {
+						off += boff - 16
+					}
+					row[j] += av * b[off]
 				}
-				row[j] += av * b[off]
 			}
 		}
+		storeTileRef(acc[:], 32, alpha, c[t*cstep:], ldc, overwrite)
 	}
-	storeTileRef(acc[:], 32, alpha, c, ldc, overwrite)
 }
