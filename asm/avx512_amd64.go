@@ -19,14 +19,6 @@ package asm
 //go:noescape
 func Kernel8x32(k int, alpha float32, a []float32, rsa, csa int, b []float32, ldb, boff int, c []float32, ldc int, overwrite bool)
 
-// Kernel8x32Seg is Kernel8x32 over a B whose rows come in segments: row p
-// of B starts at p*ldb + (p/kseg)*bjump (kseg > 0), so that B may be
-// rows of several runs of a larger matrix, as the patches of a
-// convolution are rows of its image. Only for a CPU with AVX-512F.
-//
-//go:noescape
-func Kernel8x32Seg(k int, alpha float32, a []float32, rsa, csa int, b []float32, ldb, boff int, c []float32, ldc int, overwrite bool, kseg, bjump int)
-
 // Kernel8x32Tiles is Kernel8x32 on tiles tiles in turn: tile t reads A
 // from a[t*astep:], B from b[t*bstep:] and adds to (or with overwrite
 // writes) c[t*cstep:]; and within a tile, after every kseg steps of p

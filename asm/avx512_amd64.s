@@ -150,48 +150,6 @@ tail:
 store:
 	KERNEL8X32_STORE
 
-// func Kernel8x32Seg(k int, alpha float32, a []float32, rsa, csa int, b []float32, ldb, boff int, c []float32, ldc int, overwrite bool, kseg, bjump int)
-//
-// Kernel8x32 over B in segments: after every kseg steps of p, B's rows
-// start bjump values farther on (DI counts a segment's steps, SI holds the
-// jump in bytes).
-TEXT ·Kernel8x32Seg(SB), NOSPLIT, $0-152
-	KERNEL8X32_ENTRY
-	MOVQ bjump+144(FP), SI
-	SHLQ $2, SI
-
-segment:
-	TESTQ   CX, CX
-	JLE     store
-	MOVQ    kseg+136(FP), DI
-	CMPQ    DI, CX
-	CMOVQGT CX, DI
-	SUBQ    DI, CX
-
-segquad:
-	CMPQ DI, $4
-	JL   segtail
-	STEP8X32
-	STEP8X32
-	STEP8X32
-	STEP8X32
-	SUBQ $4, DI
-	JMP  segquad
-
-segtail:
-	TESTQ DI, DI
-	JLE   segend
-	STEP8X32
-	DECQ  DI
-	JMP   segtail
-
-segend:
-	ADDQ SI, BX
-	JMP  segment
-
-store:
-	KERNEL8X32_STORE
-
 // func Kernel8x32Tiles(tiles, k int, alpha float32, a []float32, rsa, csa, astep int, b []float32, ldb, boff, bstep int, c []float32, ldc, cstep int, overwrite bool, kseg, ajump, bjump int)
 //
 // Kernel8x32 on tiles tiles in turn, each from its own A, B and C

@@ -140,58 +140,6 @@ func BenchmarkKernel8x32(b *testing.B) {
 	b.ReportMetric(float64(k)*512*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
 }
 
-// Kernel8x32Seg gives the bits of Kernel8x32 on B's rows gathered into
-// one contiguous matrix, over segments of every length, jumps and both
-// layouts of the halves, with guards around every buffer.
-func TestKernel8x32Seg(t *testing.T) {
-	if !hasAVX512 {
-		t.Log("no AVX-512F on this CPU: Kernel8x32Seg is not used here")
-		return
-	}
-	rng := rand.New(rand.NewPCG(5, 9))
-	for _, k := range []int{0, 1, 5, 31, 32, 33, 64, 100, 256} {
-		for _, kseg := range []int{1, 4, 7, 32} {
-			for _, bjump := range []int{0, 3, 40} {
-				for _, apart := range []bool{false, true} {
-					for _, overwrite := range []bool{false, true} {
-						ldb, boff := 37, 16
-						if apart {
-							ldb, boff = 16, 16*k+40*(k+1)+5
-						}
-						segs := (k + kseg - 1) / kseg
-						blen := max(boff+(k-1)*ldb+segs*bjump+32, 1)
-						aAll, a := guarded(rng, 8*max(k, 1))
-						bAll, b := guarded(rng, blen)
-						cAll, c := guarded(rng, 8*40)
-						if overwrite {
-							nanTile(c, 40, 32)
-						}
-						// B's rows gathered: row p, halves together.
-						flat := make([]float32, max(k*32, 1))
-						for p := 0; p < k; p++ {
-							row := p*ldb + p/kseg*bjump
-							copy(flat[p*32:p*32+16], b[row:row+16])
-							copy(flat[p*32+16:p*32+32], b[row+boff:row+boff+16])
-						}
-						want := append([]float32(nil), c...)
-						Kernel8x32(k, 0.5, a, 1, 8, flat, 32, 16, want, 40, overwrite)
-						Kernel8x32Seg(k, 0.5, a, 1, 8, b, ldb, boff, c, 40, overwrite, kseg, bjump)
-						name := "Kernel8x32Seg"
-						checkGuards(t, name, aAll, 8*max(k, 1))
-						checkGuards(t, name, bAll, blen)
-						checkGuards(t, name, cAll, 8*40)
-						for i := range c {
-							if math.Float32bits(c[i]) != math.Float32bits(want[i]) {
-								t.Fatalf("k=%d kseg=%d bjump=%d apart=%v overwrite=%v: c[%d] = %v, Kernel8x32 on the gathered rows gives %v", k, kseg, bjump, apart, overwrite, i, c[i], want[i])
-							}
-						}
-					}
-				}
-			}
-		}
-	}
-}
-
 // Kernel8x32Tiles gives, tile by tile, the bits of Kernel8x32 on the
 // tile's A and B gathered into contiguous matrices: over one to three
 // tiles side by side or stacked, A in place or transposed, segments of

@@ -222,11 +222,6 @@ func Kernel8x32(k int, alpha float32, a []float32, rsa, csa int, b []float32, ld
 	kernel8x32Ref(k, alpha, a, rsa, csa, b, ldb, boff, c, ldc, overwrite)
 }
 
-// Kernel8x32Seg is Kernel8x32 with row p of B at p*ldb + (p/kseg)*bjump.
-func Kernel8x32Seg(k int, alpha float32, a []float32, rsa, csa int, b []float32, ldb, boff int, c []float32, ldc int, overwrite bool, kseg, bjump int) {
-	kernel8x32SegRef(k, alpha, a, rsa, csa, b, ldb, boff, c, ldc, overwrite, kseg, bjump)
-}
-
 // Kernel8x32Tiles is Kernel8x32 on tiles tiles in turn, A and B in
 // segments of kseg steps (kseg <= 0 means k), ajump and bjump apart.
 func Kernel8x32Tiles(tiles, k int, alpha float32, a []float32, rsa, csa, astep int, b []float32, ldb, boff, bstep int, c []float32, ldc, cstep int, overwrite bool, kseg, ajump, bjump int) {

@@ -146,12 +146,6 @@ func kernel8x32Ref(k int, alpha float32, a []float32, rsa, csa int, b []float32,
 	kernel8x32TilesRef(1, k, alpha, a, rsa, csa, 0, b, ldb, boff, 0, c, ldc, 0, overwrite, 0, 0, 0)
 }
 
-// kernel8x32SegRef is kernel8x32Ref with row p of B at
-// p*ldb + (p/kseg)*bjump.
-func kernel8x32SegRef(k int, alpha float32, a []float32, rsa, csa int, b []float32, ldb, boff int, c []float32, ldc int, overwrite bool, kseg, bjump int) {
-	kernel8x32TilesRef(1, k, alpha, a, rsa, csa, 0, b, ldb, boff, 0, c, ldc, 0, overwrite, kseg, 0, bjump)
-}
-
 // kernel8x32TilesRef is kernel8x32Ref on tiles tiles astep, bstep and
 // cstep apart, element (i, p) of A at i*rsa + p*csa + (p/kseg)*ajump and
 // row p of B at p*ldb + (p/kseg)*bjump (kseg <= 0 means k).

@@ -127,7 +127,7 @@ const fisherChunks = 8
 
 // fisherChunkCount is how many chunks the fused kernel cuts n points into
 // (in blocks blocks, rows r), a function of the shape only. Every chunk
-// clears, fills and hands to the reduction an r x d accumulator: they are
+// fills and hands to the reduction an r x d accumulator: they are
 // kept to an eighth of the points' traffic (r per 8r points), but at least
 // two so that two cores share the work.
 func fisherChunkCount(r, n, blocks int) int {
@@ -375,16 +375,19 @@ func (w *fisherWork) runChunk(ws *workspace, part, c int) {
 	r, d, n := f.Rows, f.Len, f.Points
 	acc := grow(w.acc[c], r*d)
 	w.acc[c] = acc
-	clear(acc)
 	// The second product reads S^T in place: rows sStride apart.
 	lds := sStride(r)
 	prod := grow(w.prod[part], w.block*lds)
 	w.prod[part] = prod
 	weightsT := f.transposedWeights()
 	blocks := w.blocks
-	for b := blocks * c / w.chunks; b < blocks*(c+1)/w.chunks; b++ {
+	b0 := blocks * c / w.chunks
+	for b := b0; b < blocks*(c+1)/w.chunks; b++ {
+		// The first block writes acc over what it held, the others add
+		// to it: no pass clears it.
+		set := b == b0
 		if f.Image != nil {
-			w.imageBlock(ws, part, acc, prod, lds, weightsT, b)
+			w.imageBlock(ws, part, acc, prod, lds, weightsT, b, set)
 			continue
 		}
 		n0 := b * w.block
@@ -401,7 +404,7 @@ func (w *fisherWork) runChunk(ws *workspace, part, c int) {
 		// there in place (a packed copy from memory would cost more, and
 		// packing it again one more pass over X per iteration).
 		second := gemmTask{transA: true, m: r, n: d, k: nb, alpha: f.Alpha, a: s, lda: lds, b: x, ldb: d, c: acc, ldc: d, inPlaceB: d%nr == 0}
-		gemmRange(ws, &second, 0, r, 0, d, false)
+		gemmRange(ws, &second, 0, r, 0, d, set)
 	}
 }
 
@@ -426,10 +429,11 @@ func (w *fisherWork) scaleBlock(s []float32, lds int, weightsT []float32, n0, nb
 	}
 }
 
-// imageBlock sums block b of an image product (f.Image) into acc, with
-// part's buffers: on the AVX-512 kernel straight from the images, on the
-// others from the block's rows copied out of them.
-func (w *fisherWork) imageBlock(ws *workspace, part int, acc, prod []float32, lds int, weightsT []float32, b int) {
+// imageBlock sums block b of an image product (f.Image) into acc (with
+// set, over what acc held), with part's buffers: on the AVX-512 kernel
+// straight from the images, on the others from the block's rows copied
+// out of them.
+func (w *fisherWork) imageBlock(ws *workspace, part int, acc, prod []float32, lds int, weightsT []float32, b int, set bool) {
 	f := w.f
 	n0, nb := w.plan.block(f.Image, b)
 	var xb []float32
@@ -441,7 +445,7 @@ func (w *fisherWork) imageBlock(ws *workspace, part int, acc, prod []float32, ld
 	s := prod[:nb*lds]
 	w.imageFirst(ws, f, s, lds, n0, nb, xb)
 	w.scaleBlock(s, lds, weightsT, n0, nb)
-	w.imageSecond(ws, f, acc, s, lds, n0, nb, xb)
+	w.imageSecond(ws, f, acc, s, lds, n0, nb, xb, set)
 }
 
 // packPoints copies X and X^T into panels when the unfused product will

@@ -31,9 +31,17 @@ func TestFuseFisher(t *testing.T) {
 				continue
 			}
 			checkFisherOracle(t, name, r, d, n, p, x, w, q, 0.75, 0.5)
+			first := append([]float32(nil), q...)
 			// Steady state allocates nothing.
 			if allocs := testing.AllocsPerRun(3, func() { (avx2{}).fuseFisher(&f) }); allocs != 0 {
 				t.Errorf("%s: %v allocations a call", name, allocs)
+			}
+			// The calls since gave the first one's bits: nothing a
+			// product leaves in the workspace enters the next.
+			for i := range q {
+				if math.Float32bits(q[i]) != math.Float32bits(first[i]) {
+					t.Fatalf("%s: a later call gives Q[%d] = %v, the first %v", name, i, q[i], first[i])
+				}
 			}
 		}
 	}

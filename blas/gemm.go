@@ -30,6 +30,10 @@ type kernelSet struct {
 	rows, cols int
 	kernel     kernelFunc
 	kernel4    kernelFunc
+	// strip, when not nil, runs kernel on tiles whole tiles side by side
+	// in one call: tile t reads B t*bstep values after the first and adds
+	// to (or writes) columns t*cols.. of C.
+	strip func(tiles, k int, alpha float32, a []float32, rsa, csa int, b []float32, ldb, boff, bstep int, c []float32, ldc int, overwrite bool)
 }
 
 var (
@@ -45,6 +49,9 @@ var (
 	avx512Kernels = kernelSet{
 		name: "avx512", rows: 8, cols: 2 * nr,
 		kernel: asm.Kernel8x32,
+		strip: func(tiles, k int, alpha float32, a []float32, rsa, csa int, b []float32, ldb, boff, bstep int, c []float32, ldc int, overwrite bool) {
+			asm.Kernel8x32Tiles(tiles, k, alpha, a, rsa, csa, 0, b, ldb, boff, bstep, c, ldc, 2*nr, overwrite, 0, 0, 0)
+		},
 	}
 )
 
@@ -226,6 +233,21 @@ func gemmRange(ws *workspace, t *gemmTask, i0, i1, j0, j1 int, startC bool) {
 				bp = packB(ws, b, ldb, t.transB, pc, kc, jc, nc)
 			}
 			tm, tn := isa.rows, isa.cols
+			// bTile says where the tile at column jr of the block reads
+			// B: its first panel, row stride and the distance of its
+			// second panel (0 when there is none, the kernel then reads
+			// the first twice, into the part of the tile that is
+			// dropped); and where the next tile's B lies.
+			bTile := func(jr int) (bt []float32, ld, boff, next int) {
+				switch {
+				case t.packedB != nil:
+					return t.packedB[(jc+jr)/nr*stride+pc*nr:], nr, stride, 2 * stride
+				case t.inPlaceB:
+					return b[pc*ldb+jc+jr:], ldb, nr, 2 * nr
+				default:
+					return bp[jr*kc:], nr, kc * nr, 2 * nr * kc
+				}
+			}
 			for ic := i0; ic < i1; ic += tm {
 				mrr := min(tm, i1-ic)
 				at, ars, acs := a[ic*rsa+pc*csa:], rsa, csa
@@ -249,25 +271,20 @@ func gemmRange(ws *workspace, t *gemmTask, i0, i1, j0, j1 int, startC bool) {
 				case mrr < tm:
 					at, ars, acs = packA(ws, a, rsa, csa, ic, mrr, tm, pc, kc), 1, tm
 				}
-				for jr := 0; jr < nc; jr += tn {
+				jr := 0
+				if isa.strip != nil && mrr == tm && !t.upper && nc >= 2*tn {
+					// The whole tiles of the strip in one call.
+					tiles := nc / tn
+					bt, btld, boff, bstep := bTile(0)
+					isa.strip(tiles, kc, t.alpha, at, ars, acs, bt, btld, boff, bstep, c[ic*ldc+jc:], ldc, overwrite)
+					jr = tiles * tn
+				}
+				for ; jr < nc; jr += tn {
 					if t.upper && jc+jr+tn <= ic {
 						continue
 					}
 					nrr := min(tn, nc-jr)
-					// The tile's columns are one or two nr-wide panels
-					// of B; boff is the distance of the second, 0 when
-					// there is none (the kernel then reads the first
-					// twice, into the part of the tile that is dropped).
-					var bt []float32
-					btld, boff := nr, 0
-					switch {
-					case t.packedB != nil:
-						bt, boff = t.packedB[(jc+jr)/nr*stride+pc*nr:], stride
-					case t.inPlaceB:
-						bt, btld, boff = b[pc*ldb+jc+jr:], ldb, nr
-					default:
-						bt, boff = bp[jr*kc:], kc*nr
-					}
+					bt, btld, boff, _ := bTile(jr)
 					if nrr <= nr {
 						boff = 0
 					}

@@ -123,7 +123,14 @@ func (w *fisherWork) imageFirst(ws *workspace, f *FisherProduct, s []float32, ld
 					}
 				}
 				overwrite := seg == 0 && q == 0
-				for jr := 0; jr < r; jr += tn {
+				// The whole tiles in one call, then the last.
+				jr := 0
+				if isa.strip != nil && mrr == tm && r >= 2*tn {
+					tiles := r / tn
+					isa.strip(tiles, kc, 1, at, ars, acs, w.packed[pc*nr:], nr, d*nr, 2*d*nr, s[ic*lds:], lds, overwrite)
+					jr = tiles * tn
+				}
+				for ; jr < r; jr += tn {
 					// The panels of P^T cover r, the last zero padded:
 					// a tile over more than nr rows reads two.
 					bt, boff := w.packed[jr/nr*d*nr+pc*nr:], d*nr
@@ -138,27 +145,31 @@ func (w *fisherWork) imageFirst(ws *workspace, f *FisherProduct, s []float32, ld
 	}
 }
 
-// imageSecond adds S^T X_blk (R x D) into acc for the nb points from n0 of
-// an image product, whole output rows: on the AVX-512 kernel B is read in
+// imageSecond adds S^T X_blk (R x D) into acc (with set, writes it over
+// acc) for the nb points from n0 of an image product, whole output rows:
+// on the AVX-512 kernel B is read in
 // the image, one output row a segment of the inner dimension
-// (Kernel8x32Seg); otherwise from xb, the block's rows stored. Either way
+// (Kernel8x32Tiles); otherwise from xb, the block's rows stored. Either way
 // every sum runs over the block's points in order, in one call.
-func (w *fisherWork) imageSecond(ws *workspace, f *FisherProduct, acc, s []float32, lds, n0, nb int, xb []float32) {
+func (w *fisherWork) imageSecond(ws *workspace, f *FisherProduct, acc, s []float32, lds, n0, nb int, xb []float32, set bool) {
 	m, r, d := f.Image, f.Rows, f.Len
 	if xb != nil {
 		second := gemmTask{transA: true, m: r, n: d, k: nb, alpha: f.Alpha, a: s, lda: lds, b: xb, ldb: d, c: acc, ldc: d, inPlaceB: true}
-		gemmRange(ws, &second, 0, r, 0, d, false)
+		gemmRange(ws, &second, 0, r, 0, d, set)
 		return
 	}
 	origin := m.point(n0)
 	jump := m.RowStride - m.Width*m.ColStride
-	for seg := 0; seg < m.Segs; seg++ {
-		for t := 0; t < m.SegLen; t += 2 * nr {
-			b := m.Data[origin+seg*m.SegStride+t:]
-			col := seg*m.SegLen + t
-			for ir := 0; ir < r; ir += 8 {
-				asm.Kernel8x32Seg(nb, f.Alpha, s[ir:], 1, lds, b, m.ColStride, nr, acc[ir*d+col:], d, false, m.Width, jump)
-			}
+	// A strip of eight rows of acc at a time, across each run: its
+	// columns of S stay in L1 while B streams from L2 (with the runs
+	// outside, B's rows, a stride of whole lines apart, fell into a
+	// fraction of L1's sets and did not stay either: l1.conv took about
+	// 5 % longer).
+	for ir := 0; ir < r; ir += 8 {
+		for seg := 0; seg < m.Segs; seg++ {
+			b := m.Data[origin+seg*m.SegStride:]
+			asm.Kernel8x32Tiles(m.SegLen/(2*nr), nb, f.Alpha, s[ir:], 1, lds, 0, b, m.ColStride, nr, 2*nr,
+				acc[ir*d+seg*m.SegLen:], d, 2*nr, set, m.Width, 0, jump)
 		}
 	}
 }
@@ -239,9 +250,7 @@ func (t *imageTask) RunPart(part, parts int) {
 		origin := m.point(p0)
 		for col := c0; col < c1; col += 2 * nr {
 			b := m.Data[origin+col/m.SegLen*m.SegStride+col%m.SegLen:]
-			for ir := 0; ir < r; ir += 8 {
-				asm.Kernel8x32Seg(np, f.Alpha, a[ir:], 1, ldt, b, m.ColStride, nr, f.Q[ir*d+col:], d, kb == 0, m.Width, jump)
-			}
+			asm.Kernel8x32Tiles(r/8, np, f.Alpha, a, 1, ldt, 8, b, m.ColStride, nr, 0, f.Q[col:], d, 8*d, kb == 0, m.Width, 0, jump)
 		}
 	}
 }
