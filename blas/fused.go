@@ -397,7 +397,7 @@ func (w *fisherWork) runChunk(ws *workspace, part, c int) {
 		// X_blk comes from memory: the next tile's rows are asked for
 		// while the kernels run on the current one. S starts from zero:
 		// the kernels write it without reading it.
-		first := gemmTask{m: nb, n: r, k: d, alpha: 1, a: x, lda: d, c: s, ldc: lds, packedB: w.packed, prefetchA: true}
+		first := gemmTask{m: nb, n: r, k: d, alpha: 1, a: x, lda: d, c: s, ldc: lds, packedB: w.packed, prefetchA: true, wholeK: true}
 		gemmRange(ws, &first, 0, nb, 0, r, true)
 		w.scaleBlock(s, lds, weightsT, n0, nb)
 		// X_blk is in L2 from the first product: the kernels read it

@@ -62,7 +62,7 @@ var isa = avx2Kernels
 // workspace is one goroutine's packing memory; it never shrinks.
 type workspace struct {
 	bpack []float32                  // kc x nc block of B in nr-wide panels
-	apack [maxRows * kcBlock]float32 // a partial tile of A, zero padded
+	apack []float32                  // a partial tile of A, zero padded
 	ctile [maxRows * maxCols]float32 // a partial tile of C
 }
 
@@ -109,6 +109,11 @@ type gemmTask struct {
 	// them: a row i is computed from column upperFrom(i) on, and the
 	// caller copies the rest from the mirror image.
 	upper bool
+	// wholeK runs the inner dimension in one pass instead of blocks of
+	// kcBlock, for a packedB that stays in L2 whole (the fused kernel's
+	// P^T): its blocks would not be reused from a nearer cache anyway,
+	// and each would read and write C once more.
+	wholeK bool
 }
 
 func (t *gemmTask) run(part, parts int, ws *workspace) {
@@ -221,6 +226,9 @@ func gemmRange(ws *workspace, t *gemmTask, i0, i1, j0, j1 int, startC bool) {
 		// not 256+256+64): a short last block would pay a whole block's
 		// packing and C traffic for a few steps.
 		kBlocks := (t.k + kcBlock - 1) / kcBlock
+		if t.wholeK {
+			kBlocks = 1
+		}
 		for kb := 0; kb < kBlocks; kb++ {
 			pc := t.k * kb / kBlocks
 			kc := t.k*(kb+1)/kBlocks - pc
@@ -366,11 +374,20 @@ func packB(ws *workspace, b []float32, ldb int, trans bool, pc, kc, j0, n int) [
 	return dst
 }
 
+// aTile returns n zeros of the partial-tile buffer, grown when short.
+func (ws *workspace) aTile(n int) []float32 {
+	if cap(ws.apack) < n {
+		ws.apack = make([]float32, max(n, maxRows*kcBlock))
+	}
+	a := ws.apack[:n]
+	clear(a)
+	return a
+}
+
 // packA copies the mrr < tm rows ic.. of op(A), columns pc..pc+kc, as a
 // transposed tile padded with zero rows (element (i, p) at p*tm + i).
 func packA(ws *workspace, a []float32, rsa, csa, ic, mrr, tm, pc, kc int) []float32 {
-	dst := ws.apack[:kc*tm]
-	clear(dst)
+	dst := ws.aTile(kc * tm)
 	for i := 0; i < mrr; i++ {
 		base := (ic+i)*rsa + pc*csa
 		for p := 0; p < kc; p++ {

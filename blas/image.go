@@ -85,62 +85,61 @@ func ReadsImage(k Kernels, rows, length int, im *ImageRows) bool {
 }
 
 // imageFirst computes S = X_blk P^T for the nb points from n0 of an image
-// product into s (row stride lds), the inner dimension cut into the runs
-// of the rows (each in equal parts of at most kcBlock): a tile of points
-// in one output row is read in place from the image, another gathered.
-// With xb (the block's rows, stored) A is read there instead: the same
-// sums in the same order.
+// product into s (row stride lds), each element one chain of FMAs over
+// all the inner dimension: on the AVX-512 kernel a tile of points in one
+// output row reads A in place from the image, the kernel jumping from run
+// to run (against a call per run, each adding its sum to S: l1.conv and
+// l2.conv about 5 % less time); other tiles, and every tile of the other
+// kernels, read their rows copied out whole (from xb when given, the
+// block's rows stored).
 func (w *fisherWork) imageFirst(ws *workspace, f *FisherProduct, s []float32, lds, n0, nb int, xb []float32) {
 	m, r, d := f.Image, f.Rows, f.Len
 	tm, tn := isa.rows, isa.cols
-	parts := (m.SegLen + kcBlock - 1) / kcBlock
+	jump := m.SegStride - m.SegLen
+	// The tile in place: Kernel8x32Tiles over the runs.
+	inPlace := func(k int, alpha float32, a []float32, rsa, csa int, b []float32, ldb, boff int, c []float32, ldc int, overwrite bool) {
+		asm.Kernel8x32Tiles(1, k, alpha, a, rsa, csa, 0, b, ldb, boff, 0, c, ldc, 0, overwrite, m.SegLen, jump, 0)
+	}
 	for ic := 0; ic < nb; ic += tm {
 		mrr := min(tm, nb-ic)
 		col := (n0 + ic) % m.Width
-		origin := m.point(n0 + ic)
-		for seg := 0; seg < m.Segs; seg++ {
-			for q := 0; q < parts; q++ {
-				off := m.SegLen * q / parts
-				kc := m.SegLen*(q+1)/parts - off
-				pc := seg*m.SegLen + off
-				var at []float32
-				ars, acs := m.ColStride, 1
-				switch {
-				case xb != nil:
-					at, ars = xb[ic*d+pc:], d
-				case mrr == tm && col+tm <= m.Width:
-					at = m.Data[origin+seg*m.SegStride+off:]
-				default:
-					// The tile crosses an output row, or is short: its
-					// values gathered, transposed, zero padded.
-					at, ars, acs = ws.apack[:kc*tm], 1, tm
-					clear(at)
-					for i := 0; i < mrr; i++ {
-						src := m.Data[m.point(n0+ic+i)+seg*m.SegStride+off:][:kc]
-						for p, v := range src {
-							at[p*tm+i] = v
-						}
-					}
-				}
-				overwrite := seg == 0 && q == 0
-				// The whole tiles in one call, then the last.
-				jr := 0
-				if isa.strip != nil && mrr == tm && r >= 2*tn {
-					tiles := r / tn
-					isa.strip(tiles, kc, 1, at, ars, acs, w.packed[pc*nr:], nr, d*nr, 2*d*nr, s[ic*lds:], lds, overwrite)
-					jr = tiles * tn
-				}
-				for ; jr < r; jr += tn {
-					// The panels of P^T cover r, the last zero padded:
-					// a tile over more than nr rows reads two.
-					bt, boff := w.packed[jr/nr*d*nr+pc*nr:], d*nr
-					nrr := min(tn, r-jr)
-					if nrr <= nr {
-						boff = 0
-					}
-					runTile(ws, isa.kernel, mrr == tm, mrr, nrr, kc, 1, at, ars, acs, bt, nr, boff, s[ic*lds+jr:], lds, overwrite)
-				}
+		kernel, strip := isa.kernel, isa.strip
+		var at []float32
+		ars := d
+		switch {
+		case xb != nil && mrr == tm:
+			at = xb[ic*d:]
+		case xb == nil && isa.name == avx512Kernels.name && mrr == tm && col+tm <= m.Width:
+			at, ars = m.Data[m.point(n0+ic):], m.ColStride
+			kernel, strip = inPlace, func(tiles, k int, alpha float32, a []float32, rsa, csa int, b []float32, ldb, boff, bstep int, c []float32, ldc int, overwrite bool) {
+				asm.Kernel8x32Tiles(tiles, k, alpha, a, rsa, csa, 0, b, ldb, boff, bstep, c, ldc, 2*nr, overwrite, m.SegLen, jump, 0)
 			}
+		default:
+			// The tile crosses an output row, is short, or its kernel
+			// cannot jump: its rows copied out, zero padded (the kernel
+			// reads whole tiles).
+			at = ws.aTile(tm * d)
+			if xb != nil {
+				copy(at, xb[ic*d:(ic+mrr)*d])
+			} else {
+				m.Rows(at, d, n0+ic, n0+ic+mrr)
+			}
+		}
+		// The panels of P^T cover r, the last zero padded: a tile over
+		// more than nr rows reads two.
+		jr := 0
+		if strip != nil && mrr == tm && r >= 2*tn {
+			tiles := r / tn
+			strip(tiles, d, 1, at, ars, 1, w.packed, nr, d*nr, 2*d*nr, s[ic*lds:], lds, true)
+			jr = tiles * tn
+		}
+		for ; jr < r; jr += tn {
+			bt, boff := w.packed[jr/nr*d*nr:], d*nr
+			nrr := min(tn, r-jr)
+			if nrr <= nr {
+				boff = 0
+			}
+			runTile(ws, kernel, mrr == tm, mrr, nrr, d, 1, at, ars, 1, bt, nr, boff, s[ic*lds+jr:], lds, true)
 		}
 	}
 }

@@ -19,8 +19,8 @@ func TestImageFisher(t *testing.T) {
 	cases := []struct{ r, c, width, height, images int }{
 		{32, 32, 32, 5, 3},   // tiles within output rows
 		{16, 32, 12, 7, 2},   // tiles across output rows (gathered)
-		{64, 64, 8, 3, 4},    // runs of 192: one part each, strips of two tiles
-		{16, 128, 6, 4, 2},   // runs of 384: two parts, tiles of 16 rows
+		{64, 64, 8, 3, 4},    // runs of 192, strips of two tiles
+		{16, 128, 6, 4, 2},   // runs of 384, tiles of 16 rows
 		{256, 128, 8, 6, 2},  // too large to fuse: two products
 		{256, 64, 12, 40, 1}, // two products, blocks of 21 output rows
 	}
