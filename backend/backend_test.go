@@ -106,9 +106,10 @@ func TestChannelLastMatchesStoredPatches(t *testing.T) {
 	}
 }
 
-// The patches are read in the images where that pays (l1.conv's and
-// l2.conv's shapes), and stored where it does not (l2.conv_s2's, stride
-// 2: patches only twice the image; l3.conv's and l4.conv's, small images).
+// The patches are read in the images where that pays (l1.conv's,
+// l2.conv's and l2.conv_s2's shapes), and stored where it does not
+// (l2.sc's, 1x1 with stride 2: patches a quarter of the image; l3.conv's
+// and l4.conv's, small images).
 func TestPrefersImages(t *testing.T) {
 	shape := func(c, h, stride int) conv.Geometry {
 		return conv.Geometry{InChannels: c, OutChannels: c, InH: h, InW: h, KernelH: 3, KernelW: 3, StrideH: stride, StrideW: stride, PadH: 1, PadW: 1}.Normalized()
@@ -120,7 +121,8 @@ func TestPrefersImages(t *testing.T) {
 	}{
 		{"l1.conv", shape(64, 32, 1), true},
 		{"l2.conv", shape(128, 16, 1), true},
-		{"l2.conv_s2", shape(64, 32, 2), false},
+		{"l2.conv_s2", shape(64, 32, 2), true},
+		{"l2.sc", conv.Geometry{InChannels: 64, OutChannels: 128, InH: 32, InW: 32, KernelH: 1, KernelW: 1, StrideH: 2, StrideW: 2}.Normalized(), false},
 		{"l3.conv", shape(256, 8, 1), false},
 		{"l4.conv", shape(512, 4, 1), false},
 	} {

@@ -57,16 +57,17 @@ func canUseImages(g conv.Geometry, k blas.Kernels, rows, d int, jointBias bool) 
 }
 
 // prefersImages reports whether reading the patches in the images pays:
-// when a sample's patches hold at least four times the values of its
-// image, and an image has at least 128 output locations (the products sum
-// over the points of one image at a time in runs of whole output rows,
-// and shorter runs cost more than the traffic they save). Measured here
-// against stored patches, interleaved in one process: l1.conv 8.5 % and
-// l2.conv 13 % less time; l2.conv_s2 (stride 2: patches twice the image)
-// 3-19 % more over four runs, l3.conv (64 locations) 4 % more, l4.conv
-// (16) 56 % more.
+// when a sample's patches hold more values than its image, and an image
+// has at least 128 output locations (the products sum over the points of
+// one image at a time in runs of whole output rows, and shorter runs cost
+// more than the traffic they save). Measured here against stored patches,
+// interleaved in one process: l1.conv 8.5 % and l2.conv 13 % less time;
+// l2.conv_s2 (stride 2: patches twice the image) 6 % less, since the
+// image products sum each element in one chain and run in strips (it was
+// 4-19 % more before); l3.conv (64 locations) 1-2 % more, l4.conv (16)
+// 56 % more.
 func prefersImages(g conv.Geometry, d int) bool {
-	return g.Locations()*d >= 4*g.HWCLen() && g.Locations() >= 128
+	return g.Locations()*d > g.HWCLen() && g.Locations() >= 128
 }
 
 // RunPart writes a part's range of samples: the channel-last image, the
