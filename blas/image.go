@@ -28,11 +28,16 @@ type imagePlan struct {
 }
 
 // planImage returns the plan for f's points in blocks of at most
-// maxPoints points (at least one output row).
+// maxPoints points (at least one output row), as few blocks an image as
+// that allows, of as even a number of rows as can be: a short last block
+// would pay a whole block's traffic of the accumulator for a few points
+// (l2.conv_s2, 16 rows: 6, 6 and 4 rows instead of 7, 7 and 2 took 1.4-1.6 %
+// less time).
 func planImage(f *FisherProduct, maxPoints int) imagePlan {
 	m := f.Image
 	rows := min(m.Height, max(1, maxPoints/m.Width))
-	return imagePlan{images: f.Points / (m.Width * m.Height), blockRows: rows, rowBlocks: (m.Height + rows - 1) / rows}
+	per := (m.Height + rows - 1) / rows
+	return imagePlan{images: f.Points / (m.Width * m.Height), blockRows: (m.Height + per - 1) / per, rowBlocks: per}
 }
 
 // blocks is the number of blocks.

@@ -22,7 +22,7 @@ func TestImageFisher(t *testing.T) {
 		{64, 64, 8, 3, 4},    // runs of 192, strips of two tiles
 		{16, 128, 6, 4, 2},   // runs of 384, tiles of 16 rows
 		{256, 128, 8, 6, 2},  // too large to fuse: two products
-		{256, 64, 12, 40, 1}, // two products, blocks of 21 output rows
+		{256, 64, 12, 40, 1}, // two products, blocks of 20 output rows
 	}
 	for _, tc := range cases {
 		wp, hp := tc.width+2, tc.height+2
@@ -70,6 +70,36 @@ func TestImageFisher(t *testing.T) {
 					}
 				}
 			}
+		}
+	}
+}
+
+// planImage cuts each image into as few blocks as the bound allows, of
+// rows as even as can be, and its blocks cover every point once in order.
+func TestPlanImage(t *testing.T) {
+	for _, c := range []struct{ width, height, images, maxPoints, rows, per int }{
+		{16, 16, 3, 120, 6, 3}, // l2.conv_s2: 6, 6, 4 rather than 7, 7, 2
+		{32, 32, 2, 240, 7, 5}, // l1.conv: 7, 7, 7, 7, 4
+		{12, 40, 1, 256, 20, 2},
+		{16, 16, 2, 256, 16, 1},
+		{100, 3, 2, 50, 1, 3}, // rows wider than the bound: one a block
+	} {
+		m := ImageRows{Width: c.width, Height: c.height}
+		f := FisherProduct{Points: c.images * c.width * c.height, Image: &m}
+		p := planImage(&f, c.maxPoints)
+		if p.blockRows != c.rows || p.rowBlocks != c.per || p.images != c.images {
+			t.Fatalf("%dx%d in blocks of %d points: %+v, want %d rows, %d blocks an image", c.width, c.height, c.maxPoints, p, c.rows, c.per)
+		}
+		next := 0
+		for b := 0; b < p.blocks(); b++ {
+			n0, nb := p.block(&m, b)
+			if n0 != next || nb <= 0 || nb%c.width != 0 || (nb > c.maxPoints && nb > c.width) {
+				t.Fatalf("%dx%d: block %d is points %d..%d, after %d", c.width, c.height, b, n0, n0+nb, next)
+			}
+			next = n0 + nb
+		}
+		if next != f.Points {
+			t.Fatalf("%dx%d: blocks end at %d of %d points", c.width, c.height, next, f.Points)
 		}
 	}
 }
