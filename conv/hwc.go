@@ -28,11 +28,16 @@ func (g Geometry) PadImageHWC(dst, img []float32, group int) {
 		line := dst[(y+g.PadH)*pw*cg : (y+g.PadH+1)*pw*cg]
 		clear(line[:g.PadW*cg])
 		clear(line[(w+g.PadW)*cg:])
-		c0 := 0
-		// Sixteen channels at a time, transposed eight pixels by eight
-		// in registers straight into the line (the last pixels one by
-		// one).
-		for ; c0+16 <= cg; c0 += 16 {
+	}
+	// Sixteen channels at a time, each of their planes read through in
+	// order (sixteen streams, not all the channels' at each row: about
+	// 0.5-0.9 % less time on l1.conv, l2.conv_s2 and l2.conv), transposed
+	// eight pixels by eight in registers straight into the lines (the last
+	// pixels of a row one by one).
+	c0 := 0
+	for ; c0+16 <= cg; c0 += 16 {
+		for y := 0; y < h; y++ {
+			line := dst[(y+g.PadH)*pw*cg : (y+g.PadH+1)*pw*cg]
 			src := img[(group*cg+c0)*hw+y*w:]
 			asm.TransposePanel(w, src, hw, line[g.PadW*cg+c0:], cg)
 			for x := w &^ 7; x < w; x++ {
@@ -42,6 +47,9 @@ func (g Geometry) PadImageHWC(dst, img []float32, group int) {
 				}
 			}
 		}
+	}
+	for y := 0; y < h; y++ {
+		line := dst[(y+g.PadH)*pw*cg : (y+g.PadH+1)*pw*cg]
 		for c := c0; c < cg; c++ {
 			for x, v := range img[(group*cg+c)*hw+y*w:][:w] {
 				line[(x+g.PadW)*cg+c] = v
