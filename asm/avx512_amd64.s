@@ -85,16 +85,12 @@
 	SHLQ   $2, R13; \
 	ZERO_Z0_Z15
 
-// KERNEL8X32_STORE adds alpha times the tile to C, or writes it over C
-// when overwrite is set, and returns.
-#define KERNEL8X32_STORE \
-	VBROADCASTSS alpha+8(FP), Z18; \
-	MOVQ         c_base+96(FP), DI; \
-	MOVQ         ldc+120(FP), DX; \
-	SHLQ         $2, DX; \
-	MOVBLZX      overwrite+128(FP), SI; \
-	TESTL        SI, SI; \
-	JNE          set; \
+// WRITE_TILE512 adds the tile (times alpha, in Z18) to C at DI, rows DX
+// bytes apart, or writes it over C when SI is not zero; then it goes on
+// at out.
+#define WRITE_TILE512(set, out) \
+	TESTL SI, SI; \
+	JNE   set; \
 	STORE_ROW512(Z0, Z1); \
 	STORE_ROW512(Z2, Z3); \
 	STORE_ROW512(Z4, Z5); \
@@ -103,8 +99,7 @@
 	STORE_ROW512(Z10, Z11); \
 	STORE_ROW512(Z12, Z13); \
 	STORE_ROW512(Z14, Z15); \
-	VZEROUPPER; \
-	RET; \
+	JMP   out; \
 set: \
 	SET_ROW512(Z0, Z1); \
 	SET_ROW512(Z2, Z3); \
@@ -113,9 +108,27 @@ set: \
 	SET_ROW512(Z8, Z9); \
 	SET_ROW512(Z10, Z11); \
 	SET_ROW512(Z12, Z13); \
-	SET_ROW512(Z14, Z15); \
+	SET_ROW512(Z14, Z15)
+
+// KERNEL8X32_STORE adds alpha times the tile to C, or writes it over C
+// when overwrite is set, and returns.
+#define KERNEL8X32_STORE \
+	VBROADCASTSS alpha+8(FP), Z18; \
+	MOVQ         c_base+96(FP), DI; \
+	MOVQ         ldc+120(FP), DX; \
+	SHLQ         $2, DX; \
+	MOVBLZX      overwrite+128(FP), SI; \
+	WRITE_TILE512(set, stored); \
+stored: \
 	VZEROUPPER; \
 	RET
+
+// BYTES moves the count of float32 values in arg, as bytes, into dst
+// with op (MOVQ or ADDQ), through AX.
+#define BYTES(arg, op, dst) \
+	MOVQ arg, AX; \
+	SHLQ $2, AX; \
+	op   AX, dst
 
 // func Kernel8x32(k int, alpha float32, a []float32, rsa, csa int, b []float32, ldb, boff int, c []float32, ldc int, overwrite bool)
 //
@@ -167,12 +180,8 @@ TEXT ·Kernel8x32Tiles(SB), NOSPLIT, $56-192
 	MOVQ AX, 16(SP)
 	MOVQ c_base+120(FP), AX
 	MOVQ AX, 24(SP)
-	MOVQ ajump+176(FP), AX
-	SHLQ $2, AX
-	MOVQ AX, 32(SP)
-	MOVQ bjump+184(FP), AX
-	SHLQ $2, AX
-	MOVQ AX, 40(SP)
+	BYTES(ajump+176(FP), MOVQ, 32(SP))
+	BYTES(bjump+184(FP), MOVQ, 40(SP))
 	MOVQ kseg+168(FP), AX
 	MOVQ k+8(FP), CX
 	TESTQ AX, AX
@@ -234,39 +243,13 @@ store:
 	VBROADCASTSS alpha+16(FP), Z18
 	MOVQ         24(SP), DI
 	MOVBLZX      overwrite+160(FP), SI
-	TESTL        SI, SI
-	JNE          set
-	STORE_ROW512(Z0, Z1)
-	STORE_ROW512(Z2, Z3)
-	STORE_ROW512(Z4, Z5)
-	STORE_ROW512(Z6, Z7)
-	STORE_ROW512(Z8, Z9)
-	STORE_ROW512(Z10, Z11)
-	STORE_ROW512(Z12, Z13)
-	STORE_ROW512(Z14, Z15)
-	JMP          next
-
-set:
-	SET_ROW512(Z0, Z1)
-	SET_ROW512(Z2, Z3)
-	SET_ROW512(Z4, Z5)
-	SET_ROW512(Z6, Z7)
-	SET_ROW512(Z8, Z9)
-	SET_ROW512(Z10, Z11)
-	SET_ROW512(Z12, Z13)
-	SET_ROW512(Z14, Z15)
+	WRITE_TILE512(set, next)
 
 next:
 	DECQ 0(SP)
-	MOVQ astep+64(FP), AX
-	SHLQ $2, AX
-	ADDQ AX, 8(SP)
-	MOVQ bstep+112(FP), AX
-	SHLQ $2, AX
-	ADDQ AX, 16(SP)
-	MOVQ cstep+152(FP), AX
-	SHLQ $2, AX
-	ADDQ AX, 24(SP)
+	BYTES(astep+64(FP), ADDQ, 8(SP))
+	BYTES(bstep+112(FP), ADDQ, 16(SP))
+	BYTES(cstep+152(FP), ADDQ, 24(SP))
 	JMP  tile
 
 done:

@@ -101,9 +101,13 @@ func (w *fisherWork) imageFirst(ws *workspace, f *FisherProduct, s []float32, ld
 	m, r, d := f.Image, f.Rows, f.Len
 	tm, tn := isa.rows, isa.cols
 	jump := m.SegStride - m.SegLen
-	// The tile in place: Kernel8x32Tiles over the runs.
+	// A tile in place, and a strip of them: Kernel8x32Tiles over the
+	// runs.
 	inPlace := func(k int, alpha float32, a []float32, rsa, csa int, b []float32, ldb, boff int, c []float32, ldc int, overwrite bool) {
 		asm.Kernel8x32Tiles(1, k, alpha, a, rsa, csa, 0, b, ldb, boff, 0, c, ldc, 0, overwrite, m.SegLen, jump, 0)
+	}
+	inPlaceStrip := func(tiles, k int, alpha float32, a []float32, rsa, csa int, b []float32, ldb, boff, bstep int, c []float32, ldc int, overwrite bool) {
+		asm.Kernel8x32Tiles(tiles, k, alpha, a, rsa, csa, 0, b, ldb, boff, bstep, c, ldc, 2*nr, overwrite, m.SegLen, jump, 0)
 	}
 	for ic := 0; ic < nb; ic += tm {
 		mrr := min(tm, nb-ic)
@@ -116,9 +120,7 @@ func (w *fisherWork) imageFirst(ws *workspace, f *FisherProduct, s []float32, ld
 			at = xb[ic*d:]
 		case xb == nil && isa.name == avx512Kernels.name && mrr == tm && col+tm <= m.Width:
 			at, ars = m.Data[m.point(n0+ic):], m.ColStride
-			kernel, strip = inPlace, func(tiles, k int, alpha float32, a []float32, rsa, csa int, b []float32, ldb, boff, bstep int, c []float32, ldc int, overwrite bool) {
-				asm.Kernel8x32Tiles(tiles, k, alpha, a, rsa, csa, 0, b, ldb, boff, bstep, c, ldc, 2*nr, overwrite, m.SegLen, jump, 0)
-			}
+			kernel, strip = inPlace, inPlaceStrip
 		default:
 			// The tile crosses an output row, is short, or its kernel
 			// cannot jump: its rows copied out, zero padded (the kernel
@@ -151,10 +153,10 @@ func (w *fisherWork) imageFirst(ws *workspace, f *FisherProduct, s []float32, ld
 
 // imageSecond adds S^T X_blk (R x D) into acc (with set, writes it over
 // acc) for the nb points from n0 of an image product, whole output rows:
-// on the AVX-512 kernel B is read in
-// the image, one output row a segment of the inner dimension
-// (Kernel8x32Tiles); otherwise from xb, the block's rows stored. Either way
-// every sum runs over the block's points in order, in one call.
+// on the AVX-512 kernel B is read in the image, one output row a segment
+// of the inner dimension (Kernel8x32Tiles); otherwise from xb, the
+// block's rows stored. Either way every sum runs over the block's points
+// in order, in one call.
 func (w *fisherWork) imageSecond(ws *workspace, f *FisherProduct, acc, s []float32, lds, n0, nb int, xb []float32, set bool) {
 	m, r, d := f.Image, f.Rows, f.Len
 	if xb != nil {
