@@ -1,6 +1,7 @@
 //go:build !noasm
 
 #include "textflag.h"
+#include "fmaloop_amd64.h"
 
 // The 8x32 tile of C lives in Z0..Z15 (row i in Z(2i), Z(2i+1)); Z16 and
 // Z17 hold the current row of B, Z18..Z21 the broadcast values of A.
@@ -262,12 +263,7 @@ done:
 TEXT ·FMALoop512(SB), NOSPLIT, $0-12
 	MOVQ         n+0(FP), CX
 	ZERO_Z0_Z11
-	MOVL         $0x3f800000, AX
-	VMOVD        AX, X12
-	VBROADCASTSS X12, Z12
-	MOVL         $0x3a800000, AX
-	VMOVD        AX, X13
-	VBROADCASTSS X13, Z13
+	FMA_LOOP_CONSTS(Z12, Z13)
 	TESTQ        CX, CX
 	JLE          fma512done
 

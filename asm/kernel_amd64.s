@@ -1,6 +1,7 @@
 //go:build !noasm
 
 #include "textflag.h"
+#include "fmaloop_amd64.h"
 #include "dot_amd64.h"
 
 // ZERO_Y0_Y7 and ZERO_Y0_Y11 clear the accumulators of a tile (or of the
@@ -280,12 +281,7 @@ TEXT ·Xpby(SB), NOSPLIT, $0-56
 TEXT ·FMALoop(SB), NOSPLIT, $0-12
 	MOVQ         n+0(FP), CX
 	ZERO_Y0_Y11
-	MOVL         $0x3f800000, AX
-	VMOVD        AX, X12
-	VBROADCASTSS X12, Y12
-	MOVL         $0x3a800000, AX
-	VMOVD        AX, X13
-	VBROADCASTSS X13, Y13
+	FMA_LOOP_CONSTS(Y12, Y13)
 	TESTQ        CX, CX
 	JLE          fmadone
 
