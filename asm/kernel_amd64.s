@@ -443,7 +443,10 @@ transdone:
 
 	// A contiguous panel (ldd 16): the lines 2 KiB on, eight rounds ahead,
 	// asked for with intent to write (PREFETCHW, which Go's assembler does
-	// not name: 0F 0D /1 on DI with a 32-bit offset). A panel is written
+	// not name: 0F 0D /1 on DI with a 32-bit offset). Every CPU with AVX2
+	// and FMA, which this code needs, runs it (Intel's before Broadwell
+	// as a hint they may ignore; only 64-bit Intel CPUs older than
+	// Nehalem rejected the opcode). A panel is written
 	// again at every product, after both cores have read it: waiting for
 	// each line's ownership line by line made packing P^T in a CG step
 	// several times slower than packing it twice in a row.
