@@ -1,7 +1,7 @@
 // Macros of the float64-accumulated dot products (Dot, DotPair,
-// AxpyPairDot), so that every sum has the shape of Dot's: four 4-wide
-// accumulators over rounds of 16 values, then rounds of 4 into the first,
-// the reduction, then single values.
+// AxpyPairDot, UpdateZR), so that every sum has the shape of Dot's: four
+// 4-wide accumulators over rounds of 16 values, then rounds of 4 into the
+// first, the reduction, then single values.
 
 // ZERO4PD clears four accumulators.
 #define ZERO4PD(a, b, c, d) \

@@ -286,33 +286,12 @@ TEXT ·FMALoop(SB), NOSPLIT, $0-12
 	JLE          fmadone
 
 fmaloop:
-	VFMADD231PS Y12, Y13, Y0
-	VFMADD231PS Y12, Y13, Y1
-	VFMADD231PS Y12, Y13, Y2
-	VFMADD231PS Y12, Y13, Y3
-	VFMADD231PS Y12, Y13, Y4
-	VFMADD231PS Y12, Y13, Y5
-	VFMADD231PS Y12, Y13, Y6
-	VFMADD231PS Y12, Y13, Y7
-	VFMADD231PS Y12, Y13, Y8
-	VFMADD231PS Y12, Y13, Y9
-	VFMADD231PS Y12, Y13, Y10
-	VFMADD231PS Y12, Y13, Y11
+	FMA_ROUND12(Y12, Y13, Y0, Y1, Y2, Y3, Y4, Y5, Y6, Y7, Y8, Y9, Y10, Y11)
 	DECQ        CX
 	JNZ         fmaloop
 
 fmadone:
-	VADDPS Y1, Y0, Y0
-	VADDPS Y2, Y0, Y0
-	VADDPS Y3, Y0, Y0
-	VADDPS Y4, Y0, Y0
-	VADDPS Y5, Y0, Y0
-	VADDPS Y6, Y0, Y0
-	VADDPS Y7, Y0, Y0
-	VADDPS Y8, Y0, Y0
-	VADDPS Y9, Y0, Y0
-	VADDPS Y10, Y0, Y0
-	VADDPS Y11, Y0, Y0
+	SUM12(Y0, Y1, Y2, Y3, Y4, Y5, Y6, Y7, Y8, Y9, Y10, Y11)
 	VMOVSS X0, ret+8(FP)
 	VZEROUPPER
 	RET
@@ -369,12 +348,12 @@ packdone:
 	VPERM2F128 $0x31, Y6, Y2, Y14; \
 	VPERM2F128 $0x31, Y7, Y3, Y15
 
-// LOAD8 loads 8 values at offset off of eight rows: r0 = base, r4 = base
-// + 4 rows; R8 is one row, R9 three rows in bytes.
 // PREFETCHW_DI(off) asks for the line at off(DI) with intent to write.
 #define PREFETCHW_DI(off) \
 	BYTE $0x0F; BYTE $0x0D; BYTE $0x8F; LONG $off
 
+// LOAD8 loads 8 values at offset off of eight rows: r0 = base, r4 = base
+// + 4 rows; R8 is one row, R9 three rows in bytes.
 #define LOAD8(r0, r4) \
 	VMOVUPS (r0), Y0; \
 	VMOVUPS (r0)(R8*1), Y1; \
@@ -397,6 +376,22 @@ packdone:
 	VMOVUPS Y13, off(AX)(DX*1); \
 	VMOVUPS Y14, off(AX)(DX*2); \
 	VMOVUPS Y15, off(AX)(BX*1)
+
+// TRANSPOSE_ROUND transposes eight columns of the sixteen rows (SI, R10,
+// R11, R12) into eight rows of dst (DI, AX) and moves every pointer on.
+#define TRANSPOSE_ROUND \
+	LOAD8(SI, R10); \
+	TRANSPOSE8; \
+	STORE8(0); \
+	LOAD8(R11, R12); \
+	TRANSPOSE8; \
+	STORE8(32); \
+	ADDQ $32, SI; \
+	ADDQ $32, R10; \
+	ADDQ $32, R11; \
+	ADDQ $32, R12; \
+	ADDQ R13, DI; \
+	ADDQ R13, AX
 
 // func TransposePanel(k int, b []float32, ldb int, dst []float32, ldd int)
 TEXT ·TransposePanel(SB), NOSPLIT, $0-72
@@ -422,18 +417,7 @@ TEXT ·TransposePanel(SB), NOSPLIT, $0-72
 	JEQ  transpanel
 
 transloop:
-	LOAD8(SI, R10)
-	TRANSPOSE8
-	STORE8(0)
-	LOAD8(R11, R12)
-	TRANSPOSE8
-	STORE8(32)
-	ADDQ $32, SI
-	ADDQ $32, R10
-	ADDQ $32, R11
-	ADDQ $32, R12
-	ADDQ R13, DI
-	ADDQ R13, AX
+	TRANSPOSE_ROUND
 	DECQ CX
 	JNZ  transloop
 
@@ -459,22 +443,10 @@ transpanel:
 	PREFETCHW_DI(2368)
 	PREFETCHW_DI(2432)
 	PREFETCHW_DI(2496)
-	LOAD8(SI, R10)
-	TRANSPOSE8
-	STORE8(0)
-	LOAD8(R11, R12)
-	TRANSPOSE8
-	STORE8(32)
-	ADDQ $32, SI
-	ADDQ $32, R10
-	ADDQ $32, R11
-	ADDQ $32, R12
-	ADDQ R13, DI
-	ADDQ R13, AX
+	TRANSPOSE_ROUND
 	DECQ CX
 	JNZ  transpanel
-	VZEROUPPER
-	RET
+	JMP  transdone
 
 // func MaxAbsBits(x []float32) uint32
 TEXT ·MaxAbsBits(SB), NOSPLIT, $0-28
