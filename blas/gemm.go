@@ -31,10 +31,14 @@ type kernelSet struct {
 	kernel     kernelFunc
 	kernel4    kernelFunc
 	// strip, when not nil, runs kernel on tiles whole tiles side by side
-	// in one call: tile t reads B t*bstep values after the first and adds
-	// to (or writes) columns t*cols.. of C.
-	strip func(tiles, k int, alpha float32, a []float32, rsa, csa int, b []float32, ldb, boff, bstep int, c []float32, ldc int, overwrite bool)
+	// in one call (runStrip).
+	strip stripFunc
 }
+
+// stripFunc runs a kernel on tiles whole tiles side by side: tile t reads
+// B t*bstep values after the first and adds to (or writes) columns
+// t*cols.. of C.
+type stripFunc func(tiles, k int, alpha float32, a []float32, rsa, csa int, b []float32, ldb, boff, bstep int, c []float32, ldc int, overwrite bool)
 
 var (
 	avx2Kernels = kernelSet{
@@ -243,9 +247,7 @@ func gemmRange(ws *workspace, t *gemmTask, i0, i1, j0, j1 int, startC bool) {
 			tm, tn := isa.rows, isa.cols
 			// bTile says where the tile at column jr of the block reads
 			// B: its first panel, row stride and the distance of its
-			// second panel (0 when there is none, the kernel then reads
-			// the first twice, into the part of the tile that is
-			// dropped); and where the next tile's B lies.
+			// second panel; and where the next tile's B lies.
 			bTile := func(jr int) (bt []float32, ld, boff, next int) {
 				switch {
 				case t.packedB != nil:
@@ -279,25 +281,13 @@ func gemmRange(ws *workspace, t *gemmTask, i0, i1, j0, j1 int, startC bool) {
 				case mrr < tm:
 					at, ars, acs = packA(ws, a, rsa, csa, ic, mrr, tm, pc, kc), 1, tm
 				}
-				jr := 0
-				if isa.strip != nil && mrr == tm && !t.upper && nc >= 2*tn {
-					// The whole tiles of the strip in one call.
-					tiles := nc / tn
-					bt, btld, boff, bstep := bTile(0)
-					isa.strip(tiles, kc, t.alpha, at, ars, acs, bt, btld, boff, bstep, c[ic*ldc+jc:], ldc, overwrite)
-					jr = tiles * tn
+				// An upper product starts at the first tile that reaches
+				// the diagonal (upperFrom).
+				jr0 := 0
+				if t.upper && ic > jc {
+					jr0 = (ic - jc) / tn * tn
 				}
-				for ; jr < nc; jr += tn {
-					if t.upper && jc+jr+tn <= ic {
-						continue
-					}
-					nrr := min(tn, nc-jr)
-					bt, btld, boff, _ := bTile(jr)
-					if nrr <= nr {
-						boff = 0
-					}
-					runTile(ws, kernel, full, mrr, nrr, kc, t.alpha, at, ars, acs, bt, btld, boff, c[ic*ldc+jc+jr:], ldc, overwrite)
-				}
+				runStrip(ws, kernel, isa.strip, full, mrr, jr0, nc, kc, t.alpha, at, ars, acs, bTile, c[ic*ldc+jc:], ldc, overwrite)
 			}
 		}
 		if t.scaleBy != nil {
@@ -305,6 +295,33 @@ func gemmRange(ws *workspace, t *gemmTask, i0, i1, j0, j1 int, startC bool) {
 				asm.Hadamard(t.scaleBy[i*t.ldScaleBy+jc:][:nc], c[i*ldc+jc:][:nc])
 			}
 		}
+	}
+}
+
+// runStrip runs kernel on the tiles of one tile-high strip of C (mrr
+// rows at c, row stride ldc), columns jr0 to n: the whole tiles in one
+// call of strip when there is one (and the rows are whole), the others one
+// by one (runTile). bTile(jr) gives the B of the tile at column jr: its
+// first panel, row stride, the distance of its second panel and that of
+// the next tile's B; a tile of at most nr columns gets no second panel
+// (the kernel then reads the first twice, into the part of the tile that
+// is dropped).
+func runStrip(ws *workspace, kernel kernelFunc, strip stripFunc, full bool, mrr, jr0, n, kc int, alpha float32, a []float32, rsa, csa int, bTile func(jr int) ([]float32, int, int, int), c []float32, ldc int, overwrite bool) {
+	tn := isa.cols
+	jr := jr0
+	if strip != nil && mrr == isa.rows && n-jr >= 2*tn {
+		tiles := (n - jr) / tn
+		bt, ld, boff, bstep := bTile(jr)
+		strip(tiles, kc, alpha, a, rsa, csa, bt, ld, boff, bstep, c[jr:], ldc, overwrite)
+		jr += tiles * tn
+	}
+	for ; jr < n; jr += tn {
+		nrr := min(tn, n-jr)
+		bt, ld, boff, _ := bTile(jr)
+		if nrr <= nr {
+			boff = 0
+		}
+		runTile(ws, kernel, full, mrr, nrr, kc, alpha, a, rsa, csa, bt, ld, boff, c[jr:], ldc, overwrite)
 	}
 }
 

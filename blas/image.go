@@ -51,6 +51,11 @@ func (p imagePlan) block(m *ImageRows, b int) (n0, nb int) {
 	return (img*m.Height + row0) * m.Width, rows * m.Width
 }
 
+// rowJump is how far the next output row's first point lies beyond where
+// a row's points, ColStride apart, would go on: the jump between the runs
+// of points that Kernel8x32Tiles reads as B.
+func (m *ImageRows) rowJump() int { return m.RowStride - m.Width*m.ColStride }
+
 // point returns the offset in Data of point n's first value.
 func (m *ImageRows) point(n int) int {
 	img, rc := n/(m.Height*m.Width), n%(m.Height*m.Width)
@@ -99,7 +104,7 @@ func ReadsImage(k Kernels, rows, length int, im *ImageRows) bool {
 // block's rows stored).
 func (w *fisherWork) imageFirst(ws *workspace, f *FisherProduct, s []float32, lds, n0, nb int, xb []float32) {
 	m, r, d := f.Image, f.Rows, f.Len
-	tm, tn := isa.rows, isa.cols
+	tm := isa.rows
 	jump := m.SegStride - m.SegLen
 	// A tile in place, and a strip of them: Kernel8x32Tiles over the
 	// runs.
@@ -108,6 +113,11 @@ func (w *fisherWork) imageFirst(ws *workspace, f *FisherProduct, s []float32, ld
 	}
 	inPlaceStrip := func(tiles, k int, alpha float32, a []float32, rsa, csa int, b []float32, ldb, boff, bstep int, c []float32, ldc int, overwrite bool) {
 		asm.Kernel8x32Tiles(tiles, k, alpha, a, rsa, csa, 0, b, ldb, boff, bstep, c, ldc, 2*nr, overwrite, m.SegLen, jump, 0)
+	}
+	// The panels of P^T cover r, the last zero padded: a tile over more
+	// than nr rows reads two.
+	bTile := func(jr int) ([]float32, int, int, int) {
+		return w.packed[jr/nr*d*nr:], nr, d * nr, 2 * d * nr
 	}
 	for ic := 0; ic < nb; ic += tm {
 		mrr := min(tm, nb-ic)
@@ -132,22 +142,7 @@ func (w *fisherWork) imageFirst(ws *workspace, f *FisherProduct, s []float32, ld
 				m.Rows(at, d, n0+ic, n0+ic+mrr)
 			}
 		}
-		// The panels of P^T cover r, the last zero padded: a tile over
-		// more than nr rows reads two.
-		jr := 0
-		if strip != nil && mrr == tm && r >= 2*tn {
-			tiles := r / tn
-			strip(tiles, d, 1, at, ars, 1, w.packed, nr, d*nr, 2*d*nr, s[ic*lds:], lds, true)
-			jr = tiles * tn
-		}
-		for ; jr < r; jr += tn {
-			bt, boff := w.packed[jr/nr*d*nr:], d*nr
-			nrr := min(tn, r-jr)
-			if nrr <= nr {
-				boff = 0
-			}
-			runTile(ws, kernel, mrr == tm, mrr, nrr, d, 1, at, ars, 1, bt, nr, boff, s[ic*lds+jr:], lds, true)
-		}
+		runStrip(ws, kernel, strip, mrr == tm, mrr, 0, r, d, 1, at, ars, 1, bTile, s[ic*lds:], lds, true)
 	}
 }
 
@@ -165,7 +160,7 @@ func (w *fisherWork) imageSecond(ws *workspace, f *FisherProduct, acc, s []float
 		return
 	}
 	origin := m.point(n0)
-	jump := m.RowStride - m.Width*m.ColStride
+	jump := m.rowJump()
 	// A strip of eight rows of acc at a time, across each run: its
 	// columns of S stay in L1 while B streams from L2 (with the runs
 	// outside, B's rows, a stride of whole lines apart, fell into a
@@ -190,8 +185,8 @@ type imageTask struct {
 
 // imageProducts computes f's product on image rows in two products:
 // T^T = X P^T .*= Weights^T (Points x Rows), split across the cores by
-// points, the inner dimension in the runs of the rows as imageFirst cuts
-// it; then Q = Alpha*(T^T)^T X, split by columns of Q, the points in
+// points, each element one chain over the inner dimension (imageFirst);
+// then Q = Alpha*(T^T)^T X, split by columns of Q, the points in
 // blocks of whole output rows of one image (at most kcBlock), each block's
 // sum added to Q in order. It reports false when it would need the
 // weights transposed and PackPoints made no such copy.
@@ -234,7 +229,7 @@ func (t *imageTask) RunPart(part, parts int) {
 	if c0 >= c1 {
 		return
 	}
-	jump := m.RowStride - m.Width*m.ColStride
+	jump := m.rowJump()
 	for kb := 0; kb < w.plan.blocks(); kb++ {
 		p0, np := w.plan.block(m, kb)
 		a := w.t[p0*ldt:]
