@@ -220,6 +220,18 @@ func TestReferenceRecurrence(t *testing.T) {
 	t.Run("kfrog-oracle", TestOracleKFROG)
 }
 
+// TestReferencePoints runs the same with CG wholly in the points' space
+// (cg.PointsSpace) on every shape, which the ResNet-18 layers with far
+// fewer patches than coordinates take.
+func TestReferencePoints(t *testing.T) {
+	t.Setenv(blas.RecurrenceEnv, "points")
+	t.Run("reference", runReferenceCases)
+	for _, c := range oracleCases() {
+		t.Run("oracle/"+c.name, func(t *testing.T) { oracleRun(t, c, true) })
+	}
+	t.Run("kfrog-oracle", TestOracleKFROG)
+}
+
 func runReferenceCases(t *testing.T) {
 	for _, c := range loadReferenceCases(t) {
 		t.Run(c.Name, func(t *testing.T) {

@@ -12,8 +12,10 @@
 // variable FROG_ISA is "avx2" (MicroKernel reports which).
 //
 // FisherProduct also follows CG's recurrences through the points' space
-// (StartRecurrence, NextRecurrence) where that saves flops
-// (RecurrenceGains; FROG_RECURRENCE=off or always overrides the choice).
+// (StartRecurrence, NextRecurrence) or serves a CG run wholly there
+// (StartPoints, WeighRows, TimesGram, Expand) where that saves flops
+// (RecurrenceGains, PointsGains; FROG_RECURRENCE=off, always or points
+// overrides the choice).
 //
 // Results do not depend on the number of cores: products are split by
 // their output (rows or columns of C), never by the inner dimension, and

@@ -386,3 +386,119 @@ func TestSStride(t *testing.T) {
 		t.Errorf("sStride(128) = %d, want 144", s)
 	}
 }
+
+// TestPointsMethods: StartPoints, WeighRows, TimesGram and Expand (a
+// solve in the points' space) write U = R X^T, s = Alpha*Weights .* t
+// (Alpha*t without weights), W = S G and Z = C X as a float64 loop does,
+// to float32 rounding, leave the blocks' padding alone, and give the
+// same bits with GOMAXPROCS 1 and 3, with X in place or packed, on every
+// kernel set.
+func TestPointsMethods(t *testing.T) {
+	rng := rand.New(rand.NewPCG(25, 26))
+	kernels := []Kernels{pureGo{}}
+	if hasAVX2 {
+		kernels = append(kernels, avx2{})
+	}
+	// {R, D, N}: R >= N/2 (X packed by the assembly kernels) and not.
+	for _, s := range [][3]int{{40, 150, 24}, {9, 70, 33}} {
+		r, d, n := s[0], s[1], s[2]
+		ld := PointsStride(n)
+		x, rr, w := randSlice(rng, n*d), randSlice(rng, r*d), randSlice(rng, r*n)
+		t0, c := randSlice(rng, r*ld), randSlice(rng, r*ld)
+		dot := func(a []float32, sa int, b []float32, sb int, k int) float64 {
+			var sum float64
+			for i := 0; i < k; i++ {
+				sum += float64(a[i*sa]) * float64(b[i*sb])
+			}
+			return sum
+		}
+		check := func(name, what string, got []float32, want func(i, j int) float64, rows, cols, ldg int, scale float64) {
+			t.Helper()
+			for i := 0; i < rows; i++ {
+				for j := 0; j < ldg; j++ {
+					v := got[i*ldg+j]
+					if j >= cols {
+						if !math.IsNaN(float64(v)) {
+							t.Fatalf("%s: %s wrote its padding at (%d, %d)", name, what, i, j)
+						}
+						continue
+					}
+					if e := want(i, j); math.Abs(float64(v)-e) > 1e-4*scale {
+						t.Fatalf("%s: %s(%d, %d) = %v, want %v", name, what, i, j, v, e)
+					}
+				}
+			}
+		}
+		bits := map[bool][]float32{}
+		for _, k := range kernels {
+			sets := []kernelSet{isa}
+			if _, ok := k.(avx2); ok {
+				sets = kernelSets()
+			}
+			for _, set := range sets {
+				for _, procs := range []int{1, 3} {
+					for _, weights := range []bool{true, false} {
+						packed := procs == 3
+						name := fmt.Sprintf("R=%d D=%d N=%d %s/%s GOMAXPROCS=%d weights=%v", r, d, n, k.Name(), set.name, procs, weights)
+						f := FisherProduct{Rows: r, Len: d, Points: n, X: x, Alpha: 1}
+						if weights {
+							f.Weights = w
+						} else {
+							f.Alpha = 0.75
+						}
+						if packed {
+							f.PackPoints(k)
+						}
+						blocks := make([][]float32, 4)
+						for i := range blocks {
+							blocks[i] = make([]float32, r*ld)
+							for j := range blocks[i] {
+								blocks[i][j] = nan32
+							}
+						}
+						u, sw, gw := blocks[0], blocks[1], blocks[2]
+						z := make([]float32, r*d)
+						prev := runtime.GOMAXPROCS(procs)
+						withKernels(set, func() {
+							f.StartPoints(k, u, ld, rr)
+							f.WeighRows(sw, t0, ld, 0, r/2)
+							f.WeighRows(sw, t0, ld, r/2, r)
+							f.TimesGram(k, gw, c, ld)
+							f.Expand(k, z, c, ld)
+						})
+						runtime.GOMAXPROCS(prev)
+						check(name, "U", u, func(i, j int) float64 { return dot(rr[i*d:], 1, x[j*d:], 1, d) }, r, n, ld, math.Sqrt(float64(d)))
+						check(name, "S", sw, func(i, j int) float64 {
+							if weights {
+								return float64(w[i*n+j]) * float64(t0[i*ld+j])
+							}
+							return 0.75 * float64(t0[i*ld+j])
+						}, r, n, ld, 1)
+						check(name, "W", gw, func(i, j int) float64 {
+							var sum float64
+							for a := 0; a < n; a++ {
+								sum += float64(c[i*ld+a]) * dot(x[a*d:], 1, x[j*d:], 1, d)
+							}
+							return sum
+						}, r, n, ld, float64(n)*float64(d))
+						check(name, "Z", z, func(i, j int) float64 { return dot(c[i*ld:], 1, x[j:], d, n) }, r, d, d, math.Sqrt(float64(n)))
+						if _, ok := k.(avx2); !ok {
+							continue
+						}
+						all := append(append(append(append([]float32(nil), u...), sw...), gw...), z...)
+						want, ok := bits[weights]
+						if !ok {
+							bits[weights] = all
+							continue
+						}
+						for i := range all {
+							if math.Float32bits(all[i]) != math.Float32bits(want[i]) {
+								t.Fatalf("%s: value %d = %v, %v on the first assembly run", name, i, all[i], want[i])
+							}
+						}
+					}
+				}
+			}
+		}
+	}
+}

@@ -25,10 +25,42 @@ import (
 // residual recurrence already has.
 
 // RecurrenceEnv is the environment variable that overrides the choice of
-// RecurrenceGains: "off" never follows the recurrences, "always" follows
-// them for every shape (to test them on small ones). It is read at every
+// PointsGains and RecurrenceGains: "off" never follows the recurrences,
+// "always" follows them for every shape and "points" solves every shape
+// in the points' space (to test them on small ones). It is read at every
 // choice.
 const RecurrenceEnv = "FROG_RECURRENCE"
+
+// PointsGains reports whether a CG solve of iters iterations on a Fisher
+// product of this shape costs at least a quarter fewer flops run wholly in
+// the points' space (cg.PointsSpace: the Gram matrix, R X^T, one product
+// with the Gram matrix an iteration and the expansion of z) than applying
+// the product at every iteration, with the Gram matrix within 64 MiB;
+// RecurrenceEnv overrides it. An empty shape never does. It takes the
+// shapes with far fewer points than coordinates, where RecurrenceGains
+// would too, and saves more there.
+func PointsGains(rows, length, points, iters int) bool {
+	if rows <= 0 || length <= 0 || points <= 0 {
+		return false
+	}
+	switch os.Getenv(RecurrenceEnv) {
+	case "off", "always":
+		return false
+	case "points":
+		return iters >= 1
+	}
+	if iters < 1 || points > 4096 {
+		return false
+	}
+	r, d, n, k := float64(rows), float64(length), float64(points), float64(iters)
+	direct := k * 4 * r * n * d
+	// The Gram matrix counted half, as the assembly kernels compute it
+	// (see gram), R X^T, S G at every iteration and the expansion.
+	// (A fifth would take l4.sc, 512 rows of 256 points and coordinates,
+	// which runs 3 % slower there: its products are small.)
+	follow := n*n*d + 4*r*n*d + k*2*r*n*n
+	return 4*follow <= 3*direct
+}
 
 // RecurrenceGains reports whether a CG solve of iters iterations on a
 // Fisher product of this shape costs at least a fifth fewer flops by
@@ -154,15 +186,20 @@ func (f *FisherProduct) advanceRows(j0, j1 int, alpha, beta []float64, shift flo
 				}
 			}
 		}
-		if f.Weights == nil {
-			copy(s, t)
-			continue
-		}
-		if hasAVX2 {
-			copy(s, t)
-			asm.Hadamard(f.Weights[j*n:(j+1)*n], s)
-			continue
-		}
+		f.weighRow(j, s, t)
+	}
+}
+
+// weighRow writes s = Weights_j .* t (t itself when Weights is nil).
+func (f *FisherProduct) weighRow(j int, s, t []float32) {
+	n := f.Points
+	switch {
+	case f.Weights == nil:
+		copy(s, t)
+	case hasAVX2:
+		copy(s, t)
+		asm.Hadamard(f.Weights[j*n:(j+1)*n], s)
+	default:
 		for i, v := range f.Weights[j*n : (j+1)*n] {
 			s[i] = v * t[i]
 		}
@@ -211,15 +248,59 @@ func (f *FisherProduct) timesXT(k Kernels, m int, a []float32, lda int, c []floa
 	k.Gemm(false, true, m, n, d, 1, a, lda, f.X, d, 0, c, ldc)
 }
 
-// timesX writes Q = Alpha * S X for S Rows x Points (row stride lds), from
-// the packed X when PackPoints made one.
+// timesX writes Q = Alpha * S X for S Rows x Points (row stride lds).
 func (f *FisherProduct) timesX(k Kernels, s []float32, lds int) {
+	f.timesXInto(k, f.Alpha, s, lds, f.Q)
+}
+
+// timesXInto writes C = alpha * S X (Rows x Len) for S Rows x Points (row
+// stride lds), from the packed X when PackPoints made one.
+func (f *FisherProduct) timesXInto(k Kernels, alpha float32, s []float32, lds int, c []float32) {
 	r, n, d := f.Rows, f.Points, f.Len
 	if xp, _ := f.packedX(); xp != nil && isAVX2(k) {
-		runGemm(&gemmTask{m: r, n: d, k: n, alpha: f.Alpha, a: s, lda: lds, c: f.Q, ldc: d, packedB: xp, panelStride: n * nr})
+		runGemm(&gemmTask{m: r, n: d, k: n, alpha: alpha, a: s, lda: lds, c: c, ldc: d, packedB: xp, panelStride: n * nr})
 		return
 	}
-	k.Gemm(false, false, r, d, n, f.Alpha, s, lds, f.X, d, 0, f.Q, d)
+	k.Gemm(false, false, r, d, n, alpha, s, lds, f.X, d, 0, c, d)
+}
+
+// PointsStride is the row stride of the Rows x Points blocks of a solve in
+// the points' space: Points padded (see tPad).
+func PointsStride(points int) int { return points + tPad }
+
+// StartPoints writes U = R X^T (Rows x Points, row stride ld) for R Rows
+// x Len, and the Gram matrix of X, on k's kernels: the start of a solve
+// in the points' space (cg.PointsSpace). f.Image must be nil.
+func (f *FisherProduct) StartPoints(k Kernels, u []float32, ld int, r []float32) {
+	n := f.Points
+	f.recur.gram = grow(f.recur.gram, n*n)
+	f.gram(k)
+	f.timesXT(k, f.Rows, r, f.Len, u, ld)
+}
+
+// WeighRows writes s_j = Alpha * Weights_j .* t_j (Alpha * t_j when
+// Weights is nil) for rows j0..j1 of blocks with row stride ld.
+func (f *FisherProduct) WeighRows(s, t []float32, ld, j0, j1 int) {
+	n := f.Points
+	for j := j0; j < j1; j++ {
+		sj := s[j*ld : j*ld+n]
+		f.weighRow(j, sj, t[j*ld:j*ld+n])
+		if f.Alpha != 1 {
+			ScaleTo(f.Alpha, sj, sj)
+		}
+	}
+}
+
+// TimesGram writes W = S G (Rows x Points, row stride ld) with the Gram
+// matrix StartPoints computed.
+func (f *FisherProduct) TimesGram(k Kernels, w, s []float32, ld int) {
+	r, n := f.Rows, f.Points
+	k.Gemm(false, false, r, n, n, 1, s, ld, f.recur.gram, n, 0, w, ld)
+}
+
+// Expand writes Z = C X (Rows x Len) for C Rows x Points (row stride ld).
+func (f *FisherProduct) Expand(k Kernels, z, c []float32, ld int) {
+	f.timesXInto(k, 1, c, ld, z)
 }
 
 func isAVX2(k Kernels) bool {

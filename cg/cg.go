@@ -81,6 +81,9 @@ type Solver struct {
 	// alpha, beta and moved describe the last update (see Recurrent).
 	alpha, beta []float64
 	moved       []bool
+	// points and pointsPhase are solvePoints' (see PointsSpace).
+	points      pointsState
+	pointsPhase pointsPhase
 }
 
 // Phases of a rowUpdate.
@@ -88,6 +91,7 @@ const (
 	startRows  = iota // scale b into r and p, rho, clear z
 	updateRows        // one iteration's update after the product
 	finishRows        // residual norms, z back to the scale of b
+	expandRows        // z += c_z r0 after solvePoints' product
 )
 
 // rowUpdate is one phase of the solve on every row, in parts of whole
@@ -117,6 +121,8 @@ func (u *rowUpdate) RunPart(part, parts int) {
 		u.start(part, parts)
 	case finishRows:
 		u.finish(part, parts)
+	case expandRows:
+		u.expand(part, parts)
 	default:
 		u.update(part, parts)
 	}
@@ -161,6 +167,16 @@ func (u *rowUpdate) finish(part, parts int) {
 		if sc != 1 && !s.KeepScaled {
 			zj := u.z[j*n : (j+1)*n]
 			blas.ScaleTo(float32(1/sc), zj, zj)
+		}
+	}
+}
+
+// expand adds r0_j's part of z_j, c_z r0_j, to the product's b_z X.
+func (u *rowUpdate) expand(part, parts int) {
+	s, n := u.s, u.n
+	for j := u.rows * part / parts; j < u.rows*(part+1)/parts; j++ {
+		if cz := s.points.cz[j]; cz != 0 {
+			u.k.Axpy(float32(cz), s.res[j*n:(j+1)*n], u.z[j*n:(j+1)*n])
 		}
 	}
 }
@@ -300,6 +316,11 @@ func (s *Solver) Solve(op Operator, b, z []float32, rows, n int) Result {
 	s.shift = 0
 	if sh != nil {
 		s.shift = sh.Shift()
+	}
+	if ps, ok := op.(PointsSpace); ok && s.Iters > 0 {
+		if points, ld, ok := ps.PointsSolve(s.Iters); ok {
+			return s.solvePoints(ps, k, b, z, rows, n, points, ld)
+		}
 	}
 	rec, _ := op.(Recurrent)
 	recurring := false

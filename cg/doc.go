@@ -11,6 +11,9 @@
 // smaller space of its own (Recurrent) is told each iteration's per-row
 // step sizes instead of being applied afresh: the Fisher operator then runs
 // one product over its patches per iteration instead of two.
+// One whose matrices are X^T diag(v_j) X (+ shift*I) for a shared X of few
+// rows (PointsSpace) is solved wholly on coefficients over b_j and X's
+// rows: one product with X X^T an iteration, and one with X at the end.
 //
 // It runs a fixed number of iterations from z = 0 (the reference
 // behaviour) or stops a row once its residual falls below a relative

@@ -57,15 +57,21 @@ func (o *Operator) kernels() blas.Kernels {
 
 // product sets the operator's blas.FisherProduct to apply it to p, into q.
 func (o *Operator) product(q, p []float32) *blas.FisherProduct {
-	r, d, n := o.Rows, o.Len, o.Points
+	r, d := o.Rows, o.Len
+	f := o.setProduct()
+	f.P, f.Q = p[:r*d], q[:r*d]
+	return f
+}
+
+// setProduct sets the operator's blas.FisherProduct but for P and Q.
+func (o *Operator) setProduct() *blas.FisherProduct {
 	alpha := float32(1)
 	if o.Weights == nil {
 		alpha = o.Uniform
 	}
 	f := &o.fused
-	f.Rows, f.Len, f.Points = r, d, n
-	f.P, f.X, f.Weights, f.Q = p[:r*d], o.patches(), o.Weights, q[:r*d]
-	f.Image = o.Image
+	f.Rows, f.Len, f.Points = o.Rows, o.Len, o.Points
+	f.X, f.Weights, f.Image = o.patches(), o.Weights, o.Image
 	f.Alpha, f.Damping = alpha, o.Damping
 	return f
 }
@@ -139,6 +145,37 @@ func (o *Operator) StartRecurrence(q, p []float32, iters int) bool {
 func (o *Operator) ApplyNext(q, p []float32, alpha, beta []float64, moved []bool) {
 	f := o.product(q, p)
 	f.NextRecurrence(o.kernels(), alpha, beta, moved, o.Damping)
+}
+
+// PointsSolve reports whether CG should run wholly in the points' space
+// (blas.PointsGains), which needs Patches (no Image), with the sizes of
+// its blocks. With the methods below it implements cg.PointsSpace, whose
+// v_j is Weights_j (Uniform with no Weights).
+func (o *Operator) PointsSolve(iters int) (points, ld int, ok bool) {
+	if o.Image != nil || !blas.PointsGains(o.Rows, o.Len, o.Points, iters) {
+		return 0, 0, false
+	}
+	return o.Points, blas.PointsStride(o.Points), true
+}
+
+// StartPoints writes U = R X^T and computes the Gram matrix of X.
+func (o *Operator) StartPoints(u, r []float32) {
+	o.setProduct().StartPoints(o.kernels(), u, blas.PointsStride(o.Points), r)
+}
+
+// Weigh writes s_j = Weights_j .* t_j (Uniform * t_j) for rows j0..j1.
+func (o *Operator) Weigh(s, t []float32, j0, j1 int) {
+	o.fused.WeighRows(s, t, blas.PointsStride(o.Points), j0, j1)
+}
+
+// TimesGram writes W = S G.
+func (o *Operator) TimesGram(w, s []float32) {
+	o.fused.TimesGram(o.kernels(), w, s, blas.PointsStride(o.Points))
+}
+
+// Expand writes Z = C X.
+func (o *Operator) Expand(z, c []float32) {
+	o.fused.Expand(o.kernels(), z[:o.Rows*o.Len], c, blas.PointsStride(o.Points))
 }
 
 // RowWeights describes where the output gradients of one group's rows lie

@@ -2,6 +2,7 @@ package fisher
 
 import (
 	"fmt"
+	"github.com/frogopt/frog/cg"
 	"math"
 	"math/rand/v2"
 	"testing"
@@ -342,5 +343,88 @@ func TestRecurrenceChoice(t *testing.T) {
 	q, p := make([]float32, 32), make([]float32, 32)
 	if op.StartRecurrence(q, p, 4) {
 		t.Errorf("StartRecurrence on images: true")
+	}
+}
+
+// plainApply hides everything of an operator but Apply.
+type plainApply struct{ op *Operator }
+
+func (o plainApply) Apply(q, p []float32) { o.op.Apply(q, p) }
+
+// CG run wholly in the points' space on the operator (cg.PointsSpace)
+// gives the solve through Apply alone, to rounding, on every kernel set,
+// with the patches packed or not, weighted or uniform. The shapes are too
+// small to gain, so blas.RecurrenceEnv forces it.
+func TestOperatorPoints(t *testing.T) {
+	rng := rand.New(rand.NewPCG(14, 15))
+	for _, s := range [][3]int{{5, 40, 12}, {20, 100, 24}, {64, 37, 9}} {
+		r, d, n := s[0], s[1], s[2]
+		x, w, b := randomOperands(rng, r, d, n)
+		for _, k := range testKernels(t) {
+			for _, packed := range []bool{false, true} {
+				for _, uniform := range []bool{false, true} {
+					op := Operator{Rows: r, Len: d, Points: n, Patches: x, Weights: w, Damping: 0.5, Kernels: k}
+					if uniform {
+						op.Weights, op.Uniform = nil, 0.25
+					}
+					if packed {
+						op.PackPatches()
+					}
+					name := fmt.Sprintf("%s R=%d D=%d N=%d packed=%v uniform=%v", k.Name(), r, d, n, packed, uniform)
+					t.Setenv(blas.RecurrenceEnv, "points")
+					if _, _, ok := op.PointsSolve(3); !ok {
+						t.Fatalf("%s: PointsSolve declined", name)
+					}
+					got, want := make([]float32, r*d), make([]float32, r*d)
+					s := cg.Solver{Iters: 3, Eps: 1e-12, Kernels: k}
+					s.Solve(&op, b, got, r, d)
+					t.Setenv(blas.RecurrenceEnv, "off")
+					s.Solve(plainApply{&op}, b, want, r, d)
+					closeRows(t, name, got, want, d)
+				}
+			}
+		}
+	}
+}
+
+// The points' space is chosen where it saves a quarter of the flops: the
+// ResNet-18 layers with far fewer patches than coordinates (l3.conv,
+// l4.conv_s2, l4.conv), not l3.conv_s2 (1024 patches of 1152) or l4.sc
+// (256 of 256), nor where the patches outnumber the coordinates, nor for
+// one iteration or none, nor on images; RecurrenceEnv overrides the
+// choice.
+func TestPointsChoice(t *testing.T) {
+	t.Setenv(blas.RecurrenceEnv, "")
+	for _, c := range []struct {
+		r, d, n, iters int
+		want           bool
+	}{
+		{256, 2304, 1024, 4, true}, {512, 2304, 256, 4, true}, {512, 4608, 256, 4, true}, {512, 4608, 256, 2, true},
+		{256, 1152, 1024, 4, false}, {512, 256, 256, 4, false}, {64, 576, 16384, 4, false},
+		{512, 4608, 256, 1, false}, {512, 4608, 256, 0, false},
+	} {
+		if got := blas.PointsGains(c.r, c.d, c.n, c.iters); got != c.want {
+			t.Errorf("PointsGains(%d, %d, %d, %d) = %v, want %v", c.r, c.d, c.n, c.iters, got, c.want)
+		}
+	}
+	for _, mode := range []string{"off", "always"} {
+		t.Setenv(blas.RecurrenceEnv, mode)
+		if blas.PointsGains(512, 4608, 256, 4) {
+			t.Errorf("%s=%s: PointsGains(512, 4608, 256, 4) = true", blas.RecurrenceEnv, mode)
+		}
+	}
+	t.Setenv(blas.RecurrenceEnv, "points")
+	if !blas.PointsGains(4, 8, 16, 1) || blas.PointsGains(4, 8, 16, 0) {
+		t.Errorf("%s=points: PointsGains(4, 8, 16, 1 or 0) not true, false", blas.RecurrenceEnv)
+	}
+	for _, s := range [][3]int{{0, 8, 16}, {4, 0, 16}, {4, 8, 0}} {
+		if blas.PointsGains(s[0], s[1], s[2], 4) {
+			t.Errorf("%s=points: PointsGains(%d, %d, %d, 4) = true on an empty shape", blas.RecurrenceEnv, s[0], s[1], s[2])
+		}
+	}
+	m := blas.ImageRows{Width: 1, Height: 1, ImageLen: 8, RowStride: 8, ColStride: 8, Segs: 1, SegLen: 8, SegStride: 8, Data: make([]float32, 16)}
+	op := Operator{Rows: 4, Len: 8, Points: 2, Image: &m, Uniform: 1}
+	if _, _, ok := op.PointsSolve(4); ok {
+		t.Errorf("PointsSolve on images: true")
 	}
 }

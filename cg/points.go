@@ -1,0 +1,268 @@
+package cg
+
+import (
+	"math"
+
+	"github.com/frogopt/frog/blas"
+)
+
+// PointsSpace is implemented by shifted operators whose unshifted part is
+// B_j = X^T diag(v_j) X for every row j, one matrix X of a few rows (the
+// points) and many columns shared by all rows. Every vector CG forms then
+// lies in the span of the right-hand side b_j and the rows of X, and the
+// solver can run wholly on coefficients over them (solvePoints): p_j =
+// c_j r0_j + beta_j X, with r0_j the scaled b_j. It needs X p_j, which
+// follows from the Gram matrix G = X X^T (X p_j = c_j U0_j + beta_j G,
+// U0_j = X r0_j), and B_j p_j = s_j X with s_j = v_j .* (X p_j): one
+// product with G (rows x points x points) an iteration, no product with X
+// but the last, which expands z. Where there are far fewer points than
+// columns that is a fraction of the two products with X that applying
+// B_j takes.
+type PointsSpace interface {
+	Shifted
+	// PointsSolve reports whether a solve of iters iterations gains by
+	// running in the points' space, and if so the number of points and
+	// the row stride ld (at least points) of the rows x points blocks
+	// the methods below read and write.
+	PointsSolve(iters int) (points, ld int, ok bool)
+	// StartPoints writes U = R X^T for the rows R of r (rows x Len) and
+	// prepares what TimesGram needs.
+	StartPoints(u, r []float32)
+	// Weigh writes s_j = v_j .* t_j for rows j0..j1.
+	Weigh(s, t []float32, j0, j1 int)
+	// TimesGram writes W = S G.
+	TimesGram(w, s []float32)
+	// Expand writes Z = C X (rows x Len).
+	Expand(z, c []float32)
+}
+
+// pointsState is solvePoints' workspace: rows x ld blocks, and per-row
+// coefficients of r0_j in r_j, p_j and z_j.
+type pointsState struct {
+	u0, t, s, w        []float32 // U0 = R0 X^T, T = P X^T, S = v .* T, W = S G
+	br, vr, bp, vp, bz []float32 // beta of r, p and z over the rows of X; V = beta G
+	cr, cp, cz         []float64
+	points, ld         int
+	op                 PointsSpace
+}
+
+// pointsPhase is one phase of solvePoints on every row, in parts of whole
+// rows.
+type pointsPhase struct {
+	s     *Solver
+	k     blas.Kernels
+	phase int
+	it    int
+	rows  int
+}
+
+// Phases of a pointsPhase.
+const (
+	pointsStart  = iota // clear the coefficients
+	pointsWeigh         // T and S of the rows still running
+	pointsUpdate        // one iteration's update after W = S G
+	pointsFinish        // residual norms, z's coefficients in b's scale
+)
+
+func (u *pointsPhase) RunPart(part, parts int) {
+	j0, j1 := u.rows*part/parts, u.rows*(part+1)/parts
+	switch u.phase {
+	case pointsStart:
+		u.start(j0, j1)
+	case pointsWeigh:
+		u.weigh(j0, j1)
+	case pointsFinish:
+		u.finish(j0, j1)
+	default:
+		u.update(j0, j1)
+	}
+}
+
+func (u *pointsPhase) start(j0, j1 int) {
+	ps := &u.s.points
+	lo, hi := j0*ps.ld, j1*ps.ld
+	for _, v := range [][]float32{ps.br, ps.vr, ps.bp, ps.vp, ps.bz} {
+		clear(v[lo:hi])
+	}
+	for j := j0; j < j1; j++ {
+		ps.cr[j], ps.cp[j], ps.cz[j] = 1, 1, 0
+	}
+}
+
+// weigh writes T = c_p U0 + V_p (U0 itself at the first iteration) and S
+// for the rows that are still running.
+func (u *pointsPhase) weigh(j0, j1 int) {
+	s, ps := u.s, &u.s.points
+	done := s.done[:u.rows]
+	n, ld := ps.points, ps.ld
+	for j := j0; j < j1; j++ {
+		if done[j] {
+			continue
+		}
+		o := j * ld
+		t := ps.t[o : o+n]
+		if u.it == 0 {
+			copy(t, ps.u0[o:o+n])
+		} else {
+			blas.ScaleTo64(ps.cp[j], ps.u0[o:o+n], t)
+			u.k.Axpy(1, ps.vp[o:o+n], t)
+		}
+	}
+	// Weigh rows in runs of running rows: the operator's pass is row by
+	// row anyway.
+	for j := j0; j < j1; {
+		if done[j] {
+			j++
+			continue
+		}
+		e := j + 1
+		for e < j1 && !done[e] {
+			e++
+		}
+		ps.op.Weigh(ps.s, ps.t, j, e)
+		j = e
+	}
+}
+
+// update is rowUpdate.update on the coefficients: with p_j = c_p r0_j +
+// b_p X and |r0_j|^2 = rho0_j,
+//
+//	p.(B p) = T.S,  |p|^2 = c_p^2 rho0 + 2 c_p b_p.U0 + b_p.V_p,
+//	z += a p:  c_z += a c_p,  b_z += a b_p,
+//	r -= a (B p + shift p):  c_r -= a shift c_p,  b_r -= a (S + shift b_p),
+//	                         V_r -= a (W + shift V_p),
+//	|r|^2 = c_r^2 rho0 + 2 c_r b_r.U0 + b_r.V_r,
+//	p = r + beta p:  on c, b and V alike.
+//
+// |r|^2 is a sum of terms that cancel as r shrinks, and may come out
+// slightly negative: it is then taken as 0 (the row has converged to the
+// rounding of its coefficients).
+func (u *pointsPhase) update(j0, j1 int) {
+	s, ps, k := u.s, &u.s.points, u.k
+	rows := u.rows
+	done, broke := s.done[:rows], s.done[rows:2*rows]
+	rho, eps, rho0 := s.rho[:rows], s.rho[rows:2*rows], s.rho[2*rows:3*rows]
+	n, ld := ps.points, ps.ld
+	shift := float64(s.shift)
+	for j := j0; j < j1; j++ {
+		if done[j] {
+			continue
+		}
+		if rho[j] == 0 {
+			done[j] = true // z_j stays 0 at the first iteration
+			continue
+		}
+		o := j * ld
+		u0, t, sj, w := ps.u0[o:o+n], ps.t[o:o+n], ps.s[o:o+n], ps.w[o:o+n]
+		br, vr, bp, vp, bz := ps.br[o:o+n], ps.vr[o:o+n], ps.bp[o:o+n], ps.vp[o:o+n], ps.bz[o:o+n]
+		cp := ps.cp[j]
+		pq := k.Dot(t, sj)
+		if shift != 0 {
+			pp := cp*cp*rho0[j] + 2*cp*k.Dot(bp, u0) + k.Dot(bp, vp)
+			pq += shift * pp
+		}
+		den := pq + eps[j]
+		if !(den > 0) || math.IsInf(den, 0) {
+			done[j], broke[j] = true, true
+			if u.it == 0 {
+				ps.cz[j] = 1 // steepest descent: z = b (scaled)
+			}
+			continue
+		}
+		alpha := rho[j] / den
+		a, as := float32(alpha), float32(alpha*shift)
+		ps.cz[j] += alpha * cp
+		k.Axpy(a, bp, bz)
+		ps.cr[j] -= alpha * shift * cp
+		k.Axpy(-a, sj, br)
+		k.Axpy(-a, w, vr)
+		if shift != 0 {
+			k.Axpy(-as, bp, br)
+			k.Axpy(-as, vp, vr)
+		}
+		cr := ps.cr[j]
+		rhoNew := max(0, cr*cr*rho0[j]+2*cr*k.Dot(br, u0)+k.Dot(br, vr))
+		if u.it+1 < s.Iters {
+			beta := rhoNew / (rho[j] + eps[j])
+			b := float32(beta)
+			ps.cp[j] = cr + beta*cp
+			blas.Xpby(k, br, b, bp)
+			blas.Xpby(k, vr, b, vp)
+		}
+		rho[j] = rhoNew
+		if s.Tolerance > 0 && rhoNew <= s.Tolerance*s.Tolerance*rho0[j] {
+			done[j] = true
+		}
+	}
+}
+
+// finish writes the residual norms, and brings z's coefficients to the
+// scale of b unless the caller keeps z scaled: dividing by the power of
+// two is exact.
+func (u *pointsPhase) finish(j0, j1 int) {
+	s, ps := u.s, &u.s.points
+	rho, resid := s.rho[:u.rows], s.rho[3*u.rows:4*u.rows]
+	n, ld := ps.points, ps.ld
+	for j := j0; j < j1; j++ {
+		sc := s.scale[j]
+		resid[j] = math.Sqrt(rho[j]) / sc
+		if sc != 1 && !s.KeepScaled {
+			ps.cz[j] /= sc
+			bz := ps.bz[j*ld : j*ld+n]
+			blas.ScaleTo64(1/sc, bz, bz)
+		}
+	}
+}
+
+// runPoints runs phase on every row, split across the cores by whole rows.
+func (s *Solver) runPoints(u pointsPhase) {
+	s.pointsPhase = u
+	blas.Parallel(&s.pointsPhase, max(1, u.rows*s.points.points>>14))
+	s.pointsPhase = pointsPhase{}
+}
+
+// solvePoints is Solve on the coefficients over r0_j and the rows of X
+// (see PointsSpace). It runs the same iteration as Solve, with the same
+// per-row scalars, stops and breakdowns; only the rounding differs.
+func (s *Solver) solvePoints(op PointsSpace, k blas.Kernels, b, z []float32, rows, d, points, ld int) Result {
+	ps := &s.points
+	ps.op, ps.points, ps.ld = op, points, ld
+	size := rows * ld
+	for _, v := range []*[]float32{&ps.u0, &ps.t, &ps.s, &ps.w, &ps.br, &ps.vr, &ps.bp, &ps.vp, &ps.bz} {
+		*v = grow32(*v, size)
+	}
+	ps.cr, ps.cp, ps.cz = grow64(ps.cr, rows), grow64(ps.cp, rows), grow64(ps.cz, rows)
+	done, broke := s.done[:rows], s.done[rows:2*rows]
+	s.runPhase(rowUpdate{s: s, k: k, phase: startRows, n: d, rows: rows, b: b, z: z})
+	s.runPoints(pointsPhase{s: s, k: k, phase: pointsStart, rows: rows})
+	op.StartPoints(ps.u0, s.res[:rows*d])
+
+	result := Result{Breakdown: broke}
+	for it := 0; it < s.Iters; it++ {
+		active := 0
+		for j := 0; j < rows; j++ {
+			if !done[j] {
+				active++
+			}
+		}
+		if active == 0 {
+			break
+		}
+		result.Iterations++
+		s.runPoints(pointsPhase{s: s, k: k, phase: pointsWeigh, it: it, rows: rows})
+		op.TimesGram(ps.w, ps.s)
+		s.runPoints(pointsPhase{s: s, k: k, phase: pointsUpdate, it: it, rows: rows})
+	}
+	s.runPoints(pointsPhase{s: s, k: k, phase: pointsFinish, rows: rows})
+	// z = c_z r0 + b_z X: the product, then r0's part row by row.
+	op.Expand(z, ps.bz)
+	s.runPhase(rowUpdate{s: s, k: k, phase: expandRows, n: d, rows: rows, z: z})
+	for j := 0; j < rows; j++ {
+		if broke[j] {
+			result.Breakdowns++
+		}
+	}
+	result.Residual = s.rho[3*rows : 4*rows]
+	result.Scale = s.scale[:rows]
+	return result
+}

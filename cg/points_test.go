@@ -1,0 +1,242 @@
+package cg
+
+import (
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"testing"
+
+	"github.com/frogopt/frog/internal/rowdiff"
+)
+
+// pointsRows is A_j = X^T diag(v_j) X + shift*I with X points x n, in
+// plain float64 loops, which offers to be solved in the points' space
+// (PointsSpace) when solve is set.
+type pointsRows struct {
+	n, points, rows int
+	x, v            []float64 // points x n, rows x points
+	shift           float32
+	solve           bool
+	gram            []float64
+	starts, grams   int // StartPoints and TimesGram calls
+}
+
+const pointsPad = 3 // an odd row stride for the rows x points blocks
+
+// image returns X p for a vector p of length n.
+func (o *pointsRows) image(p []float32) []float64 {
+	t := make([]float64, o.points)
+	for i := range t {
+		for k, pk := range p {
+			t[i] += o.x[i*o.n+k] * float64(pk)
+		}
+	}
+	return t
+}
+
+func (o *pointsRows) ApplyUnshifted(q, p []float32) {
+	n := o.n
+	for j := 0; j < o.rows; j++ {
+		t := o.image(p[j*n : (j+1)*n])
+		for k := 0; k < n; k++ {
+			var s float64
+			for i, ti := range t {
+				s += o.x[i*n+k] * o.v[j*o.points+i] * ti
+			}
+			q[j*n+k] = float32(s)
+		}
+	}
+}
+
+func (o *pointsRows) Apply(q, p []float32) {
+	o.ApplyUnshifted(q, p)
+	for i := range q {
+		q[i] += o.shift * p[i]
+	}
+}
+
+func (o *pointsRows) Shift() float32 { return o.shift }
+
+func (o *pointsRows) PointsSolve(iters int) (points, ld int, ok bool) {
+	return o.points, o.points + pointsPad, o.solve
+}
+
+func (o *pointsRows) StartPoints(u, r []float32) {
+	o.starts++
+	ld := o.points + pointsPad
+	for j := 0; j < o.rows; j++ {
+		for i, v := range o.image(r[j*o.n : (j+1)*o.n]) {
+			u[j*ld+i] = float32(v)
+		}
+	}
+	o.gram = make([]float64, o.points*o.points)
+	for a := 0; a < o.points; a++ {
+		for b := 0; b < o.points; b++ {
+			for k := 0; k < o.n; k++ {
+				o.gram[a*o.points+b] += o.x[a*o.n+k] * o.x[b*o.n+k]
+			}
+		}
+	}
+}
+
+func (o *pointsRows) Weigh(s, t []float32, j0, j1 int) {
+	ld := o.points + pointsPad
+	for j := j0; j < j1; j++ {
+		for i := 0; i < o.points; i++ {
+			s[j*ld+i] = float32(o.v[j*o.points+i] * float64(t[j*ld+i]))
+		}
+	}
+}
+
+func (o *pointsRows) TimesGram(w, s []float32) {
+	o.grams++
+	ld := o.points + pointsPad
+	for j := 0; j < o.rows; j++ {
+		for b := 0; b < o.points; b++ {
+			var sum float64
+			for a := 0; a < o.points; a++ {
+				sum += float64(s[j*ld+a]) * o.gram[a*o.points+b]
+			}
+			w[j*ld+b] = float32(sum)
+		}
+	}
+}
+
+func (o *pointsRows) Expand(z, c []float32) {
+	ld := o.points + pointsPad
+	for j := 0; j < o.rows; j++ {
+		for k := 0; k < o.n; k++ {
+			var sum float64
+			for a := 0; a < o.points; a++ {
+				sum += float64(c[j*ld+a]) * o.x[a*o.n+k]
+			}
+			z[j*o.n+k] = float32(sum)
+		}
+	}
+}
+
+// randomPoints returns a pointsRows of random X and positive weights, and
+// a random right-hand side.
+func randomPoints(rng *rand.Rand, n, points, rows int, shift float32) (*pointsRows, []float32) {
+	o := &pointsRows{n: n, points: points, rows: rows, shift: shift, solve: true,
+		x: make([]float64, points*n), v: make([]float64, rows*points)}
+	for i := range o.x {
+		o.x[i] = rng.NormFloat64()
+	}
+	for i := range o.v {
+		o.v[i] = 0.1 + rng.Float64()
+	}
+	b := make([]float32, rows*n)
+	for i := range b {
+		b[i] = float32(rng.NormFloat64())
+	}
+	return o, b
+}
+
+// A PointsSpace operator that accepts is solved on coefficients: the same
+// iterates, to rounding, as the solve through Apply alone, with the same
+// residuals, iterations and stops, for every shift, tolerance, number of
+// iterations and scale kept or not; a zero row stays zero, z's old
+// contents (NaN) are overwritten, and StartPoints runs once and TimesGram
+// once an iteration. One that declines is solved as a Shifted operator.
+func TestSolvePoints(t *testing.T) {
+	rng := rand.New(rand.NewPCG(13, 14))
+	const rows = 5
+	// Fewer points than unknowns, with a shift that makes every matrix
+	// definite; and more, with no shift.
+	for _, c := range []struct {
+		n, points int
+		shift     float32
+	}{{9, 4, 0.3}, {6, 8, 0}} {
+		n, shift := c.n, c.shift
+		op, b := randomPoints(rng, n, c.points, rows, shift)
+		clear(b[2*n : 3*n])
+		// A large row and a tiny one: scaled by powers of two.
+		for i := range b[:n] {
+			b[i] *= 1e30
+		}
+		for i := range b[3*n : 4*n] {
+			b[3*n+i] *= 1e-30
+		}
+		for _, tol := range []float64{0, 1e-2} {
+			for _, iters := range []int{1, 3, 6} {
+				for _, keep := range []bool{false, true} {
+					op.starts, op.grams = 0, 0
+					s := Solver{Iters: iters, Eps: 1e-12, Tolerance: tol, KeepScaled: keep}
+					plain := s
+					z, zPlain := make([]float32, rows*n), make([]float32, rows*n)
+					for i := range z {
+						z[i] = float32(math.NaN())
+					}
+					res := s.Solve(op, b, z, rows, n)
+					resPlain := plain.Solve(plainOperator{op}, b, zPlain, rows, n)
+					name := func() string {
+						return fmt.Sprintf("shift %v, tolerance %v, %d iterations, keep scaled %v", shift, tol, iters, keep)
+					}
+					if op.starts != 1 || op.grams != res.Iterations {
+						t.Fatalf("%s: StartPoints ran %d times, TimesGram %d times over %d iterations", name(), op.starts, op.grams, res.Iterations)
+					}
+					if res.Iterations != resPlain.Iterations {
+						t.Fatalf("%s: %d iterations, %d through Apply", name(), res.Iterations, resPlain.Iterations)
+					}
+					if j, d, nz := rowdiff.Far(z, zPlain, n, 1e-4); j >= 0 {
+						t.Fatalf("%s, row %d: z differs from the solve through Apply by %v (|z| %v)", name(), j, d, nz)
+					}
+					for i, v := range z[2*n : 3*n] {
+						if v != 0 {
+							t.Fatalf("%s: z[%d] = %v for a zero row", name(), 2*n+i, v)
+						}
+					}
+					for j := 0; j < rows; j++ {
+						var nb float64
+						for _, v := range b[j*n : (j+1)*n] {
+							nb += float64(v) * float64(v)
+						}
+						if r, rp := res.Residual[j], resPlain.Residual[j]; math.Abs(r-rp) > 1e-3*math.Sqrt(nb) || (nb == 0 && r != 0) {
+							t.Fatalf("%s, row %d: residual %v, %v through Apply (|b| %v)", name(), j, r, rp, math.Sqrt(nb))
+						}
+						if res.Scale[j] != resPlain.Scale[j] {
+							t.Fatalf("%s, row %d: scale %v, %v through Apply", name(), j, res.Scale[j], resPlain.Scale[j])
+						}
+					}
+				}
+			}
+		}
+		op.solve = false
+		op.starts = 0
+		var s Solver
+		s.Iters = 2
+		z := make([]float32, rows*n)
+		s.Solve(op, b, z, rows, n)
+		if op.starts != 0 {
+			t.Fatalf("shift %v: a declining operator got StartPoints", shift)
+		}
+	}
+}
+
+// A row whose curvature p.(A p) is negative breaks down at the first
+// iteration in the points' space too: it falls back to b, is reported,
+// and the other rows are unaffected.
+func TestSolvePointsBreakdown(t *testing.T) {
+	rng := rand.New(rand.NewPCG(15, 16))
+	const n, points, rows = 6, 3, 3
+	op, b := randomPoints(rng, n, points, rows, 0)
+	for i := 0; i < points; i++ {
+		op.v[i] = -1 // row 0's matrix is negative semidefinite
+	}
+	s, plain := Solver{Iters: 3, Eps: 1e-10}, Solver{Iters: 3, Eps: 1e-10}
+	z, zPlain := make([]float32, rows*n), make([]float32, rows*n)
+	res := s.Solve(op, b, z, rows, n)
+	resPlain := plain.Solve(plainOperator{op}, b, zPlain, rows, n)
+	if !res.Breakdown[0] || res.Breakdown[1] || res.Breakdown[2] || res.Breakdowns != 1 || resPlain.Breakdowns != 1 {
+		t.Fatalf("breakdowns %v (%d), through Apply %v", res.Breakdown, res.Breakdowns, resPlain.Breakdown)
+	}
+	for i, v := range z[:n] {
+		if math.Abs(float64(v-b[i])) > 1e-6*math.Abs(float64(b[i])) {
+			t.Fatalf("z[%d] = %v for the broken row, want b's %v", i, v, b[i])
+		}
+	}
+	if j, d, nz := rowdiff.Far(z, zPlain, n, 1e-4); j >= 0 {
+		t.Fatalf("row %d: z differs from the solve through Apply by %v (|z| %v)", j, d, nz)
+	}
+}
