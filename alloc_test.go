@@ -12,11 +12,10 @@ import (
 )
 
 // A steady-state step allocates nothing: buffers belong to the layer (or
-// the Preconditioner) and are reused; also when CG follows its
-// recurrences through the points' space or runs wholly there
-// (blas.RecurrenceEnv).
+// the Preconditioner) and are reused; also when CG runs in the points'
+// space (blas.RecurrenceEnv).
 func TestSteadyStateAllocatesNothing(t *testing.T) {
-	for _, mode := range []string{"off", "always", "points"} {
+	for _, mode := range []string{"off", "always"} {
 		t.Run(blas.RecurrenceEnv+"="+mode, func(t *testing.T) {
 			t.Setenv(blas.RecurrenceEnv, mode)
 			steadyStateAllocatesNothing(t)

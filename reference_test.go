@@ -206,25 +206,13 @@ func refDiff(after, before []float64) []float64 {
 
 func TestReference(t *testing.T) { runReferenceCases(t) }
 
-// TestReferenceRecurrence runs the reference cases and the float64
-// oracles' (FROG and K-FROG) with CG following its recurrences through the points' space
+// TestReferencePoints runs the reference cases and the float64 oracles'
+// (FROG and K-FROG) with CG wholly in the points' space (cg.PointsSpace)
 // on every shape (blas.RecurrenceEnv): these small layers would not gain
 // from it, and the ResNet-18 layers that take it are too large for the
 // recorded cases and the oracle.
-func TestReferenceRecurrence(t *testing.T) {
-	t.Setenv(blas.RecurrenceEnv, "always")
-	t.Run("reference", runReferenceCases)
-	for _, c := range oracleCases() {
-		t.Run("oracle/"+c.name, func(t *testing.T) { oracleRun(t, c, true) })
-	}
-	t.Run("kfrog-oracle", TestOracleKFROG)
-}
-
-// TestReferencePoints runs the same with CG wholly in the points' space
-// (cg.PointsSpace) on every shape, which the ResNet-18 layers with far
-// fewer patches than coordinates take.
 func TestReferencePoints(t *testing.T) {
-	t.Setenv(blas.RecurrenceEnv, "points")
+	t.Setenv(blas.RecurrenceEnv, "always")
 	t.Run("reference", runReferenceCases)
 	for _, c := range oracleCases() {
 		t.Run("oracle/"+c.name, func(t *testing.T) { oracleRun(t, c, true) })

@@ -11,11 +11,10 @@
 // AVX-512 micro-kernel where the CPU has AVX-512F, unless the environment
 // variable FROG_ISA is "avx2" (MicroKernel reports which).
 //
-// FisherProduct also follows CG's recurrences through the points' space
-// (StartRecurrence, NextRecurrence) or serves a CG run wholly there
-// (StartPoints, WeighRows, TimesGram, Expand) where that saves flops
-// (RecurrenceGains, PointsGains; FROG_RECURRENCE=off, always or points
-// overrides the choice).
+// FisherProduct also serves a CG run wholly in the points' space
+// (cg.PointsSpace: StartPoints, WeighRows, TimesGram, Expand) where that
+// saves flops (PointsGains; FROG_RECURRENCE=off or always overrides the
+// choice).
 //
 // Results do not depend on the number of cores: products are split by
 // their output (rows or columns of C), never by the inner dimension, and

@@ -29,7 +29,9 @@ type FisherProduct struct {
 	weightsT packedWeights
 	points   packedPoints
 	work     *fisherWork
-	recur    recurrence
+	// gram is the Gram matrix X X^T of a solve in the points' space
+	// (StartPoints), Points x Points.
+	gram []float32
 }
 
 // packedPoints is X copied into nr-wide column panels (panel q holds

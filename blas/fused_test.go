@@ -210,58 +210,6 @@ func TestTransposeWeights(t *testing.T) {
 	}
 }
 
-// TestRecurrenceDeterministic: following CG's recurrences gives the same
-// bits with GOMAXPROCS 1, 2 and 3, with X read in place or packed, and on
-// either micro-kernel.
-func TestRecurrenceDeterministic(t *testing.T) {
-	if !hasAVX2 {
-		t.Skip("no AVX2")
-	}
-	rng := rand.New(rand.NewPCG(21, 22))
-	// {R, D, N}: the last ResNet-18 layers' proportions, P read in place
-	// (R >= N/2), and R not a multiple of the tiles with an odd D.
-	for _, s := range [][3]int{{128, 1152, 64}, {50, 333, 40}} {
-		r, d, n := s[0], s[1], s[2]
-		p, x, w := randSlice(rng, r*d), randSlice(rng, n*d), randSlice(rng, r*n)
-		alpha, beta, moved := make([]float64, r), make([]float64, r), make([]bool, r)
-		for j := range alpha {
-			alpha[j], beta[j], moved[j] = rng.Float64(), rng.Float64(), j%5 != 2
-		}
-		var want []float32
-		for _, set := range kernelSets() {
-			for _, procs := range []int{2, 1, 3} {
-				for _, packed := range []bool{false, true} {
-					q := make([]float32, r*d)
-					f := FisherProduct{Rows: r, Len: d, Points: n, P: p, X: x, Weights: w, Q: q, Alpha: 0.5}
-					prev := runtime.GOMAXPROCS(procs)
-					if packed && !f.PackPoints(avx2{}) {
-						t.Fatal("avx2 made no copy of X")
-					}
-					var all []float32
-					withKernels(set, func() {
-						f.StartRecurrence(avx2{})
-						all = append(all, q...)
-						for range 2 {
-							f.NextRecurrence(avx2{}, alpha, beta, moved, 0.25)
-							all = append(all, q...)
-						}
-					})
-					runtime.GOMAXPROCS(prev)
-					if want == nil {
-						want = all
-						continue
-					}
-					for i := range all {
-						if math.Float32bits(all[i]) != math.Float32bits(want[i]) {
-							t.Fatalf("R=%d D=%d N=%d %s GOMAXPROCS=%d packed=%v: product %d, Q[%d] = %v, want %v", r, d, n, set.name, procs, packed, i/(r*d), i%(r*d), all[i], want[i])
-						}
-					}
-				}
-			}
-		}
-	}
-}
-
 // TestGram: the Gram matrix computed on the tiles that reach its diagonal,
 // the rest mirrored, has the bits of the whole product X X^T, on both
 // assembly kernel sets, with X read in place or packed, on one to three
@@ -298,17 +246,17 @@ func TestGram(t *testing.T) {
 					} else if packed {
 						continue
 					}
-					f.recur.gram = make([]float32, n*n)
-					for i := range f.recur.gram {
-						f.recur.gram[i] = nan32
+					f.gram = make([]float32, n*n)
+					for i := range f.gram {
+						f.gram[i] = nan32
 					}
 					prev := runtime.GOMAXPROCS(procs)
 					withKernels(set, func() {
 						k.Gemm(false, true, n, n, d, 1, x, d, x, d, 0, want, n)
-						f.gram(k)
+						f.formGram(k)
 					})
 					runtime.GOMAXPROCS(prev)
-					for i, v := range f.recur.gram {
+					for i, v := range f.gram {
 						if math.Float32bits(v) != math.Float32bits(want[i]) {
 							t.Fatalf("%s: G[%d][%d] = %v, want %v", name, i/n, i%n, v, want[i])
 						}
@@ -319,58 +267,6 @@ func TestGram(t *testing.T) {
 	}
 	if hasAVX2 && ran == 0 {
 		t.Fatal("no product ran on packed X")
-	}
-}
-
-// TestAdvanceRowsBits: the recurrences' row update in vector passes gives
-// the bits of the plain loop, on rows that moved and rows that did not,
-// weighted or not.
-func TestAdvanceRowsBits(t *testing.T) {
-	if !hasAVX2 {
-		t.Skip("no AVX2")
-	}
-	rng := rand.New(rand.NewPCG(25, 26))
-	for _, n := range []int{256, 37, 1} {
-		for _, weighted := range []bool{true, false} {
-			const r = 7
-			var got, want recurrence
-			for _, rc := range []*recurrence{&got, &want} {
-				rc.ld = n + tPad
-				rc.t, rc.u, rc.s, rc.w = make([]float32, r*rc.ld), make([]float32, r*rc.ld), make([]float32, r*rc.ld), make([]float32, r*rc.ld)
-			}
-			for _, v := range [][]float32{want.t, want.u, want.w} {
-				copy(v, randSlice(rng, len(v)))
-			}
-			copy(got.t, want.t)
-			copy(got.u, want.u)
-			copy(got.w, want.w)
-			alpha, beta, moved := make([]float64, r), make([]float64, r), make([]bool, r)
-			for j := range alpha {
-				alpha[j], beta[j], moved[j] = rng.Float64(), rng.Float64(), j%3 != 1
-			}
-			f := FisherProduct{Rows: r, Points: n}
-			if weighted {
-				f.Weights = randSlice(rng, r*n)
-			}
-			f.recur = got
-			f.advanceRows(0, r, alpha, beta, 0.25, moved)
-			f.recur = want
-			func() {
-				hasAVX2 = false
-				defer func() { hasAVX2 = true }()
-				f.advanceRows(0, r, alpha, beta, 0.25, moved)
-			}()
-			for j := 0; j < r; j++ {
-				for i := 0; i < n; i++ {
-					o := j*got.ld + i
-					for _, c := range [][2][]float32{{got.u, want.u}, {got.t, want.t}, {got.s, want.s}} {
-						if math.Float32bits(c[0][o]) != math.Float32bits(c[1][o]) {
-							t.Fatalf("N=%d weights=%v: row %d value %d: %v, the loop gives %v", n, weighted, j, i, c[0][o], c[1][o])
-						}
-					}
-				}
-			}
-		}
 	}
 }
 

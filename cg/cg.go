@@ -23,35 +23,6 @@ type Shifted interface {
 	ApplyUnshifted(q, p []float32)
 }
 
-// Recurrent is implemented by shifted operators that can follow CG's own
-// recurrences from one iteration to the next instead of applying B afresh:
-// an operator whose product goes through a smaller space (the Fisher
-// operator's P X^T when there are fewer patches than coordinates) can
-// update its image of p there, at a fraction of a product's cost.
-//
-// At the first iteration the solver calls StartRecurrence instead of
-// ApplyUnshifted, with p equal to the residual. When it returns true, every
-// later iteration calls ApplyNext with the coefficients of the update that
-// made p.
-type Recurrent interface {
-	Shifted
-	// StartRecurrence is ApplyUnshifted for the first of iters
-	// iterations, when the operator gains by following the recurrences
-	// for that many; it reports false, having written nothing, when it
-	// does not.
-	StartRecurrence(q, p []float32, iters int) bool
-	// ApplyNext is ApplyUnshifted at every later iteration, after the
-	// solver's update of the last: for every row j with moved[j],
-	//
-	//	r_j -= alpha[j]*(q_j + Shift()*p_j),  p_j = r_j + beta[j]*p_j
-	//
-	// with q_j the last ApplyUnshifted's (or ApplyNext's) output, in
-	// float32 with the coefficients rounded to float32 (alpha[j]*Shift()
-	// rounded as one); the other rows kept their r_j and p_j, and their
-	// q_j are not read again. The slices are the solver's.
-	ApplyNext(q, p []float32, alpha, beta []float64, moved []bool)
-}
-
 // Solver holds the settings and the reusable workspace of batched CG for
 // blocks of Rows rows of length Len. The zero value of the settings runs
 // no iteration; a Solver is not safe for concurrent use.
@@ -78,9 +49,6 @@ type Solver struct {
 	shift      float32 // the shift CG adds itself (see Shifted), or 0
 	done       []bool
 	update     rowUpdate
-	// alpha, beta and moved describe the last update (see Recurrent).
-	alpha, beta []float64
-	moved       []bool
 	// points and pointsPhase are solvePoints' (see PointsSpace).
 	points      pointsState
 	pointsPhase pointsPhase
@@ -187,9 +155,7 @@ func (u *rowUpdate) update(part, parts int) {
 	done, broke := s.done[:rows], s.done[rows:2*rows]
 	rho, eps, rho0 := s.rho[:rows], s.rho[rows:2*rows], s.rho[2*rows:3*rows]
 	res, p, q, z := s.res, s.p, s.q, u.z
-	moved := s.moved[:rows]
 	for j := rows * part / parts; j < rows*(part+1)/parts; j++ {
-		moved[j] = false
 		if done[j] {
 			continue
 		}
@@ -248,7 +214,6 @@ func (u *rowUpdate) update(part, parts int) {
 			// The last iteration's direction would never be used.
 			beta := rhoNew / (rho[j] + eps[j])
 			blas.Xpby(k, rj, float32(beta), pj)
-			s.alpha[j], s.beta[j], moved[j] = alpha, beta, true
 		}
 		rho[j] = rhoNew
 		if s.Tolerance > 0 && rhoNew <= s.Tolerance*s.Tolerance*rho0[j] {
@@ -303,10 +268,9 @@ func (s *Solver) Solve(op Operator, b, z []float32, rows, n int) Result {
 	s.q = grow32(s.q, total)
 	s.rho = grow64(s.rho, 4*rows)
 	s.scale = grow64(s.scale, rows)
-	if cap(s.done) < 3*rows {
-		s.done = make([]bool, 3*rows)
+	if cap(s.done) < 2*rows {
+		s.done = make([]bool, 2*rows)
 	}
-	s.alpha, s.beta, s.moved = grow64(s.alpha, rows), grow64(s.beta, rows), s.done[2*rows:3*rows]
 	done, broke := s.done[:rows], s.done[rows:2*rows]
 	resid := s.rho[3*rows : 4*rows]
 	p, q := s.p, s.q
@@ -322,8 +286,6 @@ func (s *Solver) Solve(op Operator, b, z []float32, rows, n int) Result {
 			return s.solvePoints(ps, k, b, z, rows, n, points, ld)
 		}
 	}
-	rec, _ := op.(Recurrent)
-	recurring := false
 	s.runPhase(rowUpdate{s: s, k: k, phase: startRows, n: n, rows: rows, b: b, z: z})
 
 	result := Result{Breakdown: broke}
@@ -338,14 +300,9 @@ func (s *Solver) Solve(op Operator, b, z []float32, rows, n int) Result {
 			break
 		}
 		result.Iterations++
-		switch {
-		case recurring:
-			rec.ApplyNext(q, p, s.alpha, s.beta, s.moved)
-		case it == 0 && rec != nil && rec.StartRecurrence(q, p, s.Iters):
-			recurring = true
-		case s.shift != 0:
+		if s.shift != 0 {
 			sh.ApplyUnshifted(q, p)
-		default:
+		} else {
 			op.Apply(q, p)
 		}
 		// Rows are independent: their updates split across the cores

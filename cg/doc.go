@@ -7,13 +7,10 @@
 // An operator that is B + shift*I and says so (Shifted) is applied as B
 // alone: the solver adds the shift in its row updates, which read p_j
 // anyway, so that the operator's products need not read the directions a
-// second time. One that can also follow the solver's recurrences in a
-// smaller space of its own (Recurrent) is told each iteration's per-row
-// step sizes instead of being applied afresh: the Fisher operator then runs
-// one product over its patches per iteration instead of two.
-// One whose matrices are X^T diag(v_j) X (+ shift*I) for a shared X of few
-// rows (PointsSpace) is solved wholly on coefficients over b_j and X's
-// rows: one product with X X^T an iteration, and one with X at the end.
+// second time. One whose matrices are X^T diag(v_j) X (+ shift*I) for a
+// shared X of fewer rows than columns (PointsSpace) is solved wholly on
+// coefficients over b_j and the rows of X: one product with X X^T an
+// iteration, and one with X at the end.
 //
 // It runs a fixed number of iterations from z = 0 (the reference
 // behaviour) or stops a row once its residual falls below a relative

@@ -9,8 +9,9 @@
 // through package blas; the package knows nothing of conjugate gradients,
 // but the Operator tells a solver its damping tau (Shift) and applies the
 // Fisher part alone (ApplyUnshifted), which the conjugate gradients of
-// package cg use to add tau*P themselves. Where there are fewer patches
-// than coordinates it follows the solver's recurrences through P X^T
-// (StartRecurrence, ApplyNext; see blas.RecurrenceGains), so that an
-// iteration after the first costs one product over X, not two.
+// package cg use to add tau*P themselves. Where there are far fewer
+// patches than coordinates it lets the solver run wholly on coefficients
+// over the patches (cg.PointsSpace; see blas.PointsGains), so that an
+// iteration costs one product with the patches' Gram matrix and only the
+// solution is expanded over X.
 package fisher

@@ -123,30 +123,6 @@ func (o *Operator) ApplyUnshifted(q, p []float32) {
 	o.Damping = tau
 }
 
-// StartRecurrence is ApplyUnshifted for the first of iters CG iterations
-// when following CG's recurrences through the points' space costs fewer
-// flops than applying the operator at every iteration
-// (blas.RecurrenceGains), which needs Patches (no Image); it keeps what
-// ApplyNext needs and reports true. Otherwise it does nothing and reports
-// false. It implements cg.Recurrent.
-func (o *Operator) StartRecurrence(q, p []float32, iters int) bool {
-	if o.Image != nil || !blas.RecurrenceGains(o.Rows, o.Len, o.Points, iters) {
-		return false
-	}
-	f := o.product(q, p)
-	f.StartRecurrence(o.kernels())
-	return true
-}
-
-// ApplyNext is ApplyUnshifted after CG's update step of the last product's
-// rows, computed from the images of the directions and residuals in the
-// points' space that StartRecurrence began; it reads neither p nor the
-// last q. It implements cg.Recurrent.
-func (o *Operator) ApplyNext(q, p []float32, alpha, beta []float64, moved []bool) {
-	f := o.product(q, p)
-	f.NextRecurrence(o.kernels(), alpha, beta, moved, o.Damping)
-}
-
 // PointsSolve reports whether CG should run wholly in the points' space
 // (blas.PointsGains), which needs Patches (no Image), with the sizes of
 // its blocks. With the methods below it implements cg.PointsSpace, whose

@@ -237,112 +237,11 @@ func TestOperatorImage(t *testing.T) {
 	}
 }
 
-// Following CG's recurrences (StartRecurrence, then ApplyNext after each
-// update) gives the products of the directions the updates make, to
-// rounding, on every kernel set, with the patches packed or not; a row
-// that did not move keeps its product. The shapes are too small to gain, so
-// blas.RecurrenceEnv forces the recurrences.
-func TestOperatorRecurrence(t *testing.T) {
-	t.Setenv(blas.RecurrenceEnv, "always")
-	rng := rand.New(rand.NewPCG(12, 13))
-	// {rows, d, n}: the second has X packed (P read in place) on avx2.
-	for _, s := range [][3]int{{5, 40, 12}, {20, 100, 24}, {64, 37, 9}} {
-		r, d, n := s[0], s[1], s[2]
-		x, w, r0 := randomOperands(rng, r, d, n)
-		const tau = 0.5
-		for _, k := range testKernels(t) {
-			for _, packed := range []bool{false, true} {
-				for _, uniform := range []bool{false, true} {
-					op := Operator{Rows: r, Len: d, Points: n, Patches: x, Weights: w, Damping: tau, Kernels: k}
-					if uniform {
-						op.Weights, op.Uniform = nil, 0.25
-					}
-					if packed {
-						op.PackPatches()
-					}
-					name := fmt.Sprintf("%s R=%d D=%d N=%d packed=%v uniform=%v", k.Name(), r, d, n, packed, uniform)
-					res, p := append([]float32(nil), r0...), append([]float32(nil), r0...)
-					q, want := make([]float32, r*d), make([]float32, r*d)
-					if !op.StartRecurrence(q, p, 3) {
-						t.Fatalf("%s: StartRecurrence declined", name)
-					}
-					moved := make([]bool, r)
-					alpha, beta := make([]float64, r), make([]float64, r)
-					for it := 0; it < 3; it++ {
-						op.ApplyUnshifted(want, p)
-						closeRows(t, fmt.Sprintf("%s, iteration %d", name, it), q, want, d)
-						// An update like CG's, alpha sized so that alpha*q is
-						// as large as r; row 1 stays where it is, whatever
-						// its coefficients.
-						for j := 0; j < r; j++ {
-							moved[j] = j != 1
-							if !moved[j] {
-								alpha[j], beta[j] = rng.Float64(), rng.Float64()
-								continue
-							}
-							var rr, qq float64
-							for i := j * d; i < (j+1)*d; i++ {
-								rr += float64(res[i]) * float64(res[i])
-								qq += float64(q[i]) * float64(q[i])
-							}
-							alpha[j], beta[j] = math.Sqrt(rr/qq), 0.5+rng.Float64()
-							a, as, b := float32(alpha[j]), float32(alpha[j]*tau), float32(beta[j])
-							for i := j * d; i < (j+1)*d; i++ {
-								res[i] -= a*q[i] + as*p[i]
-								p[i] = res[i] + b*p[i]
-							}
-						}
-						op.ApplyNext(q, p, alpha, beta, moved)
-					}
-				}
-			}
-		}
-	}
-}
-
 // closeRows fails unless every row of got is want's to 1e-4 of its norm.
 func closeRows(t *testing.T, name string, got, want []float32, d int) {
 	t.Helper()
 	if j, dist, norm := rowdiff.Far(got, want, d, 1e-4); j >= 0 {
 		t.Fatalf("%s, row %d: |Q - Fp| = %v, |Fp| = %v", name, j, dist, norm)
-	}
-}
-
-// The recurrences are chosen where they save a fifth of the flops: the
-// last ResNet-18 layers (256 patches of 2304 or 4608 coordinates), not
-// where the patches outnumber the coordinates, nor for one iteration, nor
-// on images; RecurrenceEnv overrides the choice.
-func TestRecurrenceChoice(t *testing.T) {
-	t.Setenv(blas.RecurrenceEnv, "")
-	for _, c := range []struct {
-		r, d, n, iters int
-		want           bool
-	}{
-		{512, 4608, 256, 4, true}, {512, 2304, 256, 4, true}, {512, 2304, 256, 1, false},
-		{512, 256, 256, 4, false}, {256, 2304, 1024, 4, false}, {64, 576, 16384, 4, false},
-	} {
-		if got := blas.RecurrenceGains(c.r, c.d, c.n, c.iters); got != c.want {
-			t.Errorf("RecurrenceGains(%d, %d, %d, %d) = %v, want %v", c.r, c.d, c.n, c.iters, got, c.want)
-		}
-	}
-	t.Setenv(blas.RecurrenceEnv, "off")
-	if blas.RecurrenceGains(512, 4608, 256, 4) {
-		t.Errorf("%s=off: RecurrenceGains(512, 4608, 256, 4) = true", blas.RecurrenceEnv)
-	}
-	t.Setenv(blas.RecurrenceEnv, "always")
-	if !blas.RecurrenceGains(4, 8, 16, 2) || blas.RecurrenceGains(4, 8, 16, 1) {
-		t.Errorf("%s=always: RecurrenceGains(4, 8, 16, 2 or 1) not true, false", blas.RecurrenceEnv)
-	}
-	for _, s := range [][3]int{{0, 8, 16}, {4, 0, 16}, {4, 8, 0}} {
-		if blas.RecurrenceGains(s[0], s[1], s[2], 4) {
-			t.Errorf("%s=always: RecurrenceGains(%d, %d, %d, 4) = true on an empty shape", blas.RecurrenceEnv, s[0], s[1], s[2])
-		}
-	}
-	m := blas.ImageRows{Width: 1, Height: 1, ImageLen: 8, RowStride: 8, ColStride: 8, Segs: 1, SegLen: 8, SegStride: 8, Data: make([]float32, 16)}
-	op := Operator{Rows: 4, Len: 8, Points: 2, Image: &m, Uniform: 1}
-	q, p := make([]float32, 32), make([]float32, 32)
-	if op.StartRecurrence(q, p, 4) {
-		t.Errorf("StartRecurrence on images: true")
 	}
 }
 
@@ -371,7 +270,7 @@ func TestOperatorPoints(t *testing.T) {
 						op.PackPatches()
 					}
 					name := fmt.Sprintf("%s R=%d D=%d N=%d packed=%v uniform=%v", k.Name(), r, d, n, packed, uniform)
-					t.Setenv(blas.RecurrenceEnv, "points")
+					t.Setenv(blas.RecurrenceEnv, "always")
 					if _, _, ok := op.PointsSolve(3); !ok {
 						t.Fatalf("%s: PointsSolve declined", name)
 					}
@@ -407,19 +306,17 @@ func TestPointsChoice(t *testing.T) {
 			t.Errorf("PointsGains(%d, %d, %d, %d) = %v, want %v", c.r, c.d, c.n, c.iters, got, c.want)
 		}
 	}
-	for _, mode := range []string{"off", "always"} {
-		t.Setenv(blas.RecurrenceEnv, mode)
-		if blas.PointsGains(512, 4608, 256, 4) {
-			t.Errorf("%s=%s: PointsGains(512, 4608, 256, 4) = true", blas.RecurrenceEnv, mode)
-		}
+	t.Setenv(blas.RecurrenceEnv, "off")
+	if blas.PointsGains(512, 4608, 256, 4) {
+		t.Errorf("%s=off: PointsGains(512, 4608, 256, 4) = true", blas.RecurrenceEnv)
 	}
-	t.Setenv(blas.RecurrenceEnv, "points")
+	t.Setenv(blas.RecurrenceEnv, "always")
 	if !blas.PointsGains(4, 8, 16, 1) || blas.PointsGains(4, 8, 16, 0) {
-		t.Errorf("%s=points: PointsGains(4, 8, 16, 1 or 0) not true, false", blas.RecurrenceEnv)
+		t.Errorf("%s=always: PointsGains(4, 8, 16, 1 or 0) not true, false", blas.RecurrenceEnv)
 	}
 	for _, s := range [][3]int{{0, 8, 16}, {4, 0, 16}, {4, 8, 0}} {
 		if blas.PointsGains(s[0], s[1], s[2], 4) {
-			t.Errorf("%s=points: PointsGains(%d, %d, %d, 4) = true on an empty shape", blas.RecurrenceEnv, s[0], s[1], s[2])
+			t.Errorf("%s=always: PointsGains(%d, %d, %d, 4) = true on an empty shape", blas.RecurrenceEnv, s[0], s[1], s[2])
 		}
 	}
 	m := blas.ImageRows{Width: 1, Height: 1, ImageLen: 8, RowStride: 8, ColStride: 8, Segs: 1, SegLen: 8, SegStride: 8, Data: make([]float32, 16)}

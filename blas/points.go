@@ -1,0 +1,158 @@
+package blas
+
+import (
+	"os"
+
+	"github.com/frogopt/frog/asm"
+)
+
+// CG in the points' space.
+//
+// The Fisher operator of row j is X^T diag(v_j) X + tau*I, one X (Points x
+// Len) for every row. Every vector CG forms lies in the span of b_j and
+// the rows of X, and cg.PointsSpace runs it on coefficients over them:
+// X p_j follows from the points' Gram matrix G = X X^T (Points x Points,
+// once a step), so an iteration is one product S G (Rows x Points x
+// Points), and only z is expanded, by one product with X, at the end.
+// Where there are far fewer points than coordinates (ResNet-18's last
+// layers: 256 points of 2304 or 4608 coordinates) that costs a fraction
+// of the two products with X (Rows x Points x Len each) that applying the
+// operator takes at every iteration. The iterates are the same in exact
+// arithmetic; in float32 they differ by rounding.
+
+// RecurrenceEnv is the environment variable that overrides the choice of
+// PointsGains: "off" never solves in the points' space, "always" solves
+// every shape there (to test it on small ones). It is read at every
+// choice.
+const RecurrenceEnv = "FROG_RECURRENCE"
+
+// PointsGains reports whether a CG solve of iters iterations on a Fisher
+// product of this shape costs at least a quarter fewer flops run wholly in
+// the points' space (cg.PointsSpace: the Gram matrix, R X^T, one product
+// with the Gram matrix an iteration and the expansion of z) than applying
+// the product at every iteration, with the Gram matrix within 64 MiB;
+// RecurrenceEnv overrides it. An empty shape never does.
+func PointsGains(rows, length, points, iters int) bool {
+	if rows <= 0 || length <= 0 || points <= 0 {
+		return false
+	}
+	switch os.Getenv(RecurrenceEnv) {
+	case "off":
+		return false
+	case "always":
+		return iters >= 1
+	}
+	if iters < 1 || points > 4096 {
+		return false
+	}
+	r, d, n, k := float64(rows), float64(length), float64(points), float64(iters)
+	direct := k * 4 * r * n * d
+	// The Gram matrix counted half, as the assembly kernels compute it
+	// (see formGram), R X^T, S G at every iteration and the expansion. (A
+	// fifth would take l4.sc, 512 rows of 256 points and coordinates,
+	// which runs 3 % slower there: its products are small.)
+	follow := n*n*d + 4*r*n*d + k*2*r*n*n
+	return 4*follow <= 3*direct
+}
+
+// formGram writes G = X X^T (Points x Points) into f.gram. On the
+// assembly kernels one product computes only the tiles that reach the
+// diagonal (gemmTask.upper), nearly half of them, and the rest is copied
+// from the mirror image: every element of such a product is one chain of
+// FMAs over the coordinates in an order fixed by Len alone, and X_i.X_j
+// and X_j.X_i multiply the same pairs, so the copy has the bits the whole
+// product would have given. (gonum's dot products, under the pure-Go
+// kernels, sum in an order that depends on where the rows lie: those run
+// the whole product.)
+func (f *FisherProduct) formGram(k Kernels) {
+	n, d := f.Points, f.Len
+	g := f.gram
+	if !isAVX2(k) {
+		f.timesXT(k, n, f.X, d, g, n)
+		return
+	}
+	t := gemmTask{m: n, n: n, k: d, alpha: 1, a: f.X, lda: d, c: g, ldc: n, upper: true}
+	if _, xt := f.packedX(); xt != nil {
+		t.packedB, t.panelStride = xt, d*nr
+	} else {
+		t.transB, t.b, t.ldb = true, f.X, d
+	}
+	runGemm(&t)
+	for i := 0; i < n; i++ {
+		row := g[i*n : i*n+upperFrom(i)]
+		for j := range row {
+			row[j] = g[j*n+i]
+		}
+	}
+}
+
+// timesXT writes C = A X^T (m x Points, row stride ldc) for A m x Len
+// (row stride Len), from the packed X^T when PackPoints made one.
+func (f *FisherProduct) timesXT(k Kernels, m int, a []float32, lda int, c []float32, ldc int) {
+	n, d := f.Points, f.Len
+	if _, xt := f.packedX(); xt != nil && isAVX2(k) {
+		runGemm(&gemmTask{m: m, n: n, k: d, alpha: 1, a: a, lda: lda, c: c, ldc: ldc, packedB: xt, panelStride: d * nr})
+		return
+	}
+	k.Gemm(false, true, m, n, d, 1, a, lda, f.X, d, 0, c, ldc)
+}
+
+// PointsStride is the row stride of the Rows x Points blocks of a solve in
+// the points' space: Points padded (see tPad).
+func PointsStride(points int) int { return points + tPad }
+
+// StartPoints writes U = R X^T (Rows x Points, row stride ld) for R Rows
+// x Len, and the Gram matrix of X, on k's kernels: the start of a solve
+// in the points' space (cg.PointsSpace). f.Image must be nil.
+func (f *FisherProduct) StartPoints(k Kernels, u []float32, ld int, r []float32) {
+	n := f.Points
+	f.gram = grow(f.gram, n*n)
+	f.formGram(k)
+	f.timesXT(k, f.Rows, r, f.Len, u, ld)
+}
+
+// WeighRows writes s_j = Alpha * Weights_j .* t_j (Alpha * t_j when
+// Weights is nil) for rows j0..j1 of blocks with row stride ld.
+func (f *FisherProduct) WeighRows(s, t []float32, ld, j0, j1 int) {
+	n := f.Points
+	for j := j0; j < j1; j++ {
+		sj, tj := s[j*ld:j*ld+n], t[j*ld:j*ld+n]
+		switch {
+		case f.Weights == nil:
+			copy(sj, tj)
+		case hasAVX2:
+			copy(sj, tj)
+			asm.Hadamard(f.Weights[j*n:(j+1)*n], sj)
+		default:
+			for i, v := range f.Weights[j*n : (j+1)*n] {
+				sj[i] = v * tj[i]
+			}
+		}
+		if f.Alpha != 1 {
+			ScaleTo(f.Alpha, sj, sj)
+		}
+	}
+}
+
+// TimesGram writes W = S G (Rows x Points, row stride ld) with the Gram
+// matrix StartPoints computed.
+func (f *FisherProduct) TimesGram(k Kernels, w, s []float32, ld int) {
+	r, n := f.Rows, f.Points
+	k.Gemm(false, false, r, n, n, 1, s, ld, f.gram, n, 0, w, ld)
+}
+
+// Expand writes Z = C X (Rows x Len) for C Rows x Points (row stride ld),
+// from the packed X when PackPoints made one.
+func (f *FisherProduct) Expand(k Kernels, z, c []float32, ld int) {
+	r, n, d := f.Rows, f.Points, f.Len
+	if xp, _ := f.packedX(); xp != nil && isAVX2(k) {
+		runGemm(&gemmTask{m: r, n: d, k: n, alpha: 1, a: c, lda: ld, c: z, ldc: d, packedB: xp, panelStride: n * nr})
+		return
+	}
+	k.Gemm(false, false, r, d, n, 1, c, ld, f.X, d, 0, z, d)
+}
+
+func isAVX2(k Kernels) bool {
+	_, ok := k.(avx2)
+	return ok
+}
