@@ -31,7 +31,8 @@ type FisherProduct struct {
 	work     *fisherWork
 	// gram is the Gram matrix X X^T of a solve in the points' space
 	// (StartPoints), Points x Points.
-	gram []float32
+	gram   []float32
+	mirror mirrorTask
 }
 
 // packedPoints is X copied into nr-wide column panels (panel q holds

@@ -55,7 +55,9 @@ func PointsGains(rows, length, points, iters int) bool {
 	return 4*follow <= 3*direct
 }
 
-// formGram writes G = X X^T (Points x Points) into f.gram. On the
+// formGram writes G = X X^T (Points x Points, row stride
+// PointsStride(Points): rows a power of two apart would share the L1
+// sets the mirror reads them through) into f.gram. On the
 // assembly kernels one product computes only the tiles that reach the
 // diagonal (gemmTask.upper), nearly half of them, and the rest is copied
 // from the mirror image: every element of such a product is one chain of
@@ -66,22 +68,48 @@ func PointsGains(rows, length, points, iters int) bool {
 // the whole product.)
 func (f *FisherProduct) formGram(k Kernels) {
 	n, d := f.Points, f.Len
-	g := f.gram
+	g, ld := f.gram, PointsStride(n)
 	if !isAVX2(k) {
-		f.timesXT(k, n, f.X, d, g, n)
+		f.timesXT(k, n, f.X, d, g, ld)
 		return
 	}
-	t := gemmTask{m: n, n: n, k: d, alpha: 1, a: f.X, lda: d, c: g, ldc: n, upper: true}
+	t := gemmTask{m: n, n: n, k: d, alpha: 1, a: f.X, lda: d, c: g, ldc: ld, upper: true}
 	if _, xt := f.packedX(); xt != nil {
 		t.packedB, t.panelStride = xt, d*nr
 	} else {
 		t.transB, t.b, t.ldb = true, f.X, d
 	}
 	runGemm(&t)
-	for i := 0; i < n; i++ {
-		row := g[i*n : i*n+upperFrom(i)]
-		for j := range row {
-			row[j] = g[j*n+i]
+	m := &f.mirror
+	*m = mirrorTask{g: g, n: n, ld: ld}
+	Parallel(m, (n+mirrorTile-1)/mirrorTile)
+	*m = mirrorTask{}
+}
+
+// mirrorTile is the side of mirrorTask's tiles.
+const mirrorTile = 32
+
+// mirrorTask copies the part of the Gram matrix left of each row's
+// upperFrom from its mirror image, which the upper product computed: a
+// part's blocks of mirrorTile rows (block b to part b % parts), a tile at
+// a time, so that the reads down the columns stay in L1 (a serial loop
+// down whole columns took about 2 ms of l3.conv's step).
+type mirrorTask struct {
+	g     []float32
+	n, ld int
+}
+
+func (t *mirrorTask) RunPart(part, parts int) {
+	g, n, ld := t.g, t.n, t.ld
+	for ib := part * mirrorTile; ib < n; ib += parts * mirrorTile {
+		ie := min(ib+mirrorTile, n)
+		for jb := 0; jb < upperFrom(ie-1); jb += mirrorTile {
+			for i := ib; i < ie; i++ {
+				row := g[i*ld : i*ld+min(jb+mirrorTile, upperFrom(i))]
+				for j := jb; j < len(row); j++ {
+					row[j] = g[j*ld+i]
+				}
+			}
 		}
 	}
 }
@@ -106,7 +134,7 @@ func PointsStride(points int) int { return points + tPad }
 // in the points' space (cg.PointsSpace). f.Image must be nil.
 func (f *FisherProduct) StartPoints(k Kernels, u []float32, ld int, r []float32) {
 	n := f.Points
-	f.gram = grow(f.gram, n*n)
+	f.gram = grow(f.gram, n*PointsStride(n))
 	f.formGram(k)
 	f.timesXT(k, f.Rows, r, f.Len, u, ld)
 }
@@ -138,7 +166,7 @@ func (f *FisherProduct) WeighRows(s, t []float32, ld, j0, j1 int) {
 // matrix StartPoints computed.
 func (f *FisherProduct) TimesGram(k Kernels, w, s []float32, ld int) {
 	r, n := f.Rows, f.Points
-	k.Gemm(false, false, r, n, n, 1, s, ld, f.gram, n, 0, w, ld)
+	k.Gemm(false, false, r, n, n, 1, s, ld, f.gram, PointsStride(n), 0, w, ld)
 }
 
 // Expand writes Z = C X (Rows x Len) for C Rows x Points (row stride ld),
