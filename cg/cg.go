@@ -226,7 +226,8 @@ func (u *rowUpdate) update(part, parts int) {
 // solver and overwritten by the next solve.
 type Result struct {
 	// Residual is |b_j - A_j z_j| as tracked by the recurrence, in the
-	// scale of b.
+	// scale of b. (In the points' space, PointsSpace, it comes from the
+	// coefficients: accurate to rounding relative to |b_j|, not |r_j|.)
 	Residual []float64
 	// Breakdown marks rows whose iteration stopped because p.q + eps was
 	// not positive or not finite. Such a row keeps the last finite iterate,

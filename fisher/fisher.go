@@ -140,18 +140,20 @@ func (o *Operator) StartPoints(u, r []float32) {
 }
 
 // Weigh writes s_j = Weights_j .* t_j (Uniform * t_j) for rows j0..j1.
+// Parts of a solve call it at once on different rows: it reads the
+// operator's product as StartPoints set it, and changes nothing.
 func (o *Operator) Weigh(s, t []float32, j0, j1 int) {
 	o.fused.WeighRows(s, t, blas.PointsStride(o.Points), j0, j1)
 }
 
-// TimesGram writes W = S G.
+// TimesGram writes W = S G, G the Gram matrix of StartPoints.
 func (o *Operator) TimesGram(w, s []float32) {
-	o.fused.TimesGram(o.kernels(), w, s, blas.PointsStride(o.Points))
+	o.setProduct().TimesGram(o.kernels(), w, s, blas.PointsStride(o.Points))
 }
 
 // Expand writes Z = C X.
 func (o *Operator) Expand(z, c []float32) {
-	o.fused.Expand(o.kernels(), z[:o.Rows*o.Len], c, blas.PointsStride(o.Points))
+	o.setProduct().Expand(o.kernels(), z[:o.Rows*o.Len], c, blas.PointsStride(o.Points))
 }
 
 // RowWeights describes where the output gradients of one group's rows lie
