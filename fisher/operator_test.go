@@ -288,9 +288,10 @@ func TestOperatorPoints(t *testing.T) {
 
 // The points' space is chosen where it saves a quarter of the flops: the
 // ResNet-18 layers with far fewer patches than coordinates (l3.conv,
-// l4.conv_s2, l4.conv), not l3.conv_s2 (1024 patches of 1152) or l4.sc
-// (256 of 256), nor where the patches outnumber the coordinates, nor for
-// one iteration or none, nor on images; RecurrenceEnv overrides the
+// l4.conv_s2, l4.conv) and dense layers on a few samples, not l3.conv_s2
+// (1024 patches of 1152) or l4.sc (256 of 256), nor where the patches
+// outnumber the coordinates, nor for one iteration or none, nor for a
+// solve of under 2^22 flops, nor on images; RecurrenceEnv overrides the
 // choice.
 func TestPointsChoice(t *testing.T) {
 	t.Setenv(blas.RecurrenceEnv, "")
@@ -301,6 +302,9 @@ func TestPointsChoice(t *testing.T) {
 		{256, 2304, 1024, 4, true}, {512, 2304, 256, 4, true}, {512, 4608, 256, 4, true}, {512, 4608, 256, 2, true},
 		{256, 1152, 1024, 4, false}, {512, 256, 256, 4, false}, {64, 576, 16384, 4, false},
 		{512, 4608, 256, 1, false}, {512, 4608, 256, 0, false},
+		// Dense layers: 64 outputs of 512 inputs on 16 samples gain; 70
+		// of 34 on 17 (under 2^22 flops) do not.
+		{64, 512, 16, 4, true}, {70, 34, 17, 6, false},
 	} {
 		if got := blas.PointsGains(c.r, c.d, c.n, c.iters); got != c.want {
 			t.Errorf("PointsGains(%d, %d, %d, %d) = %v, want %v", c.r, c.d, c.n, c.iters, got, c.want)
