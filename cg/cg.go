@@ -2,6 +2,7 @@ package cg
 
 import (
 	"math"
+	"slices"
 
 	"github.com/frogopt/frog/blas"
 )
@@ -272,8 +273,6 @@ func (s *Solver) Solve(op Operator, b, z []float32, rows, n int) Result {
 	if cap(s.done) < 2*rows {
 		s.done = make([]bool, 2*rows)
 	}
-	done, broke := s.done[:rows], s.done[rows:2*rows]
-	resid := s.rho[3*rows : 4*rows]
 	p, q := s.p, s.q
 
 	z = z[:total]
@@ -288,19 +287,7 @@ func (s *Solver) Solve(op Operator, b, z []float32, rows, n int) Result {
 		}
 	}
 	s.runPhase(rowUpdate{s: s, k: k, phase: startRows, n: n, rows: rows, b: b, z: z})
-
-	result := Result{Breakdown: broke}
-	for it := 0; it < s.Iters; it++ {
-		active := 0
-		for j := 0; j < rows; j++ {
-			if !done[j] {
-				active++
-			}
-		}
-		if active == 0 {
-			break
-		}
-		result.Iterations++
+	iterations := s.iterate(rows, func(it int) {
 		if s.shift != 0 {
 			sh.ApplyUnshifted(q, p)
 		} else {
@@ -309,14 +296,31 @@ func (s *Solver) Solve(op Operator, b, z []float32, rows, n int) Result {
 		// Rows are independent: their updates split across the cores
 		// give the same values as one loop.
 		s.runPhase(rowUpdate{s: s, k: k, phase: updateRows, it: it, n: n, rows: rows, z: z})
-	}
+	})
 	s.runPhase(rowUpdate{s: s, k: k, phase: finishRows, n: n, rows: rows, z: z})
-	for j := 0; j < rows; j++ {
-		if broke[j] {
-			result.Breakdowns++
+	return s.result(rows, iterations)
+}
+
+// iterate calls step for each iteration, at most Iters, while some row
+// is still running, and returns how many it ran.
+func (s *Solver) iterate(rows int, step func(it int)) int {
+	it := 0
+	for ; it < s.Iters && slices.Contains(s.done[:rows], false); it++ {
+		step(it)
+	}
+	return it
+}
+
+// result reports the per-row facts of a solve that ran iterations.
+func (s *Solver) result(rows, iterations int) Result {
+	r := Result{
+		Residual: s.rho[3*rows : 4*rows], Breakdown: s.done[rows : 2*rows],
+		Iterations: iterations, Scale: s.scale[:rows],
+	}
+	for _, b := range r.Breakdown {
+		if b {
+			r.Breakdowns++
 		}
 	}
-	result.Residual = resid
-	result.Scale = s.scale[:rows]
-	return result
+	return r
 }

@@ -232,37 +232,17 @@ func (s *Solver) solvePoints(op PointsSpace, k blas.Kernels, b, z []float32, row
 		*v = grow32(*v, size)
 	}
 	ps.cr, ps.cp, ps.cz = grow64(ps.cr, rows), grow64(ps.cp, rows), grow64(ps.cz, rows)
-	done, broke := s.done[:rows], s.done[rows:2*rows]
 	s.runPhase(rowUpdate{s: s, k: k, phase: startRows, n: d, rows: rows, b: b, z: z})
 	s.runPoints(pointsPhase{s: s, k: k, phase: pointsStart, rows: rows})
 	op.StartPoints(ps.u0, s.res[:rows*d])
-
-	result := Result{Breakdown: broke}
-	for it := 0; it < s.Iters; it++ {
-		active := 0
-		for j := 0; j < rows; j++ {
-			if !done[j] {
-				active++
-			}
-		}
-		if active == 0 {
-			break
-		}
-		result.Iterations++
+	iterations := s.iterate(rows, func(it int) {
 		s.runPoints(pointsPhase{s: s, k: k, phase: pointsWeigh, it: it, rows: rows})
 		op.TimesGram(ps.w, ps.s)
 		s.runPoints(pointsPhase{s: s, k: k, phase: pointsUpdate, it: it, rows: rows})
-	}
+	})
 	s.runPoints(pointsPhase{s: s, k: k, phase: pointsFinish, rows: rows})
 	// z = c_z r0 + b_z X: the product, then r0's part row by row.
 	op.Expand(z, ps.bz)
 	s.runPhase(rowUpdate{s: s, k: k, phase: expandRows, n: d, rows: rows, z: z})
-	for j := 0; j < rows; j++ {
-		if broke[j] {
-			result.Breakdowns++
-		}
-	}
-	result.Residual = s.rho[3*rows : 4*rows]
-	result.Scale = s.scale[:rows]
-	return result
+	return s.result(rows, iterations)
 }
