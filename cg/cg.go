@@ -50,9 +50,8 @@ type Solver struct {
 	shift      float32 // the shift CG adds itself (see Shifted), or 0
 	done       []bool
 	update     rowUpdate
-	// points and pointsPhase are solvePoints' (see PointsSpace).
-	points      pointsState
-	pointsPhase pointsPhase
+	// points is solvePoints' (see PointsSpace).
+	points pointsState
 }
 
 // Phases of a rowUpdate.
@@ -60,7 +59,12 @@ const (
 	startRows  = iota // scale b into r and p, rho, clear z
 	updateRows        // one iteration's update after the product
 	finishRows        // residual norms, z back to the scale of b
-	expandRows        // z += c_z r0 after solvePoints' product
+	// solvePoints' phases, n the number of points:
+	pointsStart  // clear the coefficients
+	pointsWeigh  // T and S of the rows still running
+	pointsUpdate // one iteration's update after W = S G
+	pointsFinish // residual norms, z's coefficients in b's scale
+	expandRows   // z += c_z r0 after the product (n the row length)
 )
 
 // rowUpdate is one phase of the solve on every row, in parts of whole
@@ -90,6 +94,14 @@ func (u *rowUpdate) RunPart(part, parts int) {
 		u.start(part, parts)
 	case finishRows:
 		u.finish(part, parts)
+	case pointsStart:
+		u.pointsStart(part, parts)
+	case pointsWeigh:
+		u.pointsWeigh(part, parts)
+	case pointsUpdate:
+		u.pointsUpdate(part, parts)
+	case pointsFinish:
+		u.pointsFinish(part, parts)
 	case expandRows:
 		u.expand(part, parts)
 	default:

@@ -46,39 +46,10 @@ type pointsState struct {
 	op                 PointsSpace
 }
 
-// pointsPhase is one phase of solvePoints on every row, in parts of whole
-// rows.
-type pointsPhase struct {
-	s     *Solver
-	k     blas.Kernels
-	phase int
-	it    int
-	rows  int
-}
-
-// Phases of a pointsPhase.
-const (
-	pointsStart  = iota // clear the coefficients
-	pointsWeigh         // T and S of the rows still running
-	pointsUpdate        // one iteration's update after W = S G
-	pointsFinish        // residual norms, z's coefficients in b's scale
-)
-
-func (u *pointsPhase) RunPart(part, parts int) {
+// pointsStart sets every row's coefficients to those of r = p = r0 and
+// z = 0.
+func (u *rowUpdate) pointsStart(part, parts int) {
 	j0, j1 := u.rows*part/parts, u.rows*(part+1)/parts
-	switch u.phase {
-	case pointsStart:
-		u.start(j0, j1)
-	case pointsWeigh:
-		u.weigh(j0, j1)
-	case pointsFinish:
-		u.finish(j0, j1)
-	default:
-		u.update(j0, j1)
-	}
-}
-
-func (u *pointsPhase) start(j0, j1 int) {
 	ps := &u.s.points
 	lo, hi := j0*ps.ld, j1*ps.ld
 	for _, v := range [][]float32{ps.br, ps.vr, ps.bp, ps.vp, ps.bz} {
@@ -89,9 +60,10 @@ func (u *pointsPhase) start(j0, j1 int) {
 	}
 }
 
-// weigh writes T = c_p U0 + V_p (U0 itself at the first iteration) and S
-// for the rows that are still running.
-func (u *pointsPhase) weigh(j0, j1 int) {
+// pointsWeigh writes T = c_p U0 + V_p (U0 itself at the first
+// iteration) and S for the rows that are still running.
+func (u *rowUpdate) pointsWeigh(part, parts int) {
+	j0, j1 := u.rows*part/parts, u.rows*(part+1)/parts
 	s, ps := u.s, &u.s.points
 	done := s.done[:u.rows]
 	n, ld := ps.points, ps.ld
@@ -107,25 +79,12 @@ func (u *pointsPhase) weigh(j0, j1 int) {
 			blas.ScaleTo64(ps.cp[j], ps.u0[o:o+n], t)
 			u.k.Axpy(1, ps.vp[o:o+n], t)
 		}
-	}
-	// Weigh rows in runs of running rows: the operator's pass is row by
-	// row anyway.
-	for j := j0; j < j1; {
-		if done[j] {
-			j++
-			continue
-		}
-		e := j + 1
-		for e < j1 && !done[e] {
-			e++
-		}
-		ps.op.Weigh(ps.s, ps.t, j, e)
-		j = e
+		ps.op.Weigh(ps.s, ps.t, j, j+1)
 	}
 }
 
-// update is rowUpdate.update on the coefficients: with p_j = c_p r0_j +
-// b_p X and |r0_j|^2 = rho0_j,
+// pointsUpdate is rowUpdate.update on the coefficients: with p_j =
+// c_p r0_j + b_p X and |r0_j|^2 = rho0_j,
 //
 //	p.(B p) = T.S,  |p|^2 = c_p^2 rho0 + 2 c_p b_p.U0 + b_p.V_p,
 //	z += a p:  c_z += a c_p,  b_z += a b_p,
@@ -137,7 +96,8 @@ func (u *pointsPhase) weigh(j0, j1 int) {
 // |r|^2 is a sum of terms that cancel as r shrinks, and may come out
 // slightly negative: it is then taken as 0 (the row has converged to the
 // rounding of its coefficients).
-func (u *pointsPhase) update(j0, j1 int) {
+func (u *rowUpdate) pointsUpdate(part, parts int) {
+	j0, j1 := u.rows*part/parts, u.rows*(part+1)/parts
 	s, ps, k := u.s, &u.s.points, u.k
 	rows := u.rows
 	done, broke := s.done[:rows], s.done[rows:2*rows]
@@ -196,10 +156,11 @@ func (u *pointsPhase) update(j0, j1 int) {
 	}
 }
 
-// finish writes the residual norms, and brings z's coefficients to the
-// scale of b unless the caller keeps z scaled: dividing by the power of
-// two is exact.
-func (u *pointsPhase) finish(j0, j1 int) {
+// pointsFinish writes the residual norms, and brings z's coefficients to
+// the scale of b unless the caller keeps z scaled: dividing by the power
+// of two is exact.
+func (u *rowUpdate) pointsFinish(part, parts int) {
+	j0, j1 := u.rows*part/parts, u.rows*(part+1)/parts
 	s, ps := u.s, &u.s.points
 	rho, resid := s.rho[:u.rows], s.rho[3*u.rows:4*u.rows]
 	n, ld := ps.points, ps.ld
@@ -214,13 +175,6 @@ func (u *pointsPhase) finish(j0, j1 int) {
 	}
 }
 
-// runPoints runs phase on every row, split across the cores by whole rows.
-func (s *Solver) runPoints(u pointsPhase) {
-	s.pointsPhase = u
-	blas.Parallel(&s.pointsPhase, max(1, u.rows*s.points.points>>14))
-	s.pointsPhase = pointsPhase{}
-}
-
 // solvePoints is Solve on the coefficients over r0_j and the rows of X
 // (see PointsSpace). It runs the same iteration as Solve, with the same
 // per-row scalars, stops and breakdowns; only the rounding differs.
@@ -233,14 +187,14 @@ func (s *Solver) solvePoints(op PointsSpace, k blas.Kernels, b, z []float32, row
 	}
 	ps.cr, ps.cp, ps.cz = grow64(ps.cr, rows), grow64(ps.cp, rows), grow64(ps.cz, rows)
 	s.runPhase(rowUpdate{s: s, k: k, phase: startRows, n: d, rows: rows, b: b, z: z})
-	s.runPoints(pointsPhase{s: s, k: k, phase: pointsStart, rows: rows})
+	s.runPhase(rowUpdate{s: s, k: k, phase: pointsStart, n: points, rows: rows})
 	op.StartPoints(ps.u0, s.res[:rows*d])
 	iterations := s.iterate(rows, func(it int) {
-		s.runPoints(pointsPhase{s: s, k: k, phase: pointsWeigh, it: it, rows: rows})
+		s.runPhase(rowUpdate{s: s, k: k, phase: pointsWeigh, it: it, n: points, rows: rows})
 		op.TimesGram(ps.w, ps.s)
-		s.runPoints(pointsPhase{s: s, k: k, phase: pointsUpdate, it: it, rows: rows})
+		s.runPhase(rowUpdate{s: s, k: k, phase: pointsUpdate, it: it, n: points, rows: rows})
 	})
-	s.runPoints(pointsPhase{s: s, k: k, phase: pointsFinish, rows: rows})
+	s.runPhase(rowUpdate{s: s, k: k, phase: pointsFinish, n: points, rows: rows})
 	// z = c_z r0 + b_z X: the product, then r0's part row by row.
 	op.Expand(z, ps.bz)
 	s.runPhase(rowUpdate{s: s, k: k, phase: expandRows, n: d, rows: rows, z: z})
