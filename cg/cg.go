@@ -88,26 +88,19 @@ func (s *Solver) runPhase(u rowUpdate) {
 	s.update = rowUpdate{}
 }
 
-func (u *rowUpdate) RunPart(part, parts int) {
-	switch u.phase {
-	case startRows:
-		u.start(part, parts)
-	case finishRows:
-		u.finish(part, parts)
-	case pointsStart:
-		u.pointsStart(part, parts)
-	case pointsWeigh:
-		u.pointsWeigh(part, parts)
-	case pointsUpdate:
-		u.pointsUpdate(part, parts)
-	case pointsFinish:
-		u.pointsFinish(part, parts)
-	case expandRows:
-		u.expand(part, parts)
-	default:
-		u.update(part, parts)
-	}
+// phases holds each phase's pass over a part's rows.
+var phases = [...]func(u *rowUpdate, part, parts int){
+	startRows:    (*rowUpdate).start,
+	updateRows:   (*rowUpdate).update,
+	finishRows:   (*rowUpdate).finish,
+	pointsStart:  (*rowUpdate).pointsStart,
+	pointsWeigh:  (*rowUpdate).pointsWeigh,
+	pointsUpdate: (*rowUpdate).pointsUpdate,
+	pointsFinish: (*rowUpdate).pointsFinish,
+	expandRows:   (*rowUpdate).expand,
 }
+
+func (u *rowUpdate) RunPart(part, parts int) { phases[u.phase](u, part, parts) }
 
 func (u *rowUpdate) start(part, parts int) {
 	s, k, n, b := u.s, u.k, u.n, u.b

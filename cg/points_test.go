@@ -90,27 +90,25 @@ func (o *pointsRows) Weigh(s, t []float32, j0, j1 int) {
 
 func (o *pointsRows) TimesGram(w, s []float32) {
 	o.grams++
-	ld := o.points + pointsPad
-	for j := 0; j < o.rows; j++ {
-		for b := 0; b < o.points; b++ {
-			var sum float64
-			for a := 0; a < o.points; a++ {
-				sum += float64(s[j*ld+a]) * o.gram[a*o.points+b]
-			}
-			w[j*ld+b] = float32(sum)
-		}
-	}
+	o.combine(w, o.points+pointsPad, s, o.points, func(a, b int) float64 { return o.gram[a*o.points+b] })
 }
 
 func (o *pointsRows) Expand(z, c []float32) {
+	o.combine(z, o.n, c, o.n, func(a, k int) float64 { return o.x[a*o.n+k] })
+}
+
+// combine writes dst_j = c_j M (cols values, row stride ldd) for every
+// row j, c_j a row of points coefficients (stride points+pointsPad) and M
+// given by element.
+func (o *pointsRows) combine(dst []float32, ldd int, c []float32, cols int, m func(a, k int) float64) {
 	ld := o.points + pointsPad
 	for j := 0; j < o.rows; j++ {
-		for k := 0; k < o.n; k++ {
+		for k := 0; k < cols; k++ {
 			var sum float64
 			for a := 0; a < o.points; a++ {
-				sum += float64(c[j*ld+a]) * o.x[a*o.n+k]
+				sum += float64(c[j*ld+a]) * m(a, k)
 			}
-			z[j*o.n+k] = float32(sum)
+			dst[j*ldd+k] = float32(sum)
 		}
 	}
 }
