@@ -7,6 +7,7 @@ import (
 	"github.com/frogopt/frog/blas"
 	"github.com/frogopt/frog/cg"
 	"github.com/frogopt/frog/fisher"
+	"github.com/frogopt/frog/internal/buf"
 )
 
 // KConfig holds K-FROG's hyperparameters; DefaultKConfig returns the
@@ -233,7 +234,7 @@ func (kl *kLayer) precondition(cfg KConfig, in *Batch, idx, yIdx []int) error {
 	momentum(kl.eff, kl.newMom, kl.mom, in.Grad, cfg.Momentum, cfg.Nesterov)
 	var effB []float32
 	if l.Bias != NoBias {
-		kl.effBias = grow(kl.effBias, rows)
+		kl.effBias = buf.Grow(kl.effBias, rows)
 		effB = kl.effBias
 		momentum(effB, kl.newMomB, kl.momB, in.BiasGrad, cfg.Momentum, cfg.Nesterov)
 	}
@@ -289,7 +290,7 @@ func (kl *kLayer) precondition(cfg KConfig, in *Batch, idx, yIdx []int) error {
 
 	// Per group: X, its diagonal, and the CG solve of (X^T X/b + eps I) P2 = P1.
 	n := len(idx) * L
-	kl.patches = grow(kl.patches, n*sd)
+	kl.patches = buf.Grow(kl.patches, n*sd)
 	x := kl.patches
 	rg := g.GroupOutChannels()
 	kl.solver.Iters, kl.solver.Eps = cfg.Iters, kfrogCGEps

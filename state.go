@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"sync"
 
+	"github.com/frogopt/frog/internal/buf"
 	"github.com/frogopt/frog/internal/indices"
 )
 
@@ -280,18 +281,11 @@ func drawDistinct(rng *rand.Rand, perm, dst []int) []int {
 
 // gather copies the rows idx of src (each of size width) into dst.
 func gather(dst, src []float32, idx []int, width int) []float32 {
-	dst = grow(dst, len(idx)*width)
+	dst = buf.Grow(dst, len(idx)*width)
 	for i, n := range idx {
 		copy(dst[i*width:(i+1)*width], src[n*width:(n+1)*width])
 	}
 	return dst
-}
-
-func grow(s []float32, n int) []float32 {
-	if cap(s) < n {
-		return make([]float32, n)
-	}
-	return s[:n]
 }
 
 // momentum computes the new momentum newMom = mu*mom + g (mom nil: zero)

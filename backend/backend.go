@@ -8,6 +8,7 @@ import (
 	"github.com/frogopt/frog/cg"
 	"github.com/frogopt/frog/conv"
 	"github.com/frogopt/frog/fisher"
+	"github.com/frogopt/frog/internal/buf"
 )
 
 // Job is one layer's row-wise preconditioning, already validated by the
@@ -125,7 +126,7 @@ func (c *CPU) Precondition(job *Job) error {
 	n := job.Samples * L
 	d := job.RowLen()
 	rg := g.GroupOutChannels()
-	c.weights = grow(c.weights, rg*n)
+	c.weights = buf.Grow(c.weights, rg*n)
 	if cap(c.norms) < n {
 		c.norms = make([]float64, n)
 	}
@@ -143,7 +144,7 @@ func (c *CPU) Precondition(job *Job) error {
 		fromImages := !c.storePatches && canUseImages(g, k, rg, d, job.JointBias) && (c.alwaysImages || prefersImages(g, d))
 		var x []float32
 		if !fromImages {
-			c.patches = grow(c.patches, n*d)
+			c.patches = buf.Grow(c.patches, n*d)
 			x = c.patches[:n*d]
 		}
 		// The power-of-two scale from the activations, then the patches
@@ -165,7 +166,7 @@ func (c *CPU) Precondition(job *Job) error {
 			ps = c.unfold.normalizer(parts)
 		}
 		if fromImages {
-			c.images = grow(c.images, job.Samples*g.HWCLen())
+			c.images = buf.Grow(c.images, job.Samples*g.HWCLen())
 			c.hwc = channelLast{
 				geom: g, group: grp, samples: job.Samples, acts: job.Acts, kernels: k,
 				scale: float32(ps), images: c.images, norms: norms, pix: &c.pix,
@@ -204,9 +205,9 @@ func (c *CPU) Precondition(job *Job) error {
 		dir := job.Dir[r0*d : (r0+rg)*d]
 		if fromImages {
 			// Rows in the patches' order (i, j, c) for the solve.
-			c.perm = grow(c.perm, d)
+			c.perm = buf.Grow(c.perm, d)
 			g.HWCOrder(c.perm)
-			c.gradP, c.dirP = grow(c.gradP, rg*d), grow(c.dirP, rg*d)
+			c.gradP, c.dirP = buf.Grow(c.gradP, rg*d), buf.Grow(c.dirP, rg*d)
 			c.permute = permuteRows{src: grad, dst: c.gradP, perm: c.perm, d: d}
 			c.permute.run()
 			grad, dir = c.gradP, c.dirP
@@ -272,12 +273,4 @@ func (u *normalizeRows) RunPart(part, parts int) {
 		scale[j] = cj
 		blas.ScaleTo64(cj/sc, zj, zj)
 	}
-}
-
-// grow returns s with length n, reallocated when its capacity is short.
-func grow[T any](s []T, n int) []T {
-	if cap(s) < n {
-		return make([]T, n)
-	}
-	return s[:n]
 }

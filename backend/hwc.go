@@ -5,6 +5,7 @@ import (
 
 	"github.com/frogopt/frog/blas"
 	"github.com/frogopt/frog/conv"
+	"github.com/frogopt/frog/internal/buf"
 )
 
 // channelLast gives the fused Fisher kernel the patches of a convolution
@@ -76,7 +77,7 @@ func (h *channelLast) RunPart(part, parts int) {
 	g := h.geom
 	hl, L, cg := g.HWCLen(), g.Locations(), g.GroupInChannels()
 	pw, ow := g.InW+2*g.PadW, g.OutW()
-	pix := grow(h.pix[part], hl/cg)
+	pix := buf.Grow(h.pix[part], hl/cg)
 	h.pix[part] = pix
 	for s := h.samples * part / parts; s < h.samples*(part+1)/parts; s++ {
 		img := h.images[s*hl : (s+1)*hl]

@@ -6,6 +6,7 @@ import (
 	"github.com/frogopt/frog/blas"
 	"github.com/frogopt/frog/conv"
 	"github.com/frogopt/frog/fisher"
+	"github.com/frogopt/frog/internal/buf"
 )
 
 // maxParts bounds how many parts the per-step passes split into.
@@ -88,12 +89,11 @@ func (u *unfold) RunPart(part, parts int) {
 	}
 	bufs := &u.bufs[part]
 	rows := max(1, unfoldFloats/d)
-	bufs.piece = grow(bufs.piece, rows*d)
-	buf := bufs.piece
+	bufs.piece = buf.Grow(bufs.piece, rows*d)
 	pg, padded := g, g.PadH > 0 || g.PadW > 0
 	if padded {
 		pg = g.Padded()
-		bufs.padded = grow(bufs.padded, pg.ImageLen())
+		bufs.padded = buf.Grow(bufs.padded, pg.ImageLen())
 	}
 	for s := s0; s < s1; s++ {
 		x := u.patches[s*L*d : (s+1)*L*d]
@@ -104,7 +104,7 @@ func (u *unfold) RunPart(part, parts int) {
 		}
 		for l0 := 0; l0 < L; l0 += rows {
 			l1 := min(l0+rows, L)
-			piece := buf[:(l1-l0)*d]
+			piece := bufs.piece[:(l1-l0)*d]
 			pg.Im2colRange(piece, d, img, group, l0, l1)
 			for l := l0; l < l1; l++ {
 				row := piece[(l-l0)*d : (l-l0+1)*d]

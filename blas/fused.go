@@ -4,6 +4,7 @@ import (
 	"sync/atomic"
 
 	"github.com/frogopt/frog/asm"
+	"github.com/frogopt/frog/internal/buf"
 )
 
 // FisherProduct is the product of the row-wise Fisher operator,
@@ -250,7 +251,7 @@ func (k avx2) fuseFisher(f *FisherProduct) bool {
 func (w *fisherWork) packRows(f *FisherProduct) {
 	r, d := f.Rows, f.Len
 	panels := (r + nr - 1) / nr
-	w.packed = grow(w.packed, panels*d*nr)
+	w.packed = buf.Grow(w.packed, panels*d*nr)
 	pt := &w.pack
 	*pt = packTask{x: f.P[:r*d], dst: w.packed, n: r, d: d}
 	Parallel(pt, min(panels, max(1, r*d>>16)))
@@ -264,7 +265,7 @@ func (w *fisherWork) twoProducts(f *FisherProduct) bool {
 	if xp, xt := f.packedX(); xp != nil {
 		// T = P X^T .*= Weights, P in place.
 		ldt := n + tPad
-		w.t = grow(w.t, r*ldt)
+		w.t = buf.Grow(w.t, r*ldt)
 		first := gemmTask{
 			m: r, n: n, k: d, alpha: 1,
 			a: f.P, lda: d, c: w.t, ldc: ldt,
@@ -288,7 +289,7 @@ func (w *fisherWork) twoProducts(f *FisherProduct) bool {
 	}
 	w.packRows(f)
 	ldt := sStride(r)
-	w.t = grow(w.t, n*ldt)
+	w.t = buf.Grow(w.t, n*ldt)
 	tt := w.t
 	// T^T = X P^T, X read in place a tile of points at a time (the next
 	// tile's rows asked for while the kernels run), times Weights^T block
@@ -327,13 +328,6 @@ func fusedBlock(r, d int) int {
 		return 0
 	}
 	return block
-}
-
-func grow(s []float32, n int) []float32 {
-	if cap(s) < n {
-		return make([]float32, n)
-	}
-	return s[:n]
 }
 
 // RunPart takes chunks until none is left (fused products), or adds up a
@@ -376,11 +370,11 @@ func (w *fisherWork) RunPart(part, parts int) {
 func (w *fisherWork) runChunk(ws *workspace, part, c int) {
 	f := w.f
 	r, d, n := f.Rows, f.Len, f.Points
-	acc := grow(w.acc[c], r*d)
+	acc := buf.Grow(w.acc[c], r*d)
 	w.acc[c] = acc
 	// The second product reads S^T in place: rows sStride apart.
 	lds := sStride(r)
-	prod := grow(w.prod[part], w.block*lds)
+	prod := buf.Grow(w.prod[part], w.block*lds)
 	w.prod[part] = prod
 	weightsT := f.transposedWeights()
 	blocks := w.blocks
@@ -441,7 +435,7 @@ func (w *fisherWork) imageBlock(ws *workspace, part int, acc, prod []float32, ld
 	n0, nb := w.plan.block(f.Image, b)
 	var xb []float32
 	if isa.name != avx512Kernels.name {
-		w.xbuf[part] = grow(w.xbuf[part], w.block*f.Len)
+		w.xbuf[part] = buf.Grow(w.xbuf[part], w.block*f.Len)
 		xb = w.xbuf[part][:nb*f.Len]
 		f.Image.Rows(xb, f.Len, n0, n0+nb)
 	}
@@ -462,11 +456,11 @@ func (avx2) packPoints(f *FisherProduct) bool {
 	}
 	if fusedBlock(r, d) == 0 && rowsInPlace(r, n) && f.Image == nil {
 		pp := &f.points
-		pp.data = grow(pp.data, (d+nr-1)/nr*n*nr)
+		pp.data = buf.Grow(pp.data, (d+nr-1)/nr*n*nr)
 		pt := &f.work.pack
 		*pt = packTask{x: f.X[:n*d], dst: pp.data, n: n, d: d, columns: true}
 		Parallel(pt, max(1, n*d>>16))
-		pp.dataT = grow(pp.dataT, (n+nr-1)/nr*nr*d)
+		pp.dataT = buf.Grow(pp.dataT, (n+nr-1)/nr*nr*d)
 		*pt = packTask{x: f.X[:n*d], dst: pp.dataT, n: n, d: d}
 		Parallel(pt, min((n+nr-1)/nr, max(1, n*d>>16)))
 		*pt = packTask{}
@@ -477,7 +471,7 @@ func (avx2) packPoints(f *FisherProduct) bool {
 		return false
 	}
 	pw := &f.weightsT
-	pw.data = grow(pw.data, n*r)
+	pw.data = buf.Grow(pw.data, n*r)
 	tt := &f.work.transpose
 	*tt = transposeTask{w: f.Weights[:r*n], dst: pw.data, r: r, n: n}
 	Parallel(tt, max(1, r*n>>16))

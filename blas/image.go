@@ -1,6 +1,10 @@
 package blas
 
-import "github.com/frogopt/frog/asm"
+import (
+	"github.com/frogopt/frog/asm"
+
+	"github.com/frogopt/frog/internal/buf"
+)
 
 // ImageRows describes the rows of X as windows of images instead of
 // stored values, as the patches of a convolution are windows of its
@@ -199,7 +203,7 @@ func (w *fisherWork) imageProducts(f *FisherProduct) bool {
 	w.plan = planImage(f, kcBlock)
 	w.f = f
 	w.packRows(f)
-	w.t = grow(w.t, n*sStride(r))
+	w.t = buf.Grow(w.t, n*sStride(r))
 	t := &w.image
 	*t = imageTask{w: w, weightsT: weightsT}
 	Parallel(t, (n+isa.rows-1)/isa.rows)
@@ -238,7 +242,7 @@ func (t *imageTask) RunPart(part, parts int) {
 			// there in place (tiles and blocks of columns fall where they
 			// would on the whole rows: c0 is a multiple of the tiles).
 			wc := c1 - c0
-			w.xbuf[part] = grow(w.xbuf[part], w.plan.blockRows*m.Width*wc)
+			w.xbuf[part] = buf.Grow(w.xbuf[part], w.plan.blockRows*m.Width*wc)
 			xb := w.xbuf[part][:np*wc]
 			m.Cols(xb, wc, p0, p0+np, c0, c1)
 			second := gemmTask{transA: true, m: r, n: wc, k: np, alpha: f.Alpha, a: a, lda: ldt, b: xb, ldb: wc, c: f.Q[c0:], ldc: d, inPlaceB: true}

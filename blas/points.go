@@ -4,6 +4,7 @@ import (
 	"os"
 
 	"github.com/frogopt/frog/asm"
+	"github.com/frogopt/frog/internal/buf"
 )
 
 // CG in the points' space.
@@ -142,7 +143,7 @@ func PointsStride(points int) int { return points + tPad }
 // in the points' space (cg.PointsSpace). f.Image must be nil.
 func (f *FisherProduct) StartPoints(k Kernels, u []float32, ld int, r []float32) {
 	n := f.Points
-	f.gram = grow(f.gram, n*PointsStride(n))
+	f.gram = buf.Grow(f.gram, n*PointsStride(n))
 	f.formGram(k)
 	f.timesXT(k, f.Rows, r, f.Len, u, ld)
 }

@@ -5,6 +5,7 @@ import (
 	"slices"
 
 	"github.com/frogopt/frog/blas"
+	"github.com/frogopt/frog/internal/buf"
 )
 
 // Operator applies every row's matrix to its row of a block: q_j = A_j p_j
@@ -248,20 +249,6 @@ type Result struct {
 	Scale []float64
 }
 
-func grow32(s []float32, n int) []float32 {
-	if cap(s) < n {
-		return make([]float32, n)
-	}
-	return s[:n]
-}
-
-func grow64(s []float64, n int) []float64 {
-	if cap(s) < n {
-		return make([]float64, n)
-	}
-	return s[:n]
-}
-
 // Solve runs batched CG on rows x n blocks: z_j ~= A_j^-1 b_j for every row,
 // written to z. It returns per-row residuals and breakdowns.
 func (s *Solver) Solve(op Operator, b, z []float32, rows, n int) Result {
@@ -270,11 +257,11 @@ func (s *Solver) Solve(op Operator, b, z []float32, rows, n int) Result {
 	if k == nil {
 		k = blas.Current()
 	}
-	s.res = grow32(s.res, total)
-	s.p = grow32(s.p, total)
-	s.q = grow32(s.q, total)
-	s.rho = grow64(s.rho, 4*rows)
-	s.scale = grow64(s.scale, rows)
+	s.res = buf.Grow(s.res, total)
+	s.p = buf.Grow(s.p, total)
+	s.q = buf.Grow(s.q, total)
+	s.rho = buf.Grow(s.rho, 4*rows)
+	s.scale = buf.Grow(s.scale, rows)
 	if cap(s.done) < 2*rows {
 		s.done = make([]bool, 2*rows)
 	}

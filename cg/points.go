@@ -4,6 +4,7 @@ import (
 	"math"
 
 	"github.com/frogopt/frog/blas"
+	"github.com/frogopt/frog/internal/buf"
 )
 
 // PointsSpace is implemented by shifted operators whose unshifted part is
@@ -183,9 +184,9 @@ func (s *Solver) solvePoints(op PointsSpace, k blas.Kernels, b, z []float32, row
 	ps.op, ps.points, ps.ld = op, points, ld
 	size := rows * ld
 	for _, v := range []*[]float32{&ps.u0, &ps.t, &ps.s, &ps.w, &ps.br, &ps.vr, &ps.bp, &ps.vp, &ps.bz} {
-		*v = grow32(*v, size)
+		*v = buf.Grow(*v, size)
 	}
-	ps.cr, ps.cp, ps.cz = grow64(ps.cr, rows), grow64(ps.cp, rows), grow64(ps.cz, rows)
+	ps.cr, ps.cp, ps.cz = buf.Grow(ps.cr, rows), buf.Grow(ps.cp, rows), buf.Grow(ps.cz, rows)
 	s.runPhase(rowUpdate{s: s, k: k, phase: startRows, n: d, rows: rows, b: b, z: z})
 	s.runPhase(rowUpdate{s: s, k: k, phase: pointsStart, n: points, rows: rows})
 	op.StartPoints(ps.u0, s.res[:rows*d])
