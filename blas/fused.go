@@ -434,7 +434,7 @@ func (w *fisherWork) imageBlock(ws *workspace, part int, acc, prod []float32, ld
 	f := w.f
 	n0, nb := w.plan.block(f.Image, b)
 	var xb []float32
-	if isa.name != avx512Kernels.name {
+	if !isa.segmented {
 		w.xbuf[part] = buf.Grow(w.xbuf[part], w.block*f.Len)
 		xb = w.xbuf[part][:nb*f.Len]
 		f.Image.Rows(xb, f.Len, n0, n0+nb)

@@ -33,6 +33,10 @@ type kernelSet struct {
 	// strip, when not nil, runs kernel on tiles whole tiles side by side
 	// in one call (runStrip).
 	strip stripFunc
+	// segmented says the set reads a tile's rows of A in runs apart
+	// (asm.Kernel8x32Tiles' jumps): the image products read the patches
+	// in the image itself, where other sets read them copied out.
+	segmented bool
 }
 
 // stripFunc runs a kernel on tiles whole tiles side by side: tile t reads
@@ -51,7 +55,7 @@ var (
 		},
 	}
 	avx512Kernels = kernelSet{
-		name: "avx512", rows: 8, cols: 2 * nr,
+		name: "avx512", rows: 8, cols: 2 * nr, segmented: true,
 		kernel: asm.Kernel8x32,
 		strip: func(tiles, k int, alpha float32, a []float32, rsa, csa int, b []float32, ldb, boff, bstep int, c []float32, ldc int, overwrite bool) {
 			asm.Kernel8x32Tiles(tiles, k, alpha, a, rsa, csa, 0, b, ldb, boff, bstep, c, ldc, 2*nr, overwrite, 0, 0, 0)

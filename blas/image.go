@@ -132,7 +132,7 @@ func (w *fisherWork) imageFirst(ws *workspace, f *FisherProduct, s []float32, ld
 		switch {
 		case xb != nil && mrr == tm:
 			at = xb[ic*d:]
-		case xb == nil && isa.name == avx512Kernels.name && mrr == tm && col+tm <= m.Width:
+		case xb == nil && isa.segmented && mrr == tm && col+tm <= m.Width:
 			at, ars = m.Data[m.point(n0+ic):], m.ColStride
 			kernel, strip = inPlace, inPlaceStrip
 		default:
@@ -237,7 +237,7 @@ func (t *imageTask) RunPart(part, parts int) {
 	for kb := 0; kb < w.plan.blocks(); kb++ {
 		p0, np := w.plan.block(m, kb)
 		a := w.t[p0*ldt:]
-		if isa.name != avx512Kernels.name {
+		if !isa.segmented {
 			// The part's columns of the block's rows copied out, B read
 			// there in place (tiles and blocks of columns fall where they
 			// would on the whole rows: c0 is a multiple of the tiles).
