@@ -304,8 +304,9 @@ func TestPointsMethods(t *testing.T) {
 	if hasAVX2 {
 		kernels = append(kernels, avx2{})
 	}
-	// {R, D, N}: R >= N/2 (X packed by the assembly kernels) and not.
-	for _, s := range [][3]int{{40, 150, 24}, {9, 70, 33}} {
+	// {R, D, N}: R >= N/2 (X packed by the assembly kernels) and not,
+	// the last with whole panels (G and X read in place).
+	for _, s := range [][3]int{{40, 150, 24}, {9, 70, 33}, {8, 96, 32}} {
 		r, d, n := s[0], s[1], s[2]
 		ld := PointsStride(n)
 		x, rr, w := randSlice(rng, n*d), randSlice(rng, r*d), randSlice(rng, r*n)
