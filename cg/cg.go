@@ -57,11 +57,10 @@ type Solver struct {
 
 // Phases of a rowUpdate.
 const (
-	startRows  = iota // scale b into r and p, rho, clear z
+	startRows  = iota // scale b into r and p (or coefficients), rho, clear z
 	updateRows        // one iteration's update after the product
 	finishRows        // residual norms, z back to the scale of b
 	// solvePoints' phases, n the number of points:
-	pointsStart  // clear the coefficients
 	pointsWeigh  // T and S of the rows still running
 	pointsUpdate // one iteration's update after W = S G
 	pointsFinish // residual norms, z's coefficients in b's scale
@@ -78,6 +77,9 @@ type rowUpdate struct {
 	it, n int
 	rows  int
 	b, z  []float32
+	// points marks startRows for solvePoints: the rows' coefficients
+	// are set instead of p.
+	points bool
 }
 
 // runPhase runs u on every row, split across the cores by whole rows.
@@ -94,7 +96,6 @@ var phases = [...]func(u *rowUpdate, part, parts int){
 	startRows:    (*rowUpdate).start,
 	updateRows:   (*rowUpdate).update,
 	finishRows:   (*rowUpdate).finish,
-	pointsStart:  (*rowUpdate).pointsStart,
 	pointsWeigh:  (*rowUpdate).pointsWeigh,
 	pointsUpdate: (*rowUpdate).pointsUpdate,
 	pointsFinish: (*rowUpdate).pointsFinish,
@@ -120,7 +121,11 @@ func (u *rowUpdate) start(part, parts int) {
 		eps[j] = s.Eps * sc * sc
 		rj := s.res[j*n : (j+1)*n]
 		blas.ScaleTo(float32(sc), bj, rj)
-		copy(s.p[j*n:(j+1)*n], rj)
+		if u.points {
+			s.points.startRow(j)
+		} else {
+			copy(s.p[j*n:(j+1)*n], rj)
+		}
 		if s.Iters <= 0 {
 			// Otherwise the first iteration writes z_j (alpha p_j, b_j
 			// or 0) without reading it: no pass clearing it first.
