@@ -15,10 +15,10 @@ import (
 // X p_j follows from the points' Gram matrix G = X X^T (Points x Points,
 // once a step), so an iteration is one product S G (Rows x Points x
 // Points), and only z is expanded, by one product with X, at the end.
-// Where there are far fewer points than coordinates (ResNet-18's last
-// layers: 256 points of 2304 or 4608 coordinates) that costs a fraction
-// of the two products with X (Rows x Points x Len each) that applying the
-// operator takes at every iteration. The iterates are the same in exact
+// Where there are far fewer points than coordinates (ResNet-18's l3.conv,
+// 1024 points of 2304 coordinates, and its last stage, 256 of 2304 or
+// 4608) that costs a fraction of the two products with X (Rows x Points x
+// Len each) that applying the operator takes at every iteration. The iterates are the same in exact
 // arithmetic; in float32 they differ by rounding.
 
 // RecurrenceEnv is the environment variable that overrides the choice of
@@ -64,17 +64,17 @@ func PointsGains(rows, length, points, iters int) bool {
 	return 4*follow <= 3*direct
 }
 
-// formGram writes G = X X^T (Points x Points, row stride
+// formGram writes G = X X^T into f.gram (Points x Points, row stride
 // PointsStride(Points): rows a power of two apart would share the L1
-// sets the mirror reads them through) into f.gram. On the
-// assembly kernels one product computes only the tiles that reach the
-// diagonal (gemmTask.upper), nearly half of them, and the rest is copied
-// from the mirror image: every element of such a product is one chain of
-// FMAs over the coordinates in an order fixed by Len alone, and X_i.X_j
-// and X_j.X_i multiply the same pairs, so the copy has the bits the whole
-// product would have given. (gonum's dot products, under the pure-Go
-// kernels, sum in an order that depends on where the rows lie: those run
-// the whole product.)
+// sets the mirror reads them through). On the assembly kernels one
+// product computes only the tiles that reach the diagonal
+// (gemmTask.upper), nearly half of them, and the rest is copied from the
+// mirror image: every element of such a product is one chain of FMAs over
+// the coordinates in an order fixed by Len alone, and X_i.X_j and X_j.X_i
+// multiply the same pairs, so the copy has the bits the whole product
+// would have given. (gonum's dot products, under the pure-Go kernels, sum
+// in an order that depends on where the rows lie: those run the whole
+// product.)
 func (f *FisherProduct) formGram(k Kernels) {
 	n, d := f.Points, f.Len
 	g, ld := f.gram, PointsStride(n)
@@ -185,7 +185,8 @@ func (f *FisherProduct) TimesGram(k Kernels, w, s []float32, ld int) {
 }
 
 // Expand writes Z = C X (Rows x Len) for C Rows x Points (row stride ld),
-// from the packed X when PackPoints made one, else reading X in place.
+// from the packed X when PackPoints made one, else reading X in place
+// (when its rows fill whole panels; else the product packs it).
 func (f *FisherProduct) Expand(k Kernels, z, c []float32, ld int) {
 	r, n, d := f.Rows, f.Points, f.Len
 	if xp, _ := f.packedX(); xp != nil && isAVX2(k) {
