@@ -263,15 +263,11 @@ func (s *Solver) Solve(op Operator, b, z []float32, rows, n int) Result {
 		k = blas.Current()
 	}
 	s.res = buf.Grow(s.res, total)
-	s.p = buf.Grow(s.p, total)
-	s.q = buf.Grow(s.q, total)
 	s.rho = buf.Grow(s.rho, 4*rows)
 	s.scale = buf.Grow(s.scale, rows)
 	if cap(s.done) < 2*rows {
 		s.done = make([]bool, 2*rows)
 	}
-	p, q := s.p, s.q
-
 	z = z[:total]
 	sh, _ := op.(Shifted)
 	s.shift = 0
@@ -283,6 +279,9 @@ func (s *Solver) Solve(op Operator, b, z []float32, rows, n int) Result {
 			return s.solvePoints(ps, k, b, z, rows, n, points, ld)
 		}
 	}
+	// p and q only here: the points' space keeps coefficients instead.
+	s.p, s.q = buf.Grow(s.p, total), buf.Grow(s.q, total)
+	p, q := s.p, s.q
 	s.runPhase(rowUpdate{s: s, k: k, phase: startRows, n: n, rows: rows, b: b, z: z})
 	iterations := s.iterate(rows, func(it int) {
 		if s.shift != 0 {
