@@ -2,7 +2,6 @@ package blas
 
 import (
 	"github.com/frogopt/frog/asm"
-
 	"github.com/frogopt/frog/internal/buf"
 )
 
