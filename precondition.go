@@ -156,6 +156,21 @@ type dataTops struct {
 	actsKnown, outsKnown bool
 	// rows[j] is MaxAbsBits of row j of the gradient.
 	rows []uint32
+	scan rowTops
+}
+
+// rowTops is scanRows split across the cores by rows.
+type rowTops struct {
+	grad []float32
+	d    int
+	tops []uint32
+}
+
+func (t *rowTops) RunPart(part, parts int) {
+	rows := len(t.tops)
+	for j := rows * part / parts; j < rows*(part+1)/parts; j++ {
+		t.tops[j] = blas.MaxAbsBits(t.grad[j*t.d : (j+1)*t.d])
+	}
 }
 
 // scanSolve records what solve needs of in's magnitudes, for inputs no
@@ -184,16 +199,17 @@ func (t *dataTops) rowsFinite() bool {
 	return true
 }
 
-// scanRows sets t.rows from grad's rows of length d, in one pass.
+// scanRows sets t.rows from grad's rows of length d, in one pass split
+// across the cores by rows.
 func (t *dataTops) scanRows(grad []float32, d int) {
 	rows := len(grad) / d
 	if cap(t.rows) < rows {
 		t.rows = make([]uint32, rows)
 	}
 	t.rows = t.rows[:rows]
-	for j := range t.rows {
-		t.rows[j] = blas.MaxAbsBits(grad[j*d : (j+1)*d])
-	}
+	t.scan = rowTops{grad: grad, d: d, tops: t.rows}
+	blas.Parallel(&t.scan, min(rows, len(grad)>>16))
+	t.scan = rowTops{}
 }
 
 // NewPreconditioner returns a Preconditioner on the named backend (see

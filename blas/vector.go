@@ -68,8 +68,45 @@ func UpdateZR(k Kernels, alpha float32, p []float32, a float32, q []float32, b f
 // MaxAbsBits returns the largest bit pattern of |x[i]| (sign bit
 // cleared): the patterns order as the magnitudes do, with Inf and NaN
 // above every finite value. The result is exact, the same on every
-// kernel set.
+// kernel set. A long x is scanned on every core, in pieces of at least
+// maxAbsPiece values: a maximum is the same in any order.
 func MaxAbsBits(x []float32) uint32 {
+	if len(x) < 2*maxAbsPiece {
+		return maxAbsBits(x)
+	}
+	t := freeMaxAbs.get()
+	t.x = x
+	Parallel(t, len(x)/maxAbsPiece)
+	m := uint32(0)
+	for _, v := range t.tops {
+		m = max(m, v)
+	}
+	*t = maxAbsTask{}
+	freeMaxAbs.put(t)
+	return m
+}
+
+// maxAbsPiece is the fewest values a part of MaxAbsBits scans (256 KiB):
+// below that, handing work to a helper costs more than it saves.
+const maxAbsPiece = 1 << 16
+
+// maxAbsTask is MaxAbsBits split across the cores: part p writes the
+// maximum of its piece to tops[p]; the entries of parts that do not run
+// stay 0 (Parallel runs at most maxHelpers+1 parts).
+type maxAbsTask struct {
+	x    []float32
+	tops [maxHelpers + 1]uint32
+}
+
+var freeMaxAbs = make(freeList[maxAbsTask], maxHelpers)
+
+func (t *maxAbsTask) RunPart(part, parts int) {
+	n := len(t.x)
+	t.tops[part] = maxAbsBits(t.x[n*part/parts : n*(part+1)/parts])
+}
+
+// maxAbsBits is MaxAbsBits on one core.
+func maxAbsBits(x []float32) uint32 {
 	if hasAVX2 {
 		return asm.MaxAbsBits(x)
 	}

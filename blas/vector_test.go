@@ -3,6 +3,7 @@ package blas
 import (
 	"math"
 	"math/rand/v2"
+	"runtime"
 	"testing"
 )
 
@@ -71,6 +72,39 @@ func TestScaleTo(t *testing.T) {
 					t.Fatalf("n=%d alpha=%v: [%d] = %v, want %v", n, alpha, i, got[i], want[i])
 				}
 			}
+		}
+	}
+}
+
+// TestMaxAbsBitsParallel: on a vector long enough to be scanned on every
+// core, MaxAbsBits gives the plain loop's bits whichever part holds the
+// largest magnitude (or a NaN or an Inf), with GOMAXPROCS 1 to 3.
+func TestMaxAbsBitsParallel(t *testing.T) {
+	rng := rand.New(rand.NewPCG(31, 32))
+	x := make([]float32, 5*maxAbsPiece+17)
+	for i := range x {
+		x[i] = float32(rng.NormFloat64())
+	}
+	ref := func() uint32 {
+		var m uint32
+		for _, v := range x {
+			m = max(m, math.Float32bits(v)&0x7fffffff)
+		}
+		return m
+	}
+	for _, at := range []int{0, len(x) / 2, len(x) - 1} {
+		for _, v := range []float32{-1e30, float32(math.Inf(1)), float32(math.NaN())} {
+			old := x[at]
+			x[at] = v
+			for _, procs := range []int{1, 2, 3} {
+				prev := runtime.GOMAXPROCS(procs)
+				got := MaxAbsBits(x)
+				runtime.GOMAXPROCS(prev)
+				if want := ref(); got != want {
+					t.Fatalf("%v at %d, GOMAXPROCS=%d: %#x, want %#x", v, at, procs, got, want)
+				}
+			}
+			x[at] = old
 		}
 	}
 }
