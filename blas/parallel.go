@@ -51,7 +51,7 @@ func (h *helper) loop() {
 // starts unevenly too. Polling for a millisecond keeps a step's threads
 // awake throughout (against 0.1 ms before, in alternating frogbench runs
 // the 20 convolutions took 1.8 % less time, l3.conv_s2 2.9 %, the 1x1
-// shortcuts 9-12 %); it costs up to a millisecond of polling on each
+// shortcuts 2-12 %); it costs up to a millisecond of polling on each
 // core once the library falls idle.
 const spinTime = time.Millisecond
 
