@@ -59,7 +59,7 @@ func PointsGains(rows, length, points, iters int) bool {
 	// The Gram matrix counted half, as the assembly kernels compute it
 	// (see formGram), R X^T, S G at every iteration and the expansion. (A
 	// fifth would take l4.sc, 512 rows of 256 points and coordinates,
-	// which runs 3 % slower there: its products are small.)
+	// which ran 3-9 % slower there: its products are small.)
 	follow := n*n*d + 4*r*n*d + k*2*r*n*n
 	return 4*follow <= 3*direct
 }
@@ -177,7 +177,7 @@ func (f *FisherProduct) TimesGram(k Kernels, w, s []float32, ld int) {
 	r, n := f.Rows, f.Points
 	if isAVX2(k) {
 		// G read in place (not packed per block by each core, as Gemm
-		// would): l3.conv 3-4 % less time, the last stage 1 %.
+		// would): l3.conv 3-4 % less time, the last stage 0-2 %.
 		runGemm(&gemmTask{m: r, n: n, k: n, alpha: 1, a: s, lda: ld, b: f.gram, ldb: PointsStride(n), inPlaceB: n%nr == 0, c: w, ldc: ld})
 		return
 	}
