@@ -88,15 +88,14 @@ type CPU struct {
 	// (channelLast), or read them there wherever they can.
 	storePatches, alwaysImages bool
 
-	patches   []float32
-	weights   []float32
-	norms     []float64
-	op        fisher.Operator
-	solver    cg.Solver
-	unfold    unfold
-	bufs      [maxParts]unfoldBuffers
-	fill      fillWeights
-	normalize normalizeRows
+	patches []float32
+	weights []float32
+	norms   []float64
+	op      fisher.Operator
+	solver  cg.Solver
+	unfold  unfold
+	bufs    [maxParts]unfoldBuffers
+	fill    fillWeights
 
 	// The channel-last way (channelLast): the images and their
 	// description, the pixels' norms, the permutation of the patch
@@ -133,9 +132,10 @@ func (c *CPU) Precondition(job *Job) error {
 	norms := c.norms[:n]
 	c.solver.Iters, c.solver.Tolerance, c.solver.Eps = job.Iters, job.Tolerance, job.DenomEps
 	c.solver.Kernels = c.Kernels
-	// The row normalization scales z anyway: it takes CG's power-of-two
-	// factors along (see normalizeRows).
-	c.solver.KeepScaled = true
+	// CG applies the row normalization c_j = 1/sqrt(|z_j.e_j| + eps) in
+	// its last pass over z (in the points' space, to z's coefficients,
+	// before it expands them).
+	c.solver.Normalize, c.solver.NormEps = true, job.DenomEps
 	for grp := 0; grp < g.Groups; grp++ {
 		k := c.Kernels
 		if k == nil {
@@ -220,9 +220,7 @@ func (c *CPU) Precondition(job *Job) error {
 		c.solver.BMaxBits = nil
 		copy(job.Residual[r0:r0+rg], res.Residual)
 		copy(job.Breakdown[r0:r0+rg], res.Breakdown)
-		c.normalize = normalizeRows{k: c.Kernels, dir: dir, grad: grad, scale: job.Scale[r0 : r0+rg], d: d, eps: job.DenomEps, cgScale: res.Scale}
-		blas.Parallel(&c.normalize, min(rg, max(1, rg*d>>15)))
-		c.normalize = normalizeRows{}
+		copy(job.Scale[r0:r0+rg], res.Norm)
 		if fromImages {
 			c.permute = permuteRows{src: dir, dst: job.Dir[r0*d : (r0+rg)*d], perm: c.perm, d: d, back: true}
 			c.permute.run()
@@ -237,40 +235,16 @@ func (c *CPU) Precondition(job *Job) error {
 // writing c_j to scale. The dot is accumulated in float64, where products
 // of float32 values can neither overflow nor underflow; a negative
 // z_j.e_j + eps (possible only after a CG breakdown in finite precision) is
-// taken by magnitude so that c_j stays finite. eps must be positive.
+// taken by magnitude so that c_j stays finite. eps must be positive. (The
+// CPU engine has cg.Solver.Normalize do this within the solve.)
 func NormalizeRows(k blas.Kernels, dir, grad []float32, scale []float64, d int, eps float64) {
-	u := normalizeRows{k: k, dir: dir, grad: grad, scale: scale, d: d, eps: eps}
-	u.RunPart(0, 1)
-}
-
-// normalizeRows is NormalizeRows on a part's range of rows: rows are
-// independent, so parts give the values one loop would.
-type normalizeRows struct {
-	k         blas.Kernels
-	dir, grad []float32
-	scale     []float64
-	d         int
-	eps       float64
-	// cgScale, when set, holds the power of two each row of dir is still
-	// multiplied by (cg.Solver.KeepScaled). Dividing by it is exact, in
-	// the dot as in the values, so it joins c_j: one pass over dir.
-	cgScale []float64
-}
-
-func (u *normalizeRows) RunPart(part, parts int) {
-	k, dir, grad, scale, d, eps := u.k, u.dir, u.grad, u.scale, u.d, u.eps
 	if k == nil {
 		k = blas.Current()
 	}
-	rows := len(scale)
-	for j := rows * part / parts; j < rows*(part+1)/parts; j++ {
+	for j := range scale {
 		zj, ej := dir[j*d:(j+1)*d], grad[j*d:(j+1)*d]
-		sc := 1.0
-		if u.cgScale != nil {
-			sc = u.cgScale[j]
-		}
-		cj := 1 / math.Sqrt(math.Abs(k.Dot(zj, ej)/sc+eps))
+		cj := 1 / math.Sqrt(math.Abs(k.Dot(zj, ej)+eps))
 		scale[j] = cj
-		blas.ScaleTo64(cj/sc, zj, zj)
+		blas.ScaleTo64(cj, zj, zj)
 	}
 }

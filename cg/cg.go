@@ -45,6 +45,14 @@ type Solver struct {
 	// which the caller has found already: Solve then does not read b to
 	// find the rows' scales.
 	BMaxBits []uint32
+	// Normalize, when set, returns every z_j times c_j = 1/sqrt(|z_j.b_j|
+	// + NormEps), z_j the solution in the scale of b (FROG's row
+	// normalization), with c_j in Result.Norm; KeepScaled is then
+	// ignored. It costs no pass of its own: the plain solve does it in its
+	// last pass over z, the points' space on the coefficients before it
+	// expands z (z_j.b_j from them, as |r_j|^2).
+	Normalize bool
+	NormEps   float64
 
 	res, p, q  []float32
 	rho, scale []float64
@@ -140,12 +148,18 @@ func (u *rowUpdate) start(part, parts int) {
 
 func (u *rowUpdate) finish(part, parts int) {
 	s, n, rows := u.s, u.n, u.rows
-	rho, resid := s.rho[:rows], s.rho[3*rows:4*rows]
+	rho, resid, norm := s.rho[:rows], s.rho[3*rows:4*rows], s.rho[4*rows:5*rows]
 	for j := rows * part / parts; j < rows*(part+1)/parts; j++ {
 		sc := s.scale[j]
 		resid[j] = math.Sqrt(rho[j]) / sc
-		if sc != 1 && !s.KeepScaled {
-			zj := u.z[j*n : (j+1)*n]
+		zj := u.z[j*n : (j+1)*n]
+		switch {
+		case s.Normalize:
+			// z_j is sc times the solution: z.b/sc, and c_j/sc.
+			c := 1 / math.Sqrt(math.Abs(u.k.Dot(zj, u.b[j*n:(j+1)*n])/sc+s.NormEps))
+			norm[j] = c
+			blas.ScaleTo64(c/sc, zj, zj)
+		case sc != 1 && !s.KeepScaled:
 			blas.ScaleTo(float32(1/sc), zj, zj)
 		}
 	}
@@ -252,6 +266,8 @@ type Result struct {
 	// Scale is the power of two each row of b was multiplied by; with
 	// Solver.KeepScaled, z_j holds Scale[j] times the solution.
 	Scale []float64
+	// Norm holds c_j with Solver.Normalize.
+	Norm []float64
 }
 
 // Solve runs batched CG on rows x n blocks: z_j ~= A_j^-1 b_j for every row,
@@ -263,7 +279,7 @@ func (s *Solver) Solve(op Operator, b, z []float32, rows, n int) Result {
 		k = blas.Current()
 	}
 	s.res = buf.Grow(s.res, total)
-	s.rho = buf.Grow(s.rho, 4*rows)
+	s.rho = buf.Grow(s.rho, 5*rows)
 	s.scale = buf.Grow(s.scale, rows)
 	if cap(s.done) < 2*rows {
 		s.done = make([]bool, 2*rows)
@@ -293,7 +309,7 @@ func (s *Solver) Solve(op Operator, b, z []float32, rows, n int) Result {
 		// give the same values as one loop.
 		s.runPhase(rowUpdate{s: s, k: k, phase: updateRows, it: it, n: n, rows: rows, z: z})
 	})
-	s.runPhase(rowUpdate{s: s, k: k, phase: finishRows, n: n, rows: rows, z: z})
+	s.runPhase(rowUpdate{s: s, k: k, phase: finishRows, n: n, rows: rows, b: b, z: z})
 	return s.result(rows, iterations)
 }
 
@@ -312,6 +328,9 @@ func (s *Solver) result(rows, iterations int) Result {
 	r := Result{
 		Residual: s.rho[3*rows : 4*rows], Breakdown: s.done[rows : 2*rows],
 		Iterations: iterations, Scale: s.scale[:rows],
+	}
+	if s.Normalize {
+		r.Norm = s.rho[4*rows : 5*rows]
 	}
 	for _, b := range r.Breakdown {
 		if b {

@@ -153,20 +153,33 @@ func (u *rowUpdate) pointsUpdate(part, parts int) {
 }
 
 // pointsFinish writes the residual norms, and brings z's coefficients to
-// the scale of b unless the caller keeps z scaled: dividing by the power
-// of two is exact.
+// the scale of b unless the caller keeps z scaled (dividing by the power
+// of two is exact), or with Normalize to those of c_j times the solution:
+// with z = c_z r0 + b_z X (r0 = sc b), z.b = (c_z rho0 + b_z.U0)/sc.
 func (u *rowUpdate) pointsFinish(part, parts int) {
 	j0, j1 := u.rows*part/parts, u.rows*(part+1)/parts
 	s, ps := u.s, &u.s.points
-	rho, resid := s.rho[:u.rows], s.rho[3*u.rows:4*u.rows]
+	rows := u.rows
+	rho, rho0 := s.rho[:rows], s.rho[2*rows:3*rows]
+	resid, norm := s.rho[3*rows:4*rows], s.rho[4*rows:5*rows]
 	n, ld := ps.points, ps.ld
 	for j := j0; j < j1; j++ {
 		sc := s.scale[j]
 		resid[j] = math.Sqrt(rho[j]) / sc
-		if sc != 1 && !s.KeepScaled {
-			ps.cz[j] /= sc
-			bz := ps.bz[j*ld : j*ld+n]
-			blas.ScaleTo64(1/sc, bz, bz)
+		bz := ps.bz[j*ld : j*ld+n]
+		f := 1.0
+		switch {
+		case s.Normalize:
+			zb := (ps.cz[j]*rho0[j] + u.k.Dot(bz, ps.u0[j*ld:j*ld+n])) / sc
+			c := 1 / math.Sqrt(math.Abs(zb/sc)+s.NormEps)
+			norm[j] = c
+			f = c / sc
+		case !s.KeepScaled:
+			f = 1 / sc
+		}
+		if f != 1 {
+			ps.cz[j] *= f
+			blas.ScaleTo64(f, bz, bz)
 		}
 	}
 }

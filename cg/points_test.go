@@ -238,3 +238,73 @@ func TestSolvePointsBreakdown(t *testing.T) {
 		t.Fatalf("row %d: z differs from the solve through Apply by %v (|z| %v)", j, d, nz)
 	}
 }
+
+// normalizeRef is FROG's row normalization after a solve: z_j times c_j =
+// 1/sqrt(|z_j.b_j| + eps), c_j written to norm.
+func normalizeRef(z, b []float32, n int, eps float64, norm []float64) {
+	for j := range norm {
+		var zb float64
+		for i := j * n; i < (j+1)*n; i++ {
+			zb += float64(z[i]) * float64(b[i])
+		}
+		norm[j] = 1 / math.Sqrt(math.Abs(zb)+eps)
+		for i := j * n; i < (j+1)*n; i++ {
+			z[i] = float32(float64(z[i]) * norm[j])
+		}
+	}
+}
+
+// With Normalize the solve returns c_j z_j and c_j (Result.Norm): the
+// plain solve the values of normalizing its z afterwards, the points'
+// space to rounding, on rows of every scale, a zero row (c_j =
+// 1/sqrt(eps), z_j = 0) and a row that breaks down, whatever KeepScaled.
+func TestSolveNormalize(t *testing.T) {
+	rng := rand.New(rand.NewPCG(17, 18))
+	const n, points, rows, eps = 9, 4, 5, 1e-8
+	op, b := randomPoints(rng, n, points, rows, 0.3)
+	for i := 0; i < points; i++ {
+		op.v[3*points+i] = -1 // row 3 breaks down
+	}
+	clear(b[2*n : 3*n])
+	for i := range b[:n] {
+		b[i] *= 1e30
+	}
+	for i := range b[4*n:] {
+		b[4*n+i] *= 1e-30
+	}
+	for _, solve := range []bool{false, true} {
+		for _, keep := range []bool{false, true} {
+			op.solve = solve
+			plain := Solver{Iters: 3, Eps: 1e-12}
+			want := make([]float32, rows*n)
+			plain.Solve(op, b, want, rows, n)
+			wantNorm := make([]float64, rows)
+			normalizeRef(want, b, n, eps, wantNorm)
+			s := Solver{Iters: 3, Eps: 1e-12, Normalize: true, NormEps: eps, KeepScaled: keep}
+			got := make([]float32, rows*n)
+			res := s.Solve(op, b, got, rows, n)
+			if len(res.Norm) != rows {
+				t.Fatalf("points %v, keep %v: %d norms for %d rows", solve, keep, len(res.Norm), rows)
+			}
+			tol := 1e-6
+			if solve {
+				tol = 1e-4
+			}
+			for j := 0; j < rows; j++ {
+				if math.Abs(res.Norm[j]-wantNorm[j]) > tol*wantNorm[j] {
+					t.Fatalf("points %v, keep %v, row %d: c = %v, want %v", solve, keep, j, res.Norm[j], wantNorm[j])
+				}
+			}
+			if j, d, nz := rowdiff.Far(got, want, n, tol); j >= 0 {
+				t.Fatalf("points %v, keep %v, row %d: c z differs by %v (|c z| %v)", solve, keep, j, d, nz)
+			}
+			if !solve {
+				for i := range got {
+					if math.Abs(float64(got[i]-want[i])) > 1e-6*math.Abs(float64(want[i])) {
+						t.Fatalf("keep %v: c z[%d] = %v, normalizing afterwards gives %v", keep, i, got[i], want[i])
+					}
+				}
+			}
+		}
+	}
+}
