@@ -48,25 +48,13 @@
 // ZERO_Z0_Z11 and ZERO_Z0_Z15 clear the accumulators of the FMA loop and
 // of a tile.
 #define ZERO_Z0_Z11 \
-	VPXORD Z0, Z0, Z0; \
-	VPXORD Z1, Z1, Z1; \
-	VPXORD Z2, Z2, Z2; \
-	VPXORD Z3, Z3, Z3; \
-	VPXORD Z4, Z4, Z4; \
-	VPXORD Z5, Z5, Z5; \
-	VPXORD Z6, Z6, Z6; \
-	VPXORD Z7, Z7, Z7; \
-	VPXORD Z8, Z8, Z8; \
-	VPXORD Z9, Z9, Z9; \
-	VPXORD Z10, Z10, Z10; \
-	VPXORD Z11, Z11, Z11
+	ZERO4(VPXORD, Z0, Z1, Z2, Z3); \
+	ZERO4(VPXORD, Z4, Z5, Z6, Z7); \
+	ZERO4(VPXORD, Z8, Z9, Z10, Z11)
 
 #define ZERO_Z0_Z15 \
 	ZERO_Z0_Z11; \
-	VPXORD Z12, Z12, Z12; \
-	VPXORD Z13, Z13, Z13; \
-	VPXORD Z14, Z14, Z14; \
-	VPXORD Z15, Z15, Z15
+	ZERO4(VPXORD, Z12, Z13, Z14, Z15)
 
 // KERNEL8X32_ENTRY loads the arguments both kernels share and clears
 // the tile.

@@ -1,4 +1,13 @@
-// The FMA loops' steps (FMALoop on YMM registers, FMALoop512 on ZMM).
+// The FMA loops' steps (FMALoop on YMM registers, FMALoop512 on ZMM), and
+// the clearing of their accumulators and of the kernels' tiles.
+
+// ZERO4 clears four registers with xor (VXORPS for YMM, VPXORD for ZMM,
+// which AVX-512F has).
+#define ZERO4(xor, a0, a1, a2, a3) \
+	xor a0, a0, a0; \
+	xor a1, a1, a1; \
+	xor a2, a2, a2; \
+	xor a3, a3, a3
 
 // FMA_LOOP_CONSTS sets every lane of one to 1 and of step to 2^-10 (through
 // AX, X12 and X13): the operands of every FMA of FMALoop and FMALoop512,

@@ -7,21 +7,12 @@
 // ZERO_Y0_Y7 and ZERO_Y0_Y11 clear the accumulators of a tile (or of the
 // FMA loop).
 #define ZERO_Y0_Y7 \
-	VXORPS Y0, Y0, Y0; \
-	VXORPS Y1, Y1, Y1; \
-	VXORPS Y2, Y2, Y2; \
-	VXORPS Y3, Y3, Y3; \
-	VXORPS Y4, Y4, Y4; \
-	VXORPS Y5, Y5, Y5; \
-	VXORPS Y6, Y6, Y6; \
-	VXORPS Y7, Y7, Y7
+	ZERO4(VXORPS, Y0, Y1, Y2, Y3); \
+	ZERO4(VXORPS, Y4, Y5, Y6, Y7)
 
 #define ZERO_Y0_Y11 \
 	ZERO_Y0_Y7; \
-	VXORPS Y8, Y8, Y8; \
-	VXORPS Y9, Y9, Y9; \
-	VXORPS Y10, Y10, Y10; \
-	VXORPS Y11, Y11, Y11
+	ZERO4(VXORPS, Y8, Y9, Y10, Y11)
 
 // The 6x16 tile of C lives in Y0..Y11 (row i in Y(2i), Y(2i+1)); Y12 and
 // Y13 hold the current row of B, Y14 and Y15 the broadcast values of A.
