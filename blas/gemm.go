@@ -395,20 +395,21 @@ func packB(ws *workspace, b []float32, ldb int, trans bool, pc, kc, j0, n int) [
 	return dst
 }
 
-// aTile returns n zeros of the partial-tile buffer, grown when short.
-func (ws *workspace) aTile(n int) []float32 {
+// aTile returns n values of the partial-tile buffer, grown when short,
+// zeros from index from on (the caller writes those before it).
+func (ws *workspace) aTile(n, from int) []float32 {
 	if cap(ws.apack) < n {
 		ws.apack = make([]float32, max(n, maxRows*kcBlock))
 	}
 	a := ws.apack[:n]
-	clear(a)
+	clear(a[from:])
 	return a
 }
 
 // packA copies the mrr < tm rows ic.. of op(A), columns pc..pc+kc, as a
 // transposed tile padded with zero rows (element (i, p) at p*tm + i).
 func packA(ws *workspace, a []float32, rsa, csa, ic, mrr, tm, pc, kc int) []float32 {
-	dst := ws.aTile(kc * tm)
+	dst := ws.aTile(kc*tm, 0)
 	for i := 0; i < mrr; i++ {
 		base := (ic+i)*rsa + pc*csa
 		for p := 0; p < kc; p++ {

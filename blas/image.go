@@ -138,7 +138,7 @@ func (w *fisherWork) imageFirst(ws *workspace, f *FisherProduct, s []float32, ld
 			// The tile crosses an output row, is short, or its kernel
 			// cannot jump: its rows copied out, zero padded (the kernel
 			// reads whole tiles).
-			at = ws.aTile(tm * d)
+			at = ws.aTile(tm*d, mrr*d)
 			if xb != nil {
 				copy(at, xb[ic*d:(ic+mrr)*d])
 			} else {
