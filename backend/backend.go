@@ -1,7 +1,6 @@
 package backend
 
 import (
-	"math"
 	"runtime"
 
 	"github.com/frogopt/frog/blas"
@@ -229,22 +228,4 @@ func (c *CPU) Precondition(job *Job) error {
 		}
 	}
 	return nil
-}
-
-// NormalizeRows scales every row z_j of dir by c_j = 1/sqrt(z_j.e_j + eps),
-// writing c_j to scale. The dot is accumulated in float64, where products
-// of float32 values can neither overflow nor underflow; a negative
-// z_j.e_j + eps (possible only after a CG breakdown in finite precision) is
-// taken by magnitude so that c_j stays finite. eps must be positive. (The
-// CPU engine has cg.Solver.Normalize do this within the solve.)
-func NormalizeRows(k blas.Kernels, dir, grad []float32, scale []float64, d int, eps float64) {
-	if k == nil {
-		k = blas.Current()
-	}
-	for j := range scale {
-		zj, ej := dir[j*d:(j+1)*d], grad[j*d:(j+1)*d]
-		cj := 1 / math.Sqrt(math.Abs(k.Dot(zj, ej)+eps))
-		scale[j] = cj
-		blas.ScaleTo64(cj, zj, zj)
-	}
 }
