@@ -355,7 +355,7 @@ func TestPointsMethods(t *testing.T) {
 						if packed {
 							f.PackPoints(k)
 						}
-						blocks := make([][]float32, 4)
+						blocks := make([][]float32, 3)
 						for i := range blocks {
 							blocks[i] = make([]float32, r*ld)
 							for j := range blocks[i] {
