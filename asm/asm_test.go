@@ -345,6 +345,57 @@ func TestScaleTo64(t *testing.T) {
 	}
 }
 
+func TestSquaresTo64(t *testing.T) {
+	rng := rand.New(rand.NewPCG(35, 36))
+	for n, off := range vectorCases {
+		for _, alpha := range []float64{0, 1, -0.375, 1.0 / 3, 1e30, 0x1p-140} {
+			checkElementwise(t, rng, fmt.Sprintf("SquaresTo64 alpha=%v", alpha), n, off, off, true, nanInMiddle,
+				func(x, y []float32) { squaresTo64Ref(alpha, x, y) }, func(x, y []float32) { SquaresTo64(alpha, x, y) })
+		}
+	}
+}
+
+// SquaresDot4 gives the reference loop's bits in every lane, reads no
+// value of y past its fourth row's last term, and leaves y and w as they
+// were.
+func TestSquaresDot4(t *testing.T) {
+	rng := rand.New(rand.NewPCG(37, 38))
+	for n, off := range vectorCases {
+		for _, pad := range []int{0, 1, 5} {
+			ldy := n + pad
+			used := 3*ldy + n&^3
+			yAll, y := guarded(rng, used+off)
+			y = y[off:]
+			if n > 4 {
+				y[ldy+n/2] = 1e30 // its square is large, finite in float64
+			}
+			w := make([]float64, n)
+			for i := range w {
+				w[i] = rng.Float64()*4 - 1
+			}
+			var acc, want [16]float64
+			for i := range acc {
+				acc[i] = rng.NormFloat64()
+			}
+			want = acc
+			yCopy := append([]float32(nil), y...)
+			squaresDot4Ref(&want, y, ldy, w)
+			SquaresDot4(&acc, y, ldy, w)
+			checkGuards(t, "SquaresDot4 y", yAll, used+off)
+			for i := range acc {
+				if math.Float64bits(acc[i]) != math.Float64bits(want[i]) {
+					t.Fatalf("SquaresDot4 n=%d off=%d ldy=%d: acc[%d] = %v, want %v", n, off, ldy, i, acc[i], want[i])
+				}
+			}
+			for i := range y {
+				if math.Float32bits(y[i]) != math.Float32bits(yCopy[i]) {
+					t.Fatalf("SquaresDot4 n=%d: changed y[%d]", n, i)
+				}
+			}
+		}
+	}
+}
+
 func TestPatch3x3(t *testing.T) {
 	rng := rand.New(rand.NewPCG(29, 30))
 	for _, c := range []struct{ channels, h, w, y0, x0 int }{

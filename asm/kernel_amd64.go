@@ -104,6 +104,21 @@ func ScaleTo(alpha float32, x, y []float32)
 //go:noescape
 func ScaleTo64(alpha float64, x, y []float32)
 
+// SquaresTo64 computes y[i] = float32(float64(x[i]) * float64(x[i]) *
+// alpha) over len(x) elements: the square and the product in float64,
+// each rounded, then rounded once to float32.
+//
+//go:noescape
+func SquaresTo64(alpha float64, x, y []float32)
+
+// SquaresDot4 adds, for each of four rows r of y (ldy values apart), the
+// terms float64(v)*float64(v)*w[i] of v = y[r*ldy+i], i < len(w) rounded
+// down to a multiple of four, into acc[4*r+i%4], each in the order of i:
+// four chains a row. y must hold 3*ldy + that many values.
+//
+//go:noescape
+func SquaresDot4(acc *[16]float64, y []float32, ldy int, w []float64)
+
 // Patch3x3 writes the 3x3 windows of channels input planes (plane values
 // apart, rows line values apart) that start at src[0], src[plane], ...
 // into row, nine values a channel:

@@ -782,3 +782,128 @@ pfnext:
 
 pfdone:
 	RET
+
+// func SquaresTo64(alpha float64, x, y []float32)
+//
+// ScaleTo64's loop with each value squared first, in float64: the bits of
+// float32(float64(x[i])*float64(x[i])*alpha), the square and the product
+// each rounded as Go rounds them (no fused multiply-add).
+TEXT ·SquaresTo64(SB), NOSPLIT, $0-56
+	VBROADCASTSD alpha+0(FP), Y15
+	MOVQ         x_base+8(FP), SI
+	MOVQ         x_len+16(FP), CX
+	MOVQ         y_base+32(FP), DI
+	CMPQ         CX, $16
+	JL           squares64quad
+
+squares64loop:
+	VCVTPS2PD  (SI), Y0
+	VCVTPS2PD  16(SI), Y1
+	VCVTPS2PD  32(SI), Y2
+	VCVTPS2PD  48(SI), Y3
+	VMULPD     Y0, Y0, Y0
+	VMULPD     Y1, Y1, Y1
+	VMULPD     Y2, Y2, Y2
+	VMULPD     Y3, Y3, Y3
+	VMULPD     Y15, Y0, Y0
+	VMULPD     Y15, Y1, Y1
+	VMULPD     Y15, Y2, Y2
+	VMULPD     Y15, Y3, Y3
+	VCVTPD2PSY Y0, X0
+	VCVTPD2PSY Y1, X1
+	VCVTPD2PSY Y2, X2
+	VCVTPD2PSY Y3, X3
+	VMOVUPS    X0, (DI)
+	VMOVUPS    X1, 16(DI)
+	VMOVUPS    X2, 32(DI)
+	VMOVUPS    X3, 48(DI)
+	ADDQ       $64, SI
+	ADDQ       $64, DI
+	SUBQ       $16, CX
+	CMPQ       CX, $16
+	JGE        squares64loop
+
+squares64quad:
+	CMPQ       CX, $4
+	JL         squares64tail
+	VCVTPS2PD  (SI), Y0
+	VMULPD     Y0, Y0, Y0
+	VMULPD     Y15, Y0, Y0
+	VCVTPD2PSY Y0, X0
+	VMOVUPS    X0, (DI)
+	ADDQ       $16, SI
+	ADDQ       $16, DI
+	SUBQ       $4, CX
+	JMP        squares64quad
+
+squares64tail:
+	TESTQ CX, CX
+	JE    squares64done
+
+squares64one:
+	VCVTSS2SD (SI), X0, X0
+	VMULSD    X0, X0, X0
+	VMULSD    X15, X0, X0
+	VCVTSD2SS X0, X0, X0
+	VMOVSS    X0, (DI)
+	ADDQ      $4, SI
+	ADDQ      $4, DI
+	DECQ      CX
+	JNZ       squares64one
+
+squares64done:
+	VZEROUPPER
+	RET
+
+// func SquaresDot4(acc *[16]float64, y []float32, ldy int, w []float64)
+//
+// Four rows of y at once, each summing into its own four lanes (acc[4r]
+// to acc[4r+3], one YMM register): four independent chains of additions,
+// where one row alone would wait for the latency of each. Every lane adds
+// its terms in the order of the loop, unfused, as the Go loop does.
+TEXT ·SquaresDot4(SB), NOSPLIT, $0-64
+	MOVQ    acc+0(FP), DI
+	MOVQ    y_base+8(FP), SI
+	MOVQ    ldy+32(FP), DX
+	MOVQ    w_base+40(FP), BX
+	MOVQ    w_len+48(FP), CX
+	SHLQ    $2, DX
+	LEAQ    (SI)(DX*2), R8
+	VMOVUPD (DI), Y0
+	VMOVUPD 32(DI), Y1
+	VMOVUPD 64(DI), Y2
+	VMOVUPD 96(DI), Y3
+	SHRQ    $2, CX
+	JZ      squaresdot4done
+
+squaresdot4loop:
+	VMOVUPD   (BX), Y4
+	VCVTPS2PD (SI), Y5
+	VCVTPS2PD (SI)(DX*1), Y6
+	VCVTPS2PD (R8), Y7
+	VCVTPS2PD (R8)(DX*1), Y8
+	VMULPD    Y5, Y5, Y5
+	VMULPD    Y6, Y6, Y6
+	VMULPD    Y7, Y7, Y7
+	VMULPD    Y8, Y8, Y8
+	VMULPD    Y4, Y5, Y5
+	VMULPD    Y4, Y6, Y6
+	VMULPD    Y4, Y7, Y7
+	VMULPD    Y4, Y8, Y8
+	VADDPD    Y5, Y0, Y0
+	VADDPD    Y6, Y1, Y1
+	VADDPD    Y7, Y2, Y2
+	VADDPD    Y8, Y3, Y3
+	ADDQ      $16, SI
+	ADDQ      $16, R8
+	ADDQ      $32, BX
+	DECQ      CX
+	JNZ       squaresdot4loop
+
+squaresdot4done:
+	VMOVUPD Y0, (DI)
+	VMOVUPD Y1, 32(DI)
+	VMOVUPD Y2, 64(DI)
+	VMOVUPD Y3, 96(DI)
+	VZEROUPPER
+	RET

@@ -163,6 +163,27 @@ func ScaleTo64(alpha float64, x, y []float32) {
 	scaleTo64Ref(alpha, x, y)
 }
 
+// SquaresTo64 is the loop
+//
+//	for i := range x {
+//		y[i] = float32(float64(x[i]) * float64(x[i]) * alpha)
+//	}
+func SquaresTo64(alpha float64, x, y []float32) {
+	squaresTo64Ref(alpha, x, y)
+}
+
+// SquaresDot4 is the loop
+//
+//	for r := 0; r < 4; r++ {
+//		for i := 0; i < len(w)&^3; i++ {
+//			v := float64(y[r*ldy+i])
+//			acc[4*r+i%4] += v * v * w[i]
+//		}
+//	}
+func SquaresDot4(acc *[16]float64, y []float32, ldy int, w []float64) {
+	squaresDot4Ref(acc, y, ldy, w)
+}
+
 // Patch3x3 is the loop
 //
 //	for c := 0; c < channels; c++ {

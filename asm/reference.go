@@ -133,6 +133,27 @@ func scaleTo64Ref(alpha float64, x, y []float32) {
 	}
 }
 
+func squaresTo64Ref(alpha float64, x, y []float32) {
+	y = y[:len(x)]
+	for i, v := range x {
+		y[i] = float32(float64(v) * float64(v) * alpha)
+	}
+}
+
+func squaresDot4Ref(acc *[16]float64, y []float32, ldy int, w []float64) {
+	n := len(w) &^ 3
+	if n == 0 {
+		return
+	}
+	_ = y[:3*ldy+n]
+	for r := 0; r < 4; r++ {
+		for i := 0; i < n; i++ {
+			v := float64(y[r*ldy+i])
+			acc[4*r+i%4] += v * v * w[i]
+		}
+	}
+}
+
 func scaleToRef(alpha float32, x, y []float32) {
 	y = y[:len(x)]
 	for i, v := range x {

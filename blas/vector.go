@@ -161,6 +161,56 @@ func ScaleTo64(alpha float64, x, y []float32) {
 	}
 }
 
+// SquaresTo64 computes y[i] = float32(float64(x[i])*float64(x[i])*alpha)
+// over len(x) elements: the square and the product in float64, each
+// rounded, then rounded once to float32, the same bits on every kernel
+// set.
+func SquaresTo64(alpha float64, x, y []float32) {
+	y = y[:len(x)]
+	if hasAVX2 {
+		asm.SquaresTo64(alpha, x, y)
+		return
+	}
+	for i, v := range x {
+		y[i] = float32(float64(v) * float64(v) * alpha)
+	}
+}
+
+// AddWeightedSquares adds, for each row r < rows (at most four) of y, ldy
+// values apart, the terms v*v*w[i] of v = float64(y[r*ldy+i]), i <
+// len(w), into four partial sums acc[4*r] to acc[4*r+3]: term i into
+// acc[4*r+i%4] for i below len(w) rounded down to a multiple of four, the
+// last terms into acc[4*r], each sum in the order of i. The bits are the
+// same on every kernel set; four rows at once run as independent chains
+// of additions.
+func AddWeightedSquares(acc *[16]float64, rows int, y []float32, ldy int, w []float64) {
+	n := len(w)
+	whole := n &^ 3
+	r0 := 0
+	if hasAVX2 && rows == 4 && whole > 0 {
+		_ = y[:3*ldy+n]
+		asm.SquaresDot4(acc, y, ldy, w)
+		r0 = 4
+	}
+	for r := r0; r < rows; r++ {
+		yr := y[r*ldy : r*ldy+n]
+		a := acc[4*r : 4*r+4 : 4*r+4]
+		for i := 0; i < whole; i += 4 {
+			y4, w4 := yr[i:i+4:i+4], w[i:i+4:i+4]
+			a[0] += float64(y4[0]) * float64(y4[0]) * w4[0]
+			a[1] += float64(y4[1]) * float64(y4[1]) * w4[1]
+			a[2] += float64(y4[2]) * float64(y4[2]) * w4[2]
+			a[3] += float64(y4[3]) * float64(y4[3]) * w4[3]
+		}
+	}
+	for r := 0; r < rows; r++ {
+		for i := whole; i < n; i++ {
+			v := float64(y[r*ldy+i])
+			acc[4*r] += v * v * w[i]
+		}
+	}
+}
+
 // ScaleToNT is ScaleTo (the same bits) for a large output written once
 // and read much later: where the assembly runs, y is stored past the
 // cache, which saves reading the lines it overwrites. x and y must not

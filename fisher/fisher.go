@@ -189,44 +189,27 @@ func (rw RowWeights) FillRows(j0, j1 int, weights []float32, trace []float64, no
 	L, S := rw.Locations, rw.Samples
 	n := S * L
 	inv := 1 / (patchScale * patchScale)
-	for j := j0; j < j1; j++ {
-		w := weights[j*n : (j+1)*n]
-		// Four partial sums: one chain of dependent additions would take
-		// the latency of an addition per term.
-		var t0, t1, t2, t3 float64
+	for j := j0; j < j1; {
+		// Four rows at a time (their sums are independent chains), each
+		// over four partial sums: one chain of dependent additions would
+		// take the latency of an addition per term.
+		rows := min(4, j1-j)
+		var acc [16]float64
 		for s := 0; s < S; s++ {
-			y := rw.OutGrads[s*rw.SampleStride+(rw.RowOffset+j)*L:][:L]
-			nrm := norms[s*L : (s+1)*L]
-			l := 0
-			for ; l+4 <= L; l += 4 {
-				y4, n4 := y[l:l+4:l+4], nrm[l:l+4:l+4]
-				t0 += float64(y4[0]) * float64(y4[0]) * n4[0]
-				t1 += float64(y4[1]) * float64(y4[1]) * n4[1]
-				t2 += float64(y4[2]) * float64(y4[2]) * n4[2]
-				t3 += float64(y4[3]) * float64(y4[3]) * n4[3]
-			}
-			for ; l < L; l++ {
-				t0 += float64(y[l]) * float64(y[l]) * nrm[l]
+			y := rw.OutGrads[s*rw.SampleStride+(rw.RowOffset+j)*L:][:rows*L]
+			blas.AddWeightedSquares(&acc, rows, y, L, norms[s*L:(s+1)*L])
+		}
+		for r := 0; r < rows; r++ {
+			a := acc[4*r : 4*r+4]
+			t := (a[0] + a[1]) + (a[2] + a[3])
+			t *= lossScale / float64(d)
+			trace[j+r] = t
+			c := lossScale / (t + eps) * inv
+			for s := 0; s < S; s++ {
+				y := rw.OutGrads[s*rw.SampleStride+(rw.RowOffset+j+r)*L:][:L]
+				blas.SquaresTo64(c, y, weights[(j+r)*n+s*L:][:L])
 			}
 		}
-		t := (t0 + t1) + (t2 + t3)
-		t *= lossScale / float64(d)
-		trace[j] = t
-		c := lossScale / (t + eps) * inv
-		for s := 0; s < S; s++ {
-			y := rw.OutGrads[s*rw.SampleStride+(rw.RowOffset+j)*L:][:L]
-			ws := w[s*L : (s+1)*L : (s+1)*L]
-			l := 0
-			for ; l+4 <= L; l += 4 {
-				y4, w4 := y[l:l+4:l+4], ws[l:l+4:l+4]
-				w4[0] = float32(float64(y4[0]) * float64(y4[0]) * c)
-				w4[1] = float32(float64(y4[1]) * float64(y4[1]) * c)
-				w4[2] = float32(float64(y4[2]) * float64(y4[2]) * c)
-				w4[3] = float32(float64(y4[3]) * float64(y4[3]) * c)
-			}
-			for ; l < L; l++ {
-				ws[l] = float32(float64(y[l]) * float64(y[l]) * c)
-			}
-		}
+		j += rows
 	}
 }

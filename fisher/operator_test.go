@@ -9,6 +9,7 @@ import (
 
 	"github.com/frogopt/frog/blas"
 	"github.com/frogopt/frog/internal/rowdiff"
+	"github.com/google/go-cmp/cmp"
 )
 
 // The operator against its definition, row by row with explicit D x D
@@ -76,15 +77,18 @@ func TestOperatorMatchesExplicitMatrices(t *testing.T) {
 // Fill's traces and weights against the formulas of FROG.md steps 1-3,
 // including the power-of-two patch scale and a row of zero gradients.
 func TestRowWeightsFill(t *testing.T) {
-	// Fill takes four locations at a time: 7 leaves three over.
-	for _, locs := range []int{4, 7, 1} {
-		rowWeightsFill(t, locs)
+	// Fill takes four locations at a time: 7 leaves three over; and four
+	// rows at a time: 9 leaves one over.
+	for _, locs := range []int{4, 7, 1, 64} {
+		for _, rows := range []int{3, 9} {
+			rowWeightsFill(t, rows, locs)
+		}
 	}
 }
 
-func rowWeightsFill(t *testing.T, locs int) {
-	const rows, samples, d = 3, 2, 5
-	rng := rand.New(rand.NewPCG(1, 1))
+func rowWeightsFill(t *testing.T, rows, locs int) {
+	const samples, d = 2, 5
+	rng := rand.New(rand.NewPCG(1, uint64(rows)))
 	y := make([]float32, samples*rows*locs)
 	for i := range y {
 		y[i] = float32(rng.NormFloat64())
@@ -127,6 +131,19 @@ func rowWeightsFill(t *testing.T, locs int) {
 	}
 	if trace[1] != 0 {
 		t.Errorf("a row without output gradients has trace %v, want 0", trace[1])
+	}
+	// Rows filled in other groups (one, then the rest from row 1: four
+	// at a time from there) give the same bits: a row's sums do not
+	// depend on the rows filled beside it.
+	w2 := make([]float32, len(w))
+	trace2 := make([]float64, rows)
+	rw.FillRows(0, 1, w2, trace2, norms, s, d, eps, ps)
+	rw.FillRows(1, rows, w2, trace2, norms, s, d, eps, ps)
+	if diff := cmp.Diff(trace, trace2); diff != "" {
+		t.Errorf("rows %d, locations %d: traces by other groups of rows (-all +split):\n%s", rows, locs, diff)
+	}
+	if diff := cmp.Diff(w, w2); diff != "" {
+		t.Errorf("rows %d, locations %d: weights by other groups of rows (-all +split):\n%s", rows, locs, diff)
 	}
 }
 
