@@ -325,6 +325,27 @@ func TestHadamard(t *testing.T) {
 	}
 }
 
+// MulAdd against the loop: within rounding for any m (the loop rounds
+// the product, the assembly fuses it), exactly for a mask of zeros and
+// ones; the mask's own guards stay as they were.
+func TestMulAdd(t *testing.T) {
+	rng := rand.New(rand.NewPCG(39, 40))
+	for n, off := range vectorCases {
+		for _, mask := range []bool{false, true} {
+			mAll, m := guarded(rng, n+off)
+			m = m[off:]
+			if mask {
+				for i := range m {
+					m[i] = float32(rng.IntN(2))
+				}
+			}
+			checkElementwise(t, rng, fmt.Sprintf("MulAdd mask=%v", mask), n, off, (off+1)%4, mask, nil,
+				func(x, y []float32) { mulAddRef(m, x, y) }, func(x, y []float32) { MulAdd(m, x, y) })
+			checkGuards(t, "MulAdd m", mAll, n+off)
+		}
+	}
+}
+
 func TestScaleTo(t *testing.T) {
 	rng := rand.New(rand.NewPCG(25, 26))
 	for n, off := range vectorCases {

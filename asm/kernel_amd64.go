@@ -88,6 +88,12 @@ func TransposePanel(k int, b []float32, ldb int, dst []float32, ldd int)
 //go:noescape
 func MaxAbsBits(x []float32) uint32
 
+// MulAdd computes y[i] += m[i]*x[i] over len(x) elements, each with one
+// rounding (a fused multiply-add). m and y hold at least len(x) values.
+//
+//go:noescape
+func MulAdd(m, x, y []float32)
+
 // Hadamard computes y[i] *= x[i] over len(x) elements.
 //
 //go:noescape

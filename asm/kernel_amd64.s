@@ -107,6 +107,9 @@ done:
 #define HADAMARD1 VMULSS (SI), X0, X0
 #define SCALE8(off, r) VMULPS off(SI), Y15, r
 #define SCALE1 VMULSS (SI), X15, X0
+// y += m*x (MulAdd), m at BX bytes from x.
+#define MULADD8(off, r) VMOVUPS off(SI)(BX*1), Y4; VFMADD231PS off(SI), Y4, r
+#define MULADD1 VMOVSS (SI)(BX*1), X4; VFMADD231SS (SI), X4, X0
 
 // func Kernel6x16(k int, alpha float32, a []float32, rsa, csa int, b []float32, ldb int, c []float32, ldc int, overwrite bool)
 TEXT ·Kernel6x16(SB), NOSPLIT, $0-121
@@ -512,6 +515,17 @@ TEXT ·Hadamard(SB), NOSPLIT, $0-48
 	MOVQ x_len+8(FP), CX
 	MOVQ y_base+24(FP), DI
 	UPDATE_Y(HADAMARD8, HADAMARD1)
+	VZEROUPPER
+	RET
+
+// func MulAdd(m, x, y []float32)
+TEXT ·MulAdd(SB), NOSPLIT, $0-72
+	MOVQ m_base+0(FP), BX
+	MOVQ x_base+24(FP), SI
+	MOVQ x_len+32(FP), CX
+	MOVQ y_base+48(FP), DI
+	SUBQ SI, BX
+	UPDATE_Y(MULADD8, MULADD1)
 	VZEROUPPER
 	RET
 

@@ -136,6 +136,18 @@ func MaxAbsBits(x []float32) uint32 {
 	return maxAbsBitsRef(x)
 }
 
+// MulAdd is the loop
+//
+//	for i := range x {
+//		y[i] += m[i] * x[i]
+//	}
+//
+// rounded twice where the assembly fuses the two: the same values where
+// m[i]*x[i] is exact (m[i] 0 or 1, as for a mask).
+func MulAdd(m, x, y []float32) {
+	mulAddRef(m, x, y)
+}
+
 // Hadamard is the loop
 //
 //	for i := range x {

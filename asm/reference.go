@@ -154,6 +154,13 @@ func squaresDot4Ref(acc *[16]float64, y []float32, ldy int, w []float64) {
 	}
 }
 
+func mulAddRef(m, x, y []float32) {
+	m, y = m[:len(x)], y[:len(x)]
+	for i, v := range x {
+		y[i] += m[i] * v
+	}
+}
+
 func scaleToRef(alpha float32, x, y []float32) {
 	y = y[:len(x)]
 	for i, v := range x {
