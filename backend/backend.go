@@ -84,8 +84,10 @@ type CPU struct {
 
 	// storePatches and alwaysImages, set by tests, store every patch even
 	// where the products could read them in channel-last images
-	// (channelLast), or read them there wherever they can.
-	storePatches, alwaysImages bool
+	// (channelLast), or read them there wherever they can; noWindows
+	// forms a Gram matrix from the patches even where it could from the
+	// pixels (windowPixels).
+	storePatches, alwaysImages, noWindows bool
 
 	patches []float32
 	weights []float32
@@ -106,6 +108,11 @@ type CPU struct {
 	perm        []int
 	gradP, dirP []float32
 	permute     permuteRows
+
+	// The pixels of a solve in the points' space (windowPixels).
+	pixels  []float32
+	windows blas.PixelWindows
+	wpix    windowPixels
 }
 
 // Name returns "cpu", or "purego" when the engine runs on the portable
@@ -192,6 +199,21 @@ func (c *CPU) Precondition(job *Job) error {
 		// Assign field by field: the operator keeps its product workspace.
 		c.op.Rows, c.op.Len, c.op.Points = rg, d, n
 		c.op.Patches, c.op.Image, c.op.Weights = x, nil, c.weights[:rg*n]
+		c.op.Windows = nil
+		if !fromImages && !job.JointBias && !c.noWindows && sameSizeWindows(g) && blas.PointsGains(rg, d, n, job.Iters) {
+			// CG will run in the points' space: their Gram matrix from
+			// the pixels', which the patches repeat.
+			hw := g.InH * g.InW
+			c.pixels = buf.Grow(c.pixels, job.Samples*hw*g.GroupInChannels())
+			c.wpix = windowPixels{geom: g, group: grp, samples: job.Samples, acts: job.Acts, pixels: c.pixels, scale: float32(ps)}
+			blas.Parallel(&c.wpix, parts)
+			c.wpix = windowPixels{}
+			c.windows = blas.PixelWindows{
+				Pixels: c.pixels, Samples: job.Samples, Height: g.InH, Width: g.InW,
+				Channels: g.GroupInChannels(), KernelH: g.KernelH, KernelW: g.KernelW,
+			}
+			c.op.Windows = &c.windows
+		}
 		if fromImages {
 			c.image = imageRows(g, c.images[:job.Samples*g.HWCLen()])
 			c.op.Image = &c.image

@@ -106,6 +106,56 @@ func TestChannelLastMatchesStoredPatches(t *testing.T) {
 	}
 }
 
+// In the points' space, the Gram matrix from the pixels (windowPixels)
+// gives what the patches' gives, to rounding: over kernels of every odd
+// size, groups, and a patch scale far from 1; convolutions whose output
+// is not the size of their input (stride 2) form it from the patches.
+func TestPixelWindowsMatchPatches(t *testing.T) {
+	t.Setenv(blas.RecurrenceEnv, "always")
+	rng := rand.New(rand.NewPCG(13, 14))
+	for gi, c := range []struct {
+		g       conv.Geometry
+		windows bool
+		scale   float32
+	}{
+		{conv.Geometry{InChannels: 16, OutChannels: 24, InH: 6, InW: 5, KernelH: 3, KernelW: 3, PadH: 1, PadW: 1}, true, 1},
+		{conv.Geometry{InChannels: 16, OutChannels: 24, InH: 6, InW: 5, KernelH: 3, KernelW: 3, PadH: 1, PadW: 1}, true, 1e-32},
+		{conv.Geometry{InChannels: 12, OutChannels: 8, InH: 7, InW: 4, KernelH: 5, KernelW: 3, PadH: 2, PadW: 1, Groups: 2}, true, 1},
+		{conv.Geometry{InChannels: 9, OutChannels: 16, InH: 4, InW: 4, KernelH: 1, KernelW: 1}, true, 1},
+		{conv.Geometry{InChannels: 16, OutChannels: 24, InH: 8, InW: 8, KernelH: 3, KernelW: 3, StrideH: 2, StrideW: 2, PadH: 1, PadW: 1}, false, 1},
+	} {
+		g := c.g.Normalized()
+		job := randomJob(rng, g, false, 3, 1e-2, 1e-8)
+		for i := range job.Acts {
+			job.Acts[i] *= c.scale
+		}
+		d, rows := job.RowLen(), job.Rows()
+		run := func(noWindows bool) (Job, bool) {
+			j := job.withOutputs()
+			e := CPU{storePatches: true, noWindows: noWindows}
+			if err := e.Precondition(&j); err != nil {
+				t.Fatal(err)
+			}
+			return j, e.op.Windows != nil
+		}
+		patches, _ := run(true)
+		pixels, used := run(false)
+		if used != c.windows {
+			t.Fatalf("geometry %d: Gram matrix from the pixels %v, want %v", gi, used, c.windows)
+		}
+		if r, diff, norm := rowdiff.Far(pixels.Dir, patches.Dir, d, 1e-5); r >= 0 {
+			t.Fatalf("geometry %d, row %d: directions differ by %v (|dir| %v)", gi, r, diff, norm)
+		}
+		for r := 0; r < rows; r++ {
+			for _, p := range [][2]float64{{patches.Trace[r], pixels.Trace[r]}, {patches.Scale[r], pixels.Scale[r]}, {patches.Residual[r], pixels.Residual[r]}} {
+				if math.Abs(p[0]-p[1]) > 1e-4*math.Abs(p[0]) {
+					t.Fatalf("geometry %d, row %d: diagnostics %v from pixels, %v from patches", gi, r, p[1], p[0])
+				}
+			}
+		}
+	}
+}
+
 // The patches are read in the images where that pays (l1.conv's,
 // l2.conv's and l2.conv_s2's shapes), and stored where it does not
 // (l2.sc's, 1x1 with stride 2: patches a quarter of the image; l3.conv's

@@ -133,3 +133,35 @@ func (t *permuteRows) RunPart(part, parts int) {
 func (t *permuteRows) run() {
 	blas.Parallel(t, min(runtime.GOMAXPROCS(0), max(1, len(t.src)>>15)))
 }
+
+// sameSizeWindows reports whether g's patches are windows of stride and
+// dilation 1 centred on each pixel, the output the size of the input
+// (blas.PixelWindows).
+func sameSizeWindows(g conv.Geometry) bool {
+	return g.StrideH == 1 && g.StrideW == 1 && g.DilationH == 1 && g.DilationW == 1 &&
+		g.KernelH%2 == 1 && g.KernelW%2 == 1 && g.PadH == g.KernelH/2 && g.PadW == g.KernelW/2
+}
+
+// windowPixels writes a part's range of samples of group's channels of
+// acts channel-last, unpadded, times scale (the patches' power-of-two
+// scale, exact): the pixels of blas.PixelWindows.
+type windowPixels struct {
+	geom           conv.Geometry
+	group, samples int
+	acts           []float32
+	pixels         []float32
+	scale          float32
+}
+
+func (t *windowPixels) RunPart(part, parts int) {
+	g := t.geom
+	g.PadH, g.PadW = 0, 0
+	hl := g.HWCLen()
+	for s := t.samples * part / parts; s < t.samples*(part+1)/parts; s++ {
+		img := t.pixels[s*hl : (s+1)*hl]
+		g.PadImageHWC(img, t.acts[s*g.ImageLen():], t.group)
+		if t.scale != 1 {
+			blas.ScaleTo(t.scale, img, img)
+		}
+	}
+}

@@ -30,10 +30,16 @@ type FisherProduct struct {
 	weightsT packedWeights
 	points   packedPoints
 	work     *fisherWork
+	// Windows, when not nil, describes the points as windows of images:
+	// StartPoints then forms their Gram matrix from the pixels' (see
+	// PixelWindows). X must still hold the points.
+	Windows *PixelWindows
+
 	// gram is the Gram matrix X X^T of a solve in the points' space
 	// (StartPoints), Points x Points.
 	gram   []float32
 	mirror mirrorTask
+	pixels pixelGram
 }
 
 // packedPoints is X copied into nr-wide column panels (panel q holds

@@ -59,7 +59,9 @@ func PointsGains(rows, length, points, iters int) bool {
 	// The Gram matrix counted half, as the assembly kernels compute it
 	// (see formGram), R X^T, S G at every iteration and the expansion. (A
 	// fifth would take l4.sc, 512 rows of 256 points and coordinates,
-	// which ran 3-9 % slower there: its products are small.)
+	// which ran 3-9 % slower there: its products are small.) From the
+	// pixels (PixelWindows) the Gram matrix costs less than this counts:
+	// none of ResNet-18's other shapes would pass even so.
 	follow := n*n*d + 4*r*n*d + k*2*r*n*n
 	return 4*follow <= 3*direct
 }
@@ -77,18 +79,35 @@ func PointsGains(rows, length, points, iters int) bool {
 // product.)
 func (f *FisherProduct) formGram(k Kernels) {
 	n, d := f.Points, f.Len
-	g, ld := f.gram, PointsStride(n)
-	if !isAVX2(k) {
-		f.timesXT(k, n, f.X, d, g, ld)
+	if w := f.Windows; w != nil && w.fits(n, d) {
+		f.formPixelGram(k)
 		return
 	}
-	t := gemmTask{m: n, n: n, k: d, alpha: 1, a: f.X, lda: d, c: g, ldc: ld, upper: true}
-	if _, xt := f.packedX(); xt != nil {
-		t.packedB, t.panelStride = xt, d*nr
+	_, xt := f.packedX()
+	f.gramOf(k, f.X, n, d, xt, f.gram, PointsStride(n))
+}
+
+// gramOf writes G = A A^T (n x n, row stride ld) for A n x d (row stride
+// d), reading A^T from packedT (PackPoints' layout) when it is not nil,
+// as formGram describes.
+func (f *FisherProduct) gramOf(k Kernels, a []float32, n, d int, packedT, g []float32, ld int) {
+	if !isAVX2(k) {
+		k.Gemm(false, true, n, n, d, 1, a, d, a, d, 0, g, ld)
+		return
+	}
+	t := gemmTask{m: n, n: n, k: d, alpha: 1, a: a, lda: d, c: g, ldc: ld, upper: true}
+	if packedT != nil {
+		t.packedB, t.panelStride = packedT, d*nr
 	} else {
-		t.transB, t.b, t.ldb = true, f.X, d
+		t.transB, t.b, t.ldb = true, a, d
 	}
 	runGemm(&t)
+	f.mirrorUpper(g, n, ld)
+}
+
+// mirrorUpper copies the part of the symmetric n x n matrix g (row stride
+// ld) left of each row's upperFrom from its mirror image.
+func (f *FisherProduct) mirrorUpper(g []float32, n, ld int) {
 	m := &f.mirror
 	*m = mirrorTask{g: g, n: n, ld: ld}
 	Parallel(m, (n+mirrorTile-1)/mirrorTile)

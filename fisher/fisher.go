@@ -13,7 +13,11 @@ type Operator struct {
 	// instead of Patches (which may then be nil): the kernels of package
 	// blas read them there where they can (blas.ReadsImage); others read
 	// a copy of all the rows, made at each Apply.
-	Image   *blas.ImageRows
+	Image *blas.ImageRows
+	// Windows, when not nil, describes Patches as windows of images:
+	// a solve in the points' space then forms their Gram matrix from the
+	// pixels' (blas.PixelWindows).
+	Windows *blas.PixelWindows
 	Weights []float32
 	Uniform float32
 	Damping float32
@@ -71,7 +75,7 @@ func (o *Operator) setProduct() *blas.FisherProduct {
 	}
 	f := &o.fused
 	f.Rows, f.Len, f.Points = o.Rows, o.Len, o.Points
-	f.X, f.Weights, f.Image = o.patches(), o.Weights, o.Image
+	f.X, f.Weights, f.Image, f.Windows = o.patches(), o.Weights, o.Image, o.Windows
 	f.Alpha, f.Damping = alpha, o.Damping
 	return f
 }
