@@ -356,22 +356,18 @@ func TestScaleTo(t *testing.T) {
 	}
 }
 
+// ScaleTo64 and SquaresTo64 (one loop) against theirs, bit for bit.
 func TestScaleTo64(t *testing.T) {
 	rng := rand.New(rand.NewPCG(27, 28))
-	for n, off := range vectorCases {
-		for _, alpha := range []float64{0, 1, -0.375, 1.0 / 3, 1e30, 0x1p-140} {
-			checkElementwise(t, rng, fmt.Sprintf("ScaleTo64 alpha=%v", alpha), n, off, off, true, nanInMiddle,
-				func(x, y []float32) { scaleTo64Ref(alpha, x, y) }, func(x, y []float32) { ScaleTo64(alpha, x, y) })
-		}
-	}
-}
-
-func TestSquaresTo64(t *testing.T) {
-	rng := rand.New(rand.NewPCG(35, 36))
-	for n, off := range vectorCases {
-		for _, alpha := range []float64{0, 1, -0.375, 1.0 / 3, 1e30, 0x1p-140} {
-			checkElementwise(t, rng, fmt.Sprintf("SquaresTo64 alpha=%v", alpha), n, off, off, true, nanInMiddle,
-				func(x, y []float32) { squaresTo64Ref(alpha, x, y) }, func(x, y []float32) { SquaresTo64(alpha, x, y) })
+	for _, c := range []struct {
+		name   string
+		ref, f func(alpha float64, x, y []float32)
+	}{{"ScaleTo64", scaleTo64Ref, ScaleTo64}, {"SquaresTo64", squaresTo64Ref, SquaresTo64}} {
+		for n, off := range vectorCases {
+			for _, alpha := range []float64{0, 1, -0.375, 1.0 / 3, 1e30, 0x1p-140} {
+				checkElementwise(t, rng, fmt.Sprintf("%s alpha=%v", c.name, alpha), n, off, off, true, nanInMiddle,
+					func(x, y []float32) { c.ref(alpha, x, y) }, func(x, y []float32) { c.f(alpha, x, y) })
+			}
 		}
 	}
 }

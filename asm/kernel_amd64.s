@@ -617,68 +617,90 @@ set4:
 	VZEROUPPER
 	RET
 
+// ScaleTo64 and SquaresTo64 share one loop: each value is widened to
+// float64 (exact), squared there by SQ (SQUARE; NO_SQUARE leaves it),
+// multiplied by alpha (broadcast in Y15) and rounded once to float32;
+// sixteen values a round, then four, then one. SI walks x and DI y.
+#define WIDE_SCALE(SQ) \
+	CMPQ       CX, $16; \
+	JL         quad; \
+loop: \
+	VCVTPS2PD  (SI), Y0; \
+	VCVTPS2PD  16(SI), Y1; \
+	VCVTPS2PD  32(SI), Y2; \
+	VCVTPS2PD  48(SI), Y3; \
+	SQ(Y0); \
+	SQ(Y1); \
+	SQ(Y2); \
+	SQ(Y3); \
+	VMULPD     Y15, Y0, Y0; \
+	VMULPD     Y15, Y1, Y1; \
+	VMULPD     Y15, Y2, Y2; \
+	VMULPD     Y15, Y3, Y3; \
+	VCVTPD2PSY Y0, X0; \
+	VCVTPD2PSY Y1, X1; \
+	VCVTPD2PSY Y2, X2; \
+	VCVTPD2PSY Y3, X3; \
+	VMOVUPS    X0, (DI); \
+	VMOVUPS    X1, 16(DI); \
+	VMOVUPS    X2, 32(DI); \
+	VMOVUPS    X3, 48(DI); \
+	ADDQ       $64, SI; \
+	ADDQ       $64, DI; \
+	SUBQ       $16, CX; \
+	CMPQ       CX, $16; \
+	JGE        loop; \
+quad: \
+	CMPQ       CX, $4; \
+	JL         tail; \
+	VCVTPS2PD  (SI), Y0; \
+	SQ(Y0); \
+	VMULPD     Y15, Y0, Y0; \
+	VCVTPD2PSY Y0, X0; \
+	VMOVUPS    X0, (DI); \
+	ADDQ       $16, SI; \
+	ADDQ       $16, DI; \
+	SUBQ       $4, CX; \
+	JMP        quad; \
+tail: \
+	TESTQ      CX, CX; \
+	JE         done; \
+	VCVTSS2SD  (SI), X0, X0; \
+	SQ(X0); \
+	VMULSD     X15, X0, X0; \
+	VCVTSD2SS  X0, X0, X0; \
+	VMOVSS     X0, (DI); \
+	ADDQ       $4, SI; \
+	ADDQ       $4, DI; \
+	DECQ       CX; \
+	JMP        tail; \
+done:
+
+#define SQUARE(r) VMULPD r, r, r
+#define NO_SQUARE(r)
+
 // func ScaleTo64(alpha float64, x, y []float32)
 //
-// Each value is widened to float64 (exact), multiplied by alpha there and
-// rounded once to float32: the bits of float32(float64(x[i])*alpha).
+// The bits of float32(float64(x[i])*alpha).
 TEXT ·ScaleTo64(SB), NOSPLIT, $0-56
 	VBROADCASTSD alpha+0(FP), Y15
 	MOVQ         x_base+8(FP), SI
 	MOVQ         x_len+16(FP), CX
 	MOVQ         y_base+32(FP), DI
-	CMPQ         CX, $16
-	JL           scale64quad
+	WIDE_SCALE(NO_SQUARE)
+	VZEROUPPER
+	RET
 
-scale64loop:
-	VCVTPS2PD (SI), Y0
-	VCVTPS2PD 16(SI), Y1
-	VCVTPS2PD 32(SI), Y2
-	VCVTPS2PD 48(SI), Y3
-	VMULPD    Y15, Y0, Y0
-	VMULPD    Y15, Y1, Y1
-	VMULPD    Y15, Y2, Y2
-	VMULPD    Y15, Y3, Y3
-	VCVTPD2PSY Y0, X0
-	VCVTPD2PSY Y1, X1
-	VCVTPD2PSY Y2, X2
-	VCVTPD2PSY Y3, X3
-	VMOVUPS   X0, (DI)
-	VMOVUPS   X1, 16(DI)
-	VMOVUPS   X2, 32(DI)
-	VMOVUPS   X3, 48(DI)
-	ADDQ      $64, SI
-	ADDQ      $64, DI
-	SUBQ      $16, CX
-	CMPQ      CX, $16
-	JGE       scale64loop
-
-scale64quad:
-	CMPQ       CX, $4
-	JL         scale64tail
-	VCVTPS2PD  (SI), Y0
-	VMULPD     Y15, Y0, Y0
-	VCVTPD2PSY Y0, X0
-	VMOVUPS    X0, (DI)
-	ADDQ       $16, SI
-	ADDQ       $16, DI
-	SUBQ       $4, CX
-	JMP        scale64quad
-
-scale64tail:
-	TESTQ CX, CX
-	JE    scale64done
-
-scale64one:
-	VCVTSS2SD (SI), X0, X0
-	VMULSD    X15, X0, X0
-	VCVTSD2SS X0, X0, X0
-	VMOVSS    X0, (DI)
-	ADDQ      $4, SI
-	ADDQ      $4, DI
-	DECQ      CX
-	JNZ       scale64one
-
-scale64done:
+// func SquaresTo64(alpha float64, x, y []float32)
+//
+// The bits of float32(float64(x[i])*float64(x[i])*alpha), the square and
+// the product each rounded as Go rounds them (no fused multiply-add).
+TEXT ·SquaresTo64(SB), NOSPLIT, $0-56
+	VBROADCASTSD alpha+0(FP), Y15
+	MOVQ         x_base+8(FP), SI
+	MOVQ         x_len+16(FP), CX
+	MOVQ         y_base+32(FP), DI
+	WIDE_SCALE(SQUARE)
 	VZEROUPPER
 	RET
 
@@ -795,78 +817,6 @@ pfnext:
 	JMP  pfrow
 
 pfdone:
-	RET
-
-// func SquaresTo64(alpha float64, x, y []float32)
-//
-// ScaleTo64's loop with each value squared first, in float64: the bits of
-// float32(float64(x[i])*float64(x[i])*alpha), the square and the product
-// each rounded as Go rounds them (no fused multiply-add).
-TEXT ·SquaresTo64(SB), NOSPLIT, $0-56
-	VBROADCASTSD alpha+0(FP), Y15
-	MOVQ         x_base+8(FP), SI
-	MOVQ         x_len+16(FP), CX
-	MOVQ         y_base+32(FP), DI
-	CMPQ         CX, $16
-	JL           squares64quad
-
-squares64loop:
-	VCVTPS2PD  (SI), Y0
-	VCVTPS2PD  16(SI), Y1
-	VCVTPS2PD  32(SI), Y2
-	VCVTPS2PD  48(SI), Y3
-	VMULPD     Y0, Y0, Y0
-	VMULPD     Y1, Y1, Y1
-	VMULPD     Y2, Y2, Y2
-	VMULPD     Y3, Y3, Y3
-	VMULPD     Y15, Y0, Y0
-	VMULPD     Y15, Y1, Y1
-	VMULPD     Y15, Y2, Y2
-	VMULPD     Y15, Y3, Y3
-	VCVTPD2PSY Y0, X0
-	VCVTPD2PSY Y1, X1
-	VCVTPD2PSY Y2, X2
-	VCVTPD2PSY Y3, X3
-	VMOVUPS    X0, (DI)
-	VMOVUPS    X1, 16(DI)
-	VMOVUPS    X2, 32(DI)
-	VMOVUPS    X3, 48(DI)
-	ADDQ       $64, SI
-	ADDQ       $64, DI
-	SUBQ       $16, CX
-	CMPQ       CX, $16
-	JGE        squares64loop
-
-squares64quad:
-	CMPQ       CX, $4
-	JL         squares64tail
-	VCVTPS2PD  (SI), Y0
-	VMULPD     Y0, Y0, Y0
-	VMULPD     Y15, Y0, Y0
-	VCVTPD2PSY Y0, X0
-	VMOVUPS    X0, (DI)
-	ADDQ       $16, SI
-	ADDQ       $16, DI
-	SUBQ       $4, CX
-	JMP        squares64quad
-
-squares64tail:
-	TESTQ CX, CX
-	JE    squares64done
-
-squares64one:
-	VCVTSS2SD (SI), X0, X0
-	VMULSD    X0, X0, X0
-	VMULSD    X15, X0, X0
-	VCVTSD2SS X0, X0, X0
-	VMOVSS    X0, (DI)
-	ADDQ      $4, SI
-	ADDQ      $4, DI
-	DECQ      CX
-	JNZ       squares64one
-
-squares64done:
-	VZEROUPPER
 	RET
 
 // func SquaresDot4(acc *[16]float64, y []float32, ldy int, w []float64)

@@ -227,11 +227,7 @@ func TestGram(t *testing.T) {
 		n, d := s[0], s[1]
 		x := randSlice(rng, n*d)
 		for _, k := range kernels {
-			sets := []kernelSet{isa}
-			if _, ok := k.(avx2); ok {
-				sets = kernelSets()
-			}
-			for _, set := range sets {
+			for _, set := range setsFor(k) {
 				for _, c := range [][2]int{{0, 1}, {0, 3}, {1, 2}, {1, 3}} {
 					packed, procs := c[0] == 1, c[1]
 					name := fmt.Sprintf("N=%d D=%d %s/%s packed=%v GOMAXPROCS=%d", n, d, k.Name(), set.name, packed, procs)
@@ -337,11 +333,7 @@ func TestPointsMethods(t *testing.T) {
 		}
 		bits := map[bool][]float32{}
 		for _, k := range kernels {
-			sets := []kernelSet{isa}
-			if _, ok := k.(avx2); ok {
-				sets = kernelSets()
-			}
-			for _, set := range sets {
+			for _, set := range setsFor(k) {
 				for _, procs := range []int{1, 3} {
 					for _, weights := range []bool{true, false} {
 						packed := procs == 3

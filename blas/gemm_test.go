@@ -28,6 +28,15 @@ func kernelSets() []kernelSet {
 	return []kernelSet{avx2Kernels, avx512Kernels}
 }
 
+// setsFor lists the micro-kernel sets k's products run on: every set
+// kernelSets lists for the assembly kernels, the current one for others.
+func setsFor(k Kernels) []kernelSet {
+	if isAVX2(k) {
+		return kernelSets()
+	}
+	return []kernelSet{isa}
+}
+
 // withKernels runs f with the products on set s.
 func withKernels(s kernelSet, f func()) {
 	prev := isa

@@ -55,11 +55,7 @@ func TestPixelGram(t *testing.T) {
 		ld := PointsStride(n)
 		var asmBits []float32
 		for _, k := range kernels {
-			sets := []kernelSet{isa}
-			if _, ok := k.(avx2); ok {
-				sets = kernelSets()
-			}
-			for _, set := range sets {
+			for _, set := range setsFor(k) {
 				for _, procs := range []int{1, 3} {
 					name := fmt.Sprintf("%+v %s/%s GOMAXPROCS=%d", s, k.Name(), set.name, procs)
 					f := FisherProduct{Rows: 1, Len: d, Points: n, X: x, Windows: &w}
