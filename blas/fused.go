@@ -26,15 +26,14 @@ type FisherProduct struct {
 	// X may be nil: only this package's kernels read such rows
 	// (ReadsImage).
 	Image *ImageRows
-
-	weightsT packedWeights
-	points   packedPoints
-	work     *fisherWork
 	// Windows, when not nil, describes the points as windows of images:
 	// StartPoints then forms their Gram matrix from the pixels' (see
 	// PixelWindows). X must still hold the points.
 	Windows *PixelWindows
 
+	weightsT packedWeights
+	points   packedPoints
+	work     *fisherWork
 	// gram is the Gram matrix X X^T of a solve in the points' space
 	// (StartPoints), Points x Points.
 	gram   []float32
