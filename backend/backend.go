@@ -132,10 +132,8 @@ func (c *CPU) Precondition(job *Job) error {
 	d := job.RowLen()
 	rg := g.GroupOutChannels()
 	c.weights = buf.Grow(c.weights, rg*n)
-	if cap(c.norms) < n {
-		c.norms = make([]float64, n)
-	}
-	norms := c.norms[:n]
+	c.norms = buf.Grow(c.norms, n)
+	norms := c.norms
 	c.solver.Iters, c.solver.Tolerance, c.solver.Eps = job.Iters, job.Tolerance, job.DenomEps
 	c.solver.Kernels = c.Kernels
 	// CG applies the row normalization c_j = 1/sqrt(|z_j.e_j| + eps) in
@@ -200,7 +198,11 @@ func (c *CPU) Precondition(job *Job) error {
 		c.op.Rows, c.op.Len, c.op.Points = rg, d, n
 		c.op.Patches, c.op.Image, c.op.Weights = x, nil, c.weights[:rg*n]
 		c.op.Windows = nil
-		if !fromImages && !job.JointBias && !c.noWindows && sameSizeWindows(g) && blas.PointsGains(rg, d, n, job.Iters) {
+		if fromImages {
+			c.image = imageRows(g, c.images[:job.Samples*g.HWCLen()])
+			c.op.Image = &c.image
+		}
+		if _, _, points := c.op.PointsSolve(job.Iters); points && !job.JointBias && !c.noWindows && sameSizeWindows(g) {
 			// CG will run in the points' space: their Gram matrix from
 			// the pixels', which the patches repeat.
 			hw := g.InH * g.InW
@@ -213,10 +215,6 @@ func (c *CPU) Precondition(job *Job) error {
 				Channels: g.GroupInChannels(), KernelH: g.KernelH, KernelW: g.KernelW,
 			}
 			c.op.Windows = &c.windows
-		}
-		if fromImages {
-			c.image = imageRows(g, c.images[:job.Samples*g.HWCLen()])
-			c.op.Image = &c.image
 		}
 		c.op.Damping, c.op.Kernels = float32(job.Damping), c.Kernels
 		// The patches stay fixed through the CG iterations: copy them once
