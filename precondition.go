@@ -8,6 +8,7 @@ import (
 
 	"github.com/frogopt/frog/backend"
 	"github.com/frogopt/frog/blas"
+	"github.com/frogopt/frog/internal/buf"
 )
 
 // Reduction says how the loss was reduced over the batch; it sets the scale
@@ -203,10 +204,7 @@ func (t *dataTops) rowsFinite() bool {
 // across the cores by rows.
 func (t *dataTops) scanRows(grad []float32, d int) {
 	rows := len(grad) / d
-	if cap(t.rows) < rows {
-		t.rows = make([]uint32, rows)
-	}
-	t.rows = t.rows[:rows]
+	t.rows = buf.Grow(t.rows, rows)
 	t.scan = rowTops{grad: grad, d: d, tops: t.rows}
 	blas.Parallel(&t.scan, min(rows, len(grad)>>16))
 	t.scan = rowTops{}

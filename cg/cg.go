@@ -281,9 +281,7 @@ func (s *Solver) Solve(op Operator, b, z []float32, rows, n int) Result {
 	s.res = buf.Grow(s.res, total)
 	s.rho = buf.Grow(s.rho, 5*rows)
 	s.scale = buf.Grow(s.scale, rows)
-	if cap(s.done) < 2*rows {
-		s.done = make([]bool, 2*rows)
-	}
+	s.done = buf.Grow(s.done, 2*rows)
 	z = z[:total]
 	sh, _ := op.(Shifted)
 	s.shift = 0

@@ -1,6 +1,9 @@
 package fisher
 
-import "github.com/frogopt/frog/blas"
+import (
+	"github.com/frogopt/frog/blas"
+	"github.com/frogopt/frog/internal/buf"
+)
 
 // Operator applies Q = (Weights .* (P X^T)) X + Damping*P to blocks of Rows
 // directions of length Len. Patches holds the Points x Len matrix X
@@ -93,16 +96,12 @@ func (o *Operator) Apply(q, p []float32) {
 	}
 	x := o.Patches
 	if o.Image != nil {
-		if cap(o.fromImage) < n*d {
-			o.fromImage = make([]float32, n*d)
-		}
-		x = o.fromImage[:n*d]
+		o.fromImage = buf.Grow(o.fromImage, n*d)
+		x = o.fromImage
 		o.Image.Rows(x, d, 0, n)
 	}
-	if cap(o.prod) < r*n {
-		o.prod = make([]float32, r*n)
-	}
-	prod := o.prod[:r*n]
+	o.prod = buf.Grow(o.prod, r*n)
+	prod := o.prod
 	// P X^T: (R x D) times (N x D)^T.
 	k.Gemm(false, true, r, n, d, 1, p, d, x, d, 0, prod, n)
 	if o.Weights != nil {

@@ -2,6 +2,8 @@
 // the steady state.
 package indices
 
+import "github.com/frogopt/frog/internal/buf"
+
 // Marks is reusable memory for FirstInvalid; the zero value is ready.
 type Marks struct {
 	seen []bool
@@ -15,10 +17,9 @@ func (m *Marks) FirstInvalid(idx []int, batch int) int {
 	if len(idx) == 0 {
 		return -1
 	}
-	if len(m.seen) < batch {
-		m.seen = make([]bool, batch)
-	}
-	seen := m.seen[:batch]
+	// Every mark is false between calls, in the whole array.
+	m.seen = buf.Grow(m.seen, batch)
+	seen := m.seen
 	bad := -1
 	for i, v := range idx {
 		if v < 0 || v >= batch || seen[v] {
