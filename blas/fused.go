@@ -71,12 +71,17 @@ func (f *FisherProduct) packedX() (x, xt []float32) {
 func rowsInPlace(r, n int) bool { return 2*r >= n }
 
 // packedWeights is Weights transposed, Points x Rows, so that the fused
-// kernel scales its block x Rows products at unit stride.
+// kernel scales its block x Rows products at unit stride. PackPoints only
+// marks the Weights to transpose: the first product that reads them
+// transposes them (transposedWeights), so that a solve in the points'
+// space, which reads Weights as they are (WeighRows), makes no copy.
 type packedWeights struct {
 	data []float32
-	// w, r and n identify the Weights that data holds; w is nil when none.
+	// w, r and n identify the Weights that data is for; w is nil when
+	// none. done says data holds them.
 	w    *float32
 	r, n int
+	done bool
 }
 
 // pointPacker is implemented by kernels that read X as packed panels.
@@ -85,12 +90,15 @@ type pointPacker interface {
 }
 
 // PackPoints copies what k's Fisher kernel reads in another layout than
-// f's (Weights transposed, or for some unfused shapes X and X^T in panels), as
-// it is now, so that the products that follow (all the CG iterations of a
-// step) do not copy it again, and reports whether k made such a copy. A
-// copy is used while f.Weights (f.X) starts at the same element and the
-// shape is unchanged: after changing their contents in place call
-// PackPoints again, or ForgetPoints.
+// f's (Weights transposed, or for some unfused shapes X and X^T in
+// panels), as it is now, so that the products that follow (all the CG
+// iterations of a step) do not copy it again, and reports whether k made
+// (or, for the Weights, marked) such a copy. The Weights are transposed
+// by the first product that reads them: a solve in the points' space
+// (StartPoints) reads them as they are, and never copies them. A copy is
+// used while f.Weights (f.X) starts at the same element and the shape is
+// unchanged: after changing their contents in place call PackPoints
+// again, or ForgetPoints.
 func (f *FisherProduct) PackPoints(k Kernels) bool {
 	pk, ok := k.(pointPacker)
 	if !ok || f.Points == 0 || f.Len == 0 {
@@ -104,12 +112,26 @@ func (f *FisherProduct) PackPoints(k Kernels) bool {
 // Weights themselves.
 func (f *FisherProduct) ForgetPoints() { f.weightsT.w, f.points.x = nil, nil }
 
-// transposedWeights returns Weights transposed, or nil when PackPoints
-// made no copy of the current Weights.
+// transposedWeights returns Weights transposed, transposing them (split
+// across the cores) at the first call after PackPoints, or nil when
+// PackPoints marked no copy of the current Weights. Products call it
+// before they split their work.
 func (f *FisherProduct) transposedWeights() []float32 {
 	pw := &f.weightsT
 	if pw.w == nil || len(f.Weights) == 0 || pw.w != &f.Weights[0] || pw.r != f.Rows || pw.n != f.Points {
 		return nil
+	}
+	if !pw.done {
+		r, n := pw.r, pw.n
+		pw.data = buf.Grow(pw.data, n*r)
+		if f.work == nil {
+			f.work = new(fisherWork)
+		}
+		tt := &f.work.transpose
+		*tt = transposeTask{w: f.Weights[:r*n], dst: pw.data, r: r, n: n}
+		Parallel(tt, max(1, r*n>>16))
+		*tt = transposeTask{}
+		pw.done = true
 	}
 	return pw.data
 }
@@ -180,6 +202,7 @@ type fisherWork struct {
 	acc       [fisherChunks][]float32
 	reduce    bool
 	t         []float32 // the unfused path's T, or T^T
+	weightsT  []float32 // the fused chunks' transposed weights (or nil)
 	pack      packTask
 	transpose transposeTask
 	image     imageTask
@@ -240,6 +263,7 @@ func (k avx2) fuseFisher(f *FisherProduct) bool {
 		block, blocks = w.plan.blockRows*f.Image.Width, w.plan.blocks()
 	}
 	w.f, w.block, w.blocks = f, block, blocks
+	w.weightsT = f.transposedWeights()
 	w.packRows(f)
 	w.chunks = fisherChunkCount(r, n, blocks)
 	w.next.Store(0)
@@ -247,7 +271,7 @@ func (k avx2) fuseFisher(f *FisherProduct) bool {
 	Parallel(w, w.chunks)
 	w.reduce = true
 	Parallel(w, max(1, r*d>>14))
-	w.f = nil
+	w.f, w.weightsT = nil, nil
 	return true
 }
 
@@ -381,7 +405,7 @@ func (w *fisherWork) runChunk(ws *workspace, part, c int) {
 	lds := sStride(r)
 	prod := buf.Grow(w.prod[part], w.block*lds)
 	w.prod[part] = prod
-	weightsT := f.transposedWeights()
+	weightsT := w.weightsT
 	blocks := w.blocks
 	b0 := blocks * c / w.chunks
 	for b := b0; b < blocks*(c+1)/w.chunks; b++ {
@@ -476,12 +500,7 @@ func (avx2) packPoints(f *FisherProduct) bool {
 		return false
 	}
 	pw := &f.weightsT
-	pw.data = buf.Grow(pw.data, n*r)
-	tt := &f.work.transpose
-	*tt = transposeTask{w: f.Weights[:r*n], dst: pw.data, r: r, n: n}
-	Parallel(tt, max(1, r*n>>16))
-	*tt = transposeTask{}
-	pw.w, pw.r, pw.n = &f.Weights[0], r, n
+	pw.w, pw.r, pw.n, pw.done = &f.Weights[0], r, n, false
 	return true
 }
 

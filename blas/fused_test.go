@@ -152,8 +152,16 @@ func TestPackPointsUnfused(t *testing.T) {
 		q := make([]float32, r*d)
 		f := FisherProduct{Rows: r, Len: d, Points: n, P: p, X: x, Weights: w, Q: q, Alpha: 0.5, Damping: 0.25}
 		f.PackPoints(avx2{})
+		// The weights are transposed by the first product, not before.
+		marked := f.weightsT.w != nil
+		if f.weightsT.done {
+			t.Fatalf("R=%d D=%d N=%d: PackPoints transposed the weights", r, d, n)
+		}
 		if !(avx2{}).fuseFisher(&f) {
 			t.Fatal("not computed")
+		}
+		if marked != f.weightsT.done {
+			t.Fatalf("R=%d D=%d N=%d: weights marked %v, transposed %v", r, d, n, marked, f.weightsT.done)
 		}
 		tm := make([]float64, n)
 		for j := 0; j < r; j++ {
@@ -365,6 +373,9 @@ func TestPointsMethods(t *testing.T) {
 							f.Expand(k, z, c, ld)
 						})
 						runtime.GOMAXPROCS(prev)
+						if f.weightsT.done {
+							t.Fatalf("%s: a solve in the points' space transposed the weights", name)
+						}
 						check(name, "U", u, func(i, j int) float64 { return dot(rr[i*d:], 1, x[j*d:], 1, d) }, r, n, ld, math.Sqrt(float64(d)))
 						check(name, "S", sw, func(i, j int) float64 {
 							if weights {
