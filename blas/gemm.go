@@ -213,62 +213,26 @@ func split(n, unit, part, parts int) (lo, hi int) {
 // reading it instead, so C is neither cleared nor read. Tasks that
 // accumulate into C (the fused kernel's second product) pass false.
 func gemmRange(ws *workspace, t *gemmTask, i0, i1, j0, j1 int, startC bool) {
-	a, b, c := t.a, t.b, t.c
-	lda, ldb, ldc := t.lda, t.ldb, t.ldc
-	// Element (i, p) of op(A) is a[i*rsa + p*csa].
-	rsa, csa := lda, 1
+	a, rsa := t.a, t.lda
 	if t.transA {
-		rsa, csa = 1, lda
-	}
-	stride := t.panelStride
-	if stride == 0 {
-		stride = t.k * nr
+		rsa = 1
 	}
 	set := startC && t.beta == 0
+	kBlocks := t.kBlocks()
 	for jc := j0; jc < j1; jc += ncBlock {
 		nc := min(ncBlock, j1-jc)
 		if startC && !set {
 			t.startC(i0, i1, jc, jc+nc)
 		}
-		// The inner dimension is cut into equal blocks (576 is 3 x 192,
-		// not 256+256+64): a short last block would pay a whole block's
-		// packing and C traffic for a few steps.
-		kBlocks := (t.k + kcBlock - 1) / kcBlock
-		if t.wholeK {
-			kBlocks = 1
-		}
 		for kb := 0; kb < kBlocks; kb++ {
-			pc := t.k * kb / kBlocks
-			kc := t.k*(kb+1)/kBlocks - pc
-			// B is packed into nr-wide panels: every mr-row tile of A then
-			// streams it at unit stride, whatever ldb (a large power-of-two
-			// multiple as row stride would alias in the caches).
+			blk := t.block(ws, jc, nc, kb, kBlocks)
 			overwrite := set && kb == 0
-			var bp []float32
-			if t.packedB == nil && !t.inPlaceB {
-				bp = packB(ws, b, ldb, t.transB, pc, kc, jc, nc)
-			}
-			tm, tn := isa.rows, isa.cols
-			// bTile says where the tile at column jr of the block reads
-			// B: its first panel, row stride and the distance of its
-			// second panel; and where the next tile's B lies.
-			bTile := func(jr int) (bt []float32, ld, boff, next int) {
-				switch {
-				case t.packedB != nil:
-					return t.packedB[(jc+jr)/nr*stride+pc*nr:], nr, stride, 2 * stride
-				case t.inPlaceB:
-					return b[pc*ldb+jc+jr:], ldb, nr, 2 * nr
-				default:
-					return bp[jr*kc:], nr, kc * nr, 2 * nr * kc
-				}
-			}
+			tm := isa.rows
 			for ic := i0; ic < i1; ic += tm {
-				mrr := min(tm, i1-ic)
-				at, ars, acs := a[ic*rsa+pc*csa:], rsa, csa
 				if t.prefetchA && !t.transA {
 					switch {
 					case ic+tm < i1:
-						asm.PrefetchRows(a[(ic+tm)*rsa+pc:], min(tm, i1-ic-tm), rsa, kc)
+						asm.PrefetchRows(a[(ic+tm)*rsa+blk.pc:], min(tm, i1-ic-tm), rsa, blk.kc)
 					case kb+1 < kBlocks:
 						// The first tile of the next block of the inner
 						// dimension.
@@ -276,29 +240,100 @@ func gemmRange(ws *workspace, t *gemmTask, i0, i1, j0, j1 int, startC bool) {
 						asm.PrefetchRows(a[i0*rsa+pn:], min(tm, i1-i0), rsa, t.k*(kb+2)/kBlocks-pn)
 					}
 				}
-				kernel, full := isa.kernel, mrr == tm
-				switch {
-				case isa.kernel4 != nil && mrr == 4:
-					// Four rows left (64 = 10*6 + 4, 256 = 42*6 + 4): their
-					// own kernel, on A in place.
-					kernel, full = isa.kernel4, true
-				case mrr < tm:
-					at, ars, acs = packA(ws, a, rsa, csa, ic, mrr, tm, pc, kc), 1, tm
-				}
-				// An upper product starts at the first tile that reaches
-				// the diagonal (upperFrom).
-				jr0 := 0
-				if t.upper && ic > jc {
-					jr0 = (ic - jc) / tn * tn
-				}
-				runStrip(ws, kernel, isa.strip, full, mrr, jr0, nc, kc, t.alpha, at, ars, acs, bTile, c[ic*ldc+jc:], ldc, overwrite)
+				t.strip(ws, &blk, ic, i1, overwrite)
 			}
 		}
 		if t.scaleBy != nil {
-			for i := i0; i < i1; i++ {
-				asm.Hadamard(t.scaleBy[i*t.ldScaleBy+jc:][:nc], c[i*ldc+jc:][:nc])
-			}
+			t.scaleRows(i0, i1, jc, nc)
 		}
+	}
+}
+
+// kBlocks is the number of blocks the inner dimension is cut into, of
+// equal size (576 is 3 x 192, not 256+256+64: a short last block would
+// pay a whole block's packing and C traffic for a few steps).
+func (t *gemmTask) kBlocks() int {
+	if t.wholeK {
+		return 1
+	}
+	return (t.k + kcBlock - 1) / kcBlock
+}
+
+// gemmBlock is the block of op(B) that strips run across: columns jc..
+// jc+nc, inner rows pc..pc+kc, packed into bp unless B is packed whole
+// or read in place.
+type gemmBlock struct {
+	jc, nc, pc, kc int
+	bp             []float32
+}
+
+// block returns block kb of kBlocks of the inner dimension for the
+// columns jc..jc+nc, packing it into ws when B is neither packed whole
+// nor read in place: B is packed into nr-wide panels, so that every
+// tile-high strip of A streams it at unit stride whatever ldb (a large
+// power-of-two multiple as row stride would alias in the caches).
+func (t *gemmTask) block(ws *workspace, jc, nc, kb, kBlocks int) gemmBlock {
+	pc := t.k * kb / kBlocks
+	blk := gemmBlock{jc: jc, nc: nc, pc: pc, kc: t.k*(kb+1)/kBlocks - pc}
+	if t.packedB == nil && !t.inPlaceB {
+		blk.bp = packB(ws, t.b, t.ldb, t.transB, pc, blk.kc, jc, nc)
+	}
+	return blk
+}
+
+// strip adds the product of block blk to the tile-high strip of C at rows
+// ic..min(ic+isa.rows, i1) (with overwrite, writes it).
+func (t *gemmTask) strip(ws *workspace, blk *gemmBlock, ic, i1 int, overwrite bool) {
+	// Element (i, p) of op(A) is a[i*rsa + p*csa].
+	rsa, csa := t.lda, 1
+	if t.transA {
+		rsa, csa = 1, t.lda
+	}
+	stride := t.panelStride
+	if stride == 0 {
+		stride = t.k * nr
+	}
+	b, ldb := t.b, t.ldb
+	jc, pc, kc, bp := blk.jc, blk.pc, blk.kc, blk.bp
+	// bTile says where the tile at column jr of the block reads B: its
+	// first panel, row stride and the distance of its second panel; and
+	// where the next tile's B lies.
+	bTile := func(jr int) (bt []float32, ld, boff, next int) {
+		switch {
+		case t.packedB != nil:
+			return t.packedB[(jc+jr)/nr*stride+pc*nr:], nr, stride, 2 * stride
+		case t.inPlaceB:
+			return b[pc*ldb+jc+jr:], ldb, nr, 2 * nr
+		default:
+			return bp[jr*kc:], nr, kc * nr, 2 * nr * kc
+		}
+	}
+	tm, tn := isa.rows, isa.cols
+	mrr := min(tm, i1-ic)
+	at, ars, acs := t.a[ic*rsa+pc*csa:], rsa, csa
+	kernel, full := isa.kernel, mrr == tm
+	switch {
+	case isa.kernel4 != nil && mrr == 4:
+		// Four rows left (64 = 10*6 + 4, 256 = 42*6 + 4): their own
+		// kernel, on A in place.
+		kernel, full = isa.kernel4, true
+	case mrr < tm:
+		at, ars, acs = packA(ws, t.a, rsa, csa, ic, mrr, tm, pc, kc), 1, tm
+	}
+	// An upper product starts at the first tile that reaches the diagonal
+	// (upperFrom).
+	jr0 := 0
+	if t.upper && ic > jc {
+		jr0 = (ic - jc) / tn * tn
+	}
+	runStrip(ws, kernel, isa.strip, full, mrr, jr0, blk.nc, kc, t.alpha, at, ars, acs, bTile, t.c[ic*t.ldc+jc:], t.ldc, overwrite)
+}
+
+// scaleRows multiplies rows i0..i1, columns jc..jc+nc of the completed C
+// by scaleBy, elementwise.
+func (t *gemmTask) scaleRows(i0, i1, jc, nc int) {
+	for i := i0; i < i1; i++ {
+		asm.Hadamard(t.scaleBy[i*t.ldScaleBy+jc:][:nc], t.c[i*t.ldc+jc:][:nc])
 	}
 }
 
