@@ -2,6 +2,7 @@ package blas
 
 import (
 	"os"
+	"runtime"
 
 	"golang.org/x/sys/cpu"
 
@@ -81,10 +82,12 @@ func (avx2) Gemm(transA, transB bool, m, n, k int, alpha float32, a []float32, l
 }
 
 // runGemm runs t, split by rows of C or by columns (whichever has more
-// tiles) across the cores when it is big enough to gain from it.
+// tiles, or by rows with rowsFirst) across the cores when it is big
+// enough to gain from it; split by rows, its strips go to the parts
+// through stripClaims where claimedSplit says so.
 func runGemm(t *gemmTask) {
 	rowTiles, colTiles := (t.m+isa.rows-1)/isa.rows, (t.n+isa.cols-1)/isa.cols
-	t.byRows = rowTiles >= colTiles
+	t.byRows = rowTiles >= colTiles || t.rowsFirst
 	tiles := colTiles
 	if t.byRows {
 		tiles = rowTiles
@@ -97,7 +100,19 @@ func runGemm(t *gemmTask) {
 	}
 	pt := freeTasks.get()
 	*pt = *t
+	// The parts the split will most likely get (dispatch takes what
+	// helpers are idle): stripClaims gives each a share.
+	planned := min(runtime.GOMAXPROCS(0), tiles, maxHelpers+1)
+	var c *stripClaims
+	if pt.claimedSplit(planned) {
+		c = freeClaims.get()
+		c.reset(pt, planned)
+		pt.claims = c
+	}
 	parallel(pt, tiles)
+	if c != nil {
+		freeClaims.put(c)
+	}
 	*pt = gemmTask{}
 	freeTasks.put(pt)
 }

@@ -337,7 +337,7 @@ func (w *fisherWork) twoProducts(f *FisherProduct) bool {
 	second := gemmTask{
 		transA: true, m: r, n: d, k: n, alpha: f.Alpha, beta: f.Damping,
 		a: tt, lda: ldt, b: f.X, ldb: d, inPlaceB: d%nr == 0,
-		c: f.Q, ldc: d, start: f.P,
+		c: f.Q, ldc: d, start: f.P, rowsFirst: true,
 	}
 	runGemm(&second)
 	return true

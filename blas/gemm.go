@@ -122,9 +122,22 @@ type gemmTask struct {
 	// P^T): its blocks would not be reused from a nearer cache anyway,
 	// and each would read and write C once more.
 	wholeK bool
+	// rowsFirst splits the product by rows of C even where it has more
+	// tiles of columns, so that stripClaims balance its parts (the
+	// second product of twoProducts: by columns each part reads only its
+	// columns of X, by rows all of X, which took about the same time on
+	// this machine; but a fixed split waits for the slower core).
+	rowsFirst bool
+	// claims, when set, hands the strips to the parts (runClaimed)
+	// instead of a fixed split by rows.
+	claims *stripClaims
 }
 
 func (t *gemmTask) run(part, parts int, ws *workspace) {
+	if t.claims != nil {
+		t.runClaimed(ws, part, parts)
+		return
+	}
 	i0, i1, j0, j1 := 0, t.m, 0, t.n
 	switch {
 	case t.upper:

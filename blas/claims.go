@@ -1,0 +1,185 @@
+package blas
+
+import (
+	"runtime"
+	"sync/atomic"
+
+	"github.com/frogopt/frog/asm"
+)
+
+// stripClaims hands the strips of a product split by rows (a strip is a
+// tile-high row of tiles of C) to its parts, one block of B after another
+// (gemmBlock: a block of C's columns and of the inner dimension), so that
+// a core that runs slower does fewer of them. These cores are shared:
+// under load one often runs several percent slower than the other for a
+// whole product, and a fixed split waits for it.
+//
+// Each part has the share of the strips of every block that the fixed
+// split would give it, and takes strips from the front of its own share,
+// then from the back of the others'. Every part reads each block of B
+// whole, as in the fixed split (its strips share it), and a strip mostly
+// stays with one part from block to block, its rows of C in that core's
+// cache. A strip starts a block only once its previous block is done,
+// wherever that ran (progress): every tile adds its blocks in order, so C
+// has the bits of the fixed split whichever part ran what.
+type stripClaims struct {
+	// shares holds the strips of each block's shares not yet taken,
+	// part p's of block b at b*parts+p.
+	shares []share
+	// progress holds, for each strip, the number of blocks done on it.
+	progress []atomic.Int32
+	parts    int
+	strips   int
+	blocks   int
+}
+
+// share is the strips of a share not yet taken, front<<32 | back, alone
+// in its cache line: each part takes from its own at every strip.
+type share struct {
+	v atomic.Uint64
+	_ [56]byte
+}
+
+// freeClaims keeps stripClaims for reuse: their slices only grow.
+var freeClaims = make(freeList[stripClaims], maxHelpers)
+
+// minClaimStrips is the fewest strips a share holds in a product that
+// claimedSplit takes.
+const minClaimStrips = 4
+
+// claimedSplit reports whether t, split into parts, runs on stripClaims:
+// a product split by rows into at least minClaimStrips strips a part,
+// which writes C from nothing (beta 0) and computes every tile (not
+// upper).
+func (t *gemmTask) claimedSplit(parts int) bool {
+	return parts > 1 && t.byRows && !t.upper && t.beta == 0 && t.k > 0 && t.alpha != 0 &&
+		(t.m+isa.rows-1)/isa.rows >= parts*minClaimStrips
+}
+
+// reset prepares c for t split into parts.
+func (c *stripClaims) reset(t *gemmTask, parts int) {
+	strips := (t.m + isa.rows - 1) / isa.rows
+	blocks := (t.n + ncBlock - 1) / ncBlock * t.kBlocks()
+	c.parts, c.strips, c.blocks = parts, strips, blocks
+	if cap(c.shares) < blocks*parts {
+		c.shares = make([]share, blocks*parts)
+	}
+	c.shares = c.shares[:blocks*parts]
+	if cap(c.progress) < strips {
+		c.progress = make([]atomic.Int32, strips)
+	}
+	c.progress = c.progress[:strips]
+	for p := 0; p < parts; p++ {
+		lo, hi := strips*p/parts, strips*(p+1)/parts
+		for b := 0; b < blocks; b++ {
+			c.shares[b*parts+p].v.Store(uint64(lo)<<32 | uint64(hi))
+		}
+	}
+	for s := range c.progress {
+		c.progress[s].Store(0)
+	}
+}
+
+// claim takes a strip of block b for part: from the front of its own
+// share, else from the back of another's; ok is false when none is left.
+// A part beyond the shares (the split got more parts than planned) takes
+// only from the others'.
+func (c *stripClaims) claim(b, part int) (strip int, own, ok bool) {
+	shares := c.shares[b*c.parts : (b+1)*c.parts]
+	if part < c.parts {
+		if s, ok := shares[part].take(true); ok {
+			return s, true, true
+		}
+	}
+	for i := 1; i <= c.parts; i++ {
+		q := (part + i) % c.parts
+		if q == part {
+			continue
+		}
+		if s, ok := shares[q].take(false); ok {
+			return s, false, true
+		}
+	}
+	return 0, false, false
+}
+
+// take removes the first strip of the share, or its last.
+func (sh *share) take(first bool) (int, bool) {
+	for {
+		v := sh.v.Load()
+		lo, hi := v>>32, v&(1<<32-1)
+		if lo >= hi {
+			return 0, false
+		}
+		next, s := (lo+1)<<32|hi, lo
+		if !first {
+			next, s = lo<<32|(hi-1), hi-1
+		}
+		if sh.v.CompareAndSwap(v, next) {
+			return int(s), true
+		}
+	}
+}
+
+// waitFor returns once strip s has done blocks blocks.
+func (c *stripClaims) waitFor(s, blocks int) {
+	for c.progress[s].Load() < int32(blocks) {
+		runtime.Gosched()
+	}
+}
+
+// claimHook, when set (by tests), runs before every strip a part takes.
+var claimHook func(part, block, strip int)
+
+// runClaimed runs the strips of t that part takes from t.claims, of
+// parts parts, block by block. The weights' scaling (scaleBy) waits for
+// the last block of its columns to be done on every strip, then scales
+// the fixed split's rows in order: strip by strip, in the order taken,
+// the weights came from memory unprefetched, 1 % slower.
+func (t *gemmTask) runClaimed(ws *workspace, part, parts int) {
+	c := t.claims
+	kBlocks := t.kBlocks()
+	tm := isa.rows
+	a, rsa := t.a, t.lda
+	for b := 0; b < c.blocks; b++ {
+		jc, kb := b/kBlocks*ncBlock, b%kBlocks
+		nc := min(ncBlock, t.n-jc)
+		var blk gemmBlock
+		packed := false
+		for {
+			s, own, ok := c.claim(b, part)
+			if !ok {
+				break
+			}
+			if claimHook != nil {
+				claimHook(part, b, s)
+			}
+			if !packed {
+				// A part packs a block (when B is not packed whole or
+				// read in place) once it has a strip of it to run.
+				blk = t.block(ws, jc, nc, kb, kBlocks)
+				packed = true
+			}
+			c.waitFor(s, b)
+			if t.prefetchA && !t.transA {
+				// The rows of the strip this part most likely takes next.
+				next := s + 1
+				if !own {
+					next = s - 1
+				}
+				if next >= 0 && next < c.strips {
+					asm.PrefetchRows(a[next*tm*rsa+blk.pc:], min(tm, t.m-next*tm), rsa, blk.kc)
+				}
+			}
+			t.strip(ws, &blk, s*tm, t.m, kb == 0)
+			c.progress[s].Store(int32(b + 1))
+		}
+		if kb == kBlocks-1 && t.scaleBy != nil {
+			for s := range c.strips {
+				c.waitFor(s, b+1)
+			}
+			i0, i1 := split(t.m, tm, part, parts)
+			t.scaleRows(i0, i1, jc, nc)
+		}
+	}
+}
