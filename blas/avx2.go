@@ -105,8 +105,7 @@ func runGemm(t *gemmTask) {
 	planned := min(runtime.GOMAXPROCS(0), tiles, maxHelpers+1)
 	var c *stripClaims
 	if pt.claimedSplit(planned) {
-		c = freeClaims.get()
-		c.reset(pt, planned)
+		c = claimsFor(rowTiles, (t.n+ncBlock-1)/ncBlock*t.kBlocks(), planned)
 		pt.claims = c
 	}
 	parallel(pt, tiles)

@@ -8,7 +8,8 @@ import (
 )
 
 // stripClaims hands the strips of a product split by rows (a strip is a
-// tile-high row of tiles of C) to its parts, one block of B after another
+// tile-high row of tiles of C; in the image products, a run of points or
+// a pair of panels of Q) to its parts, one block of B after another
 // (gemmBlock: a block of C's columns and of the inner dimension), so that
 // a core that runs slower does fewer of them. These cores are shared:
 // under load one often runs several percent slower than the other for a
@@ -56,10 +57,17 @@ func (t *gemmTask) claimedSplit(parts int) bool {
 		(t.m+isa.rows-1)/isa.rows >= parts*minClaimStrips
 }
 
-// reset prepares c for t split into parts.
-func (c *stripClaims) reset(t *gemmTask, parts int) {
-	strips := (t.m + isa.rows - 1) / isa.rows
-	blocks := (t.n + ncBlock - 1) / ncBlock * t.kBlocks()
+// claimsFor returns stripClaims for strips strips in blocks blocks,
+// split into parts shares; give them back to freeClaims after use.
+func claimsFor(strips, blocks, parts int) *stripClaims {
+	c := freeClaims.get()
+	c.reset(strips, blocks, parts)
+	return c
+}
+
+// reset prepares c for strips strips in blocks blocks, split into parts
+// shares.
+func (c *stripClaims) reset(strips, blocks, parts int) {
 	c.parts, c.strips, c.blocks = parts, strips, blocks
 	if cap(c.shares) < blocks*parts {
 		c.shares = make([]share, blocks*parts)
@@ -131,6 +139,23 @@ func (c *stripClaims) waitFor(s, blocks int) {
 // claimHook, when set (by tests), runs before every strip a part takes.
 var claimHook func(part, block, strip int)
 
+// run calls f for every strip of block b that part takes (own: from its
+// own share), each once its previous block is done, and marks it done.
+func (c *stripClaims) run(b, part int, f func(strip int, own bool)) {
+	for {
+		s, own, ok := c.claim(b, part)
+		if !ok {
+			return
+		}
+		if claimHook != nil {
+			claimHook(part, b, s)
+		}
+		c.waitFor(s, b)
+		f(s, own)
+		c.progress[s].Store(int32(b + 1))
+	}
+}
+
 // runClaimed runs the strips of t that part takes from t.claims, of
 // parts parts, block by block. The weights' scaling (scaleBy) waits for
 // the last block of its columns to be done on every strip, then scales
@@ -146,21 +171,13 @@ func (t *gemmTask) runClaimed(ws *workspace, part, parts int) {
 		nc := min(ncBlock, t.n-jc)
 		var blk gemmBlock
 		packed := false
-		for {
-			s, own, ok := c.claim(b, part)
-			if !ok {
-				break
-			}
-			if claimHook != nil {
-				claimHook(part, b, s)
-			}
+		c.run(b, part, func(s int, own bool) {
 			if !packed {
 				// A part packs a block (when B is not packed whole or
 				// read in place) once it has a strip of it to run.
 				blk = t.block(ws, jc, nc, kb, kBlocks)
 				packed = true
 			}
-			c.waitFor(s, b)
 			if t.prefetchA && !t.transA {
 				// The rows of the strip this part most likely takes next.
 				next := s + 1
@@ -172,8 +189,7 @@ func (t *gemmTask) runClaimed(ws *workspace, part, parts int) {
 				}
 			}
 			t.strip(ws, &blk, s*tm, t.m, kb == 0)
-			c.progress[s].Store(int32(b + 1))
-		}
+		})
 		if kb == kBlocks-1 && t.scaleBy != nil {
 			for s := range c.strips {
 				c.waitFor(s, b+1)

@@ -1,6 +1,8 @@
 package blas
 
 import (
+	"runtime"
+
 	"github.com/frogopt/frog/asm"
 	"github.com/frogopt/frog/internal/buf"
 )
@@ -184,15 +186,26 @@ type imageTask struct {
 	w        *fisherWork
 	second   bool
 	weightsT []float32
+	// claims, when set, hands out the current product's pieces: runs of
+	// imageFirstUnit points, or pairs of nr columns block by block.
+	claims *stripClaims
 }
+
+// imageFirstUnit is the points a part takes at a time from the first
+// image product's claims: whole tiles of either kernel set (6 and 8
+// rows).
+const imageFirstUnit = 48
 
 // imageProducts computes f's product on image rows in two products:
 // T^T = X P^T .*= Weights^T (Points x Rows), split across the cores by
 // points, each element one chain over the inner dimension (imageFirst);
 // then Q = Alpha*(T^T)^T X, split by columns of Q, the points in
 // blocks of whole output rows of one image (at most kcBlock), each block's
-// sum added to Q in order. It reports false when it would need the
-// weights transposed and PackPoints made no such copy.
+// sum added to Q in order. On two or more parts the first product's runs
+// of points, and on the AVX-512 kernel the second's pairs of panels block
+// by block, go to the parts through stripClaims, so that a core slowed by
+// other load does fewer. It reports false when it would need the weights
+// transposed and PackPoints made no such copy.
 func (w *fisherWork) imageProducts(f *FisherProduct) bool {
 	weightsT := f.transposedWeights()
 	if f.Weights != nil && weightsT == nil {
@@ -205,12 +218,31 @@ func (w *fisherWork) imageProducts(f *FisherProduct) bool {
 	w.t = buf.Grow(w.t, n*sStride(r))
 	t := &w.image
 	*t = imageTask{w: w, weightsT: weightsT}
-	Parallel(t, (n+isa.rows-1)/isa.rows)
+	maxParts := (n + isa.rows - 1) / isa.rows
+	units := (n + imageFirstUnit - 1) / imageFirstUnit
+	if parts := min(runtime.GOMAXPROCS(0), maxParts); parts > 1 && units >= parts*minClaimStrips {
+		t.claims = claimsFor(units, 1, parts)
+	}
+	Parallel(t, maxParts)
+	t.release()
 	t.second = true
-	Parallel(t, (f.Len+2*nr-1)/(2*nr))
+	maxParts = (f.Len + 2*nr - 1) / (2 * nr)
+	if parts := min(runtime.GOMAXPROCS(0), maxParts); isa.segmented && parts > 1 && maxParts >= parts*minClaimStrips {
+		t.claims = claimsFor(maxParts, w.plan.blocks(), parts)
+	}
+	Parallel(t, maxParts)
+	t.release()
 	*t = imageTask{}
 	w.f = nil
 	return true
+}
+
+// release gives back t's claims.
+func (t *imageTask) release() {
+	if t.claims != nil {
+		freeClaims.put(t.claims)
+		t.claims = nil
+	}
 }
 
 func (t *imageTask) RunPart(part, parts int) {
@@ -221,10 +253,35 @@ func (t *imageTask) RunPart(part, parts int) {
 	ws := spare.get()
 	defer spare.put(ws)
 	if !t.second {
-		p0, p1 := split(n, isa.rows, part, parts)
-		if p0 < p1 {
+		first := func(p0, p1 int) {
 			w.imageFirst(ws, f, w.t[p0*ldt:], ldt, p0, p1-p0, nil)
 			w.scaleBlock(w.t[p0*ldt:], ldt, t.weightsT, p0, p1-p0)
+		}
+		if c := t.claims; c != nil {
+			// One block: runs of points, in any order.
+			c.run(0, part, func(u int, _ bool) {
+				first(u*imageFirstUnit, min((u+1)*imageFirstUnit, n))
+			})
+			return
+		}
+		if p0, p1 := split(n, isa.rows, part, parts); p0 < p1 {
+			first(p0, p1)
+		}
+		return
+	}
+	jump := m.rowJump()
+	// pair adds block kb's sum for the pair of panels of Q at col (on the
+	// AVX-512 kernel, B read in the images).
+	pair := func(kb, col int) {
+		p0, np := w.plan.block(m, kb)
+		b := m.Data[m.point(p0)+col/m.SegLen*m.SegStride+col%m.SegLen:]
+		asm.Kernel8x32Tiles(r/8, np, f.Alpha, w.t[p0*ldt:], 1, ldt, 8, b, m.ColStride, nr, 0, f.Q[col:], d, 8*d, kb == 0, m.Width, 0, jump)
+	}
+	if c := t.claims; c != nil {
+		// A pair starts a block once its previous block is done,
+		// wherever that ran, so Q adds the blocks in order.
+		for kb := 0; kb < c.blocks; kb++ {
+			c.run(kb, part, func(u int, _ bool) { pair(kb, u*2*nr) })
 		}
 		return
 	}
@@ -232,7 +289,6 @@ func (t *imageTask) RunPart(part, parts int) {
 	if c0 >= c1 {
 		return
 	}
-	jump := m.rowJump()
 	for kb := 0; kb < w.plan.blocks(); kb++ {
 		p0, np := w.plan.block(m, kb)
 		a := w.t[p0*ldt:]
@@ -251,10 +307,8 @@ func (t *imageTask) RunPart(part, parts int) {
 			gemmRange(ws, &second, 0, r, 0, wc, true)
 			continue
 		}
-		origin := m.point(p0)
 		for col := c0; col < c1; col += 2 * nr {
-			b := m.Data[origin+col/m.SegLen*m.SegStride+col%m.SegLen:]
-			asm.Kernel8x32Tiles(r/8, np, f.Alpha, a, 1, ldt, 8, b, m.ColStride, nr, 0, f.Q[col:], d, 8*d, kb == 0, m.Width, 0, jump)
+			pair(kb, col)
 		}
 	}
 }

@@ -5,7 +5,9 @@ import (
 	"math"
 	"math/rand/v2"
 	"runtime"
+	"sync/atomic"
 	"testing"
+	"time"
 )
 
 // The Fisher product on rows given as windows of images (FisherProduct.
@@ -23,6 +25,7 @@ func TestImageFisher(t *testing.T) {
 		{16, 128, 6, 4, 2},   // runs of 384, tiles of 16 rows
 		{256, 128, 8, 6, 2},  // too large to fuse: two products
 		{256, 64, 12, 40, 1}, // two products, blocks of 20 output rows
+		{256, 64, 16, 40, 2}, // two products, the first's points claimed by three parts
 	}
 	for _, tc := range cases {
 		wp, hp := tc.width+2, tc.height+2
@@ -42,7 +45,14 @@ func TestImageFisher(t *testing.T) {
 		p, w := randSlice(rng, r*d), randSlice(rng, r*n)
 		var first []float32
 		for _, set := range kernelSets() {
-			for _, procs := range []int{1, 2, 3} {
+			// With held up, a part of the second product stops in turn at
+			// the start of each block, so that pieces pass between parts
+			// and wait for each other.
+			for _, run := range []struct {
+				procs  int
+				heldUp bool
+			}{{1, false}, {2, false}, {3, false}, {2, true}, {3, true}} {
+				procs := run.procs
 				q := make([]float32, r*d)
 				for i := range q {
 					q[i] = nan32
@@ -52,6 +62,15 @@ func TestImageFisher(t *testing.T) {
 				prev := runtime.GOMAXPROCS(procs)
 				f.PackPoints(avx2{})
 				var done bool
+				var claimed atomic.Int32
+				claimHook = func(part, block, piece int) {
+					claimed.Add(1)
+					// The part's first pair of panels in the block: the
+					// others meanwhile run the rest of it and move on.
+					if units := d / (2 * nr); run.heldUp && part == block%procs && piece == units*part/procs {
+						time.Sleep(2 * time.Millisecond)
+					}
+				}
 				// Twice: the second call must not see what the first
 				// left in the workspace.
 				withKernels(set, func() {
@@ -59,7 +78,11 @@ func TestImageFisher(t *testing.T) {
 						done = (avx2{}).fuseFisher(&f)
 					}
 				})
+				claimHook = nil
 				runtime.GOMAXPROCS(prev)
+				if fusedBlock(r, d) == 0 && set.segmented && procs > 1 && d/(2*nr) >= procs*minClaimStrips && claimed.Load() == 0 {
+					t.Fatalf("%s on %s, %d cores: the second product claimed nothing", name, set.name, procs)
+				}
 				if !done {
 					t.Fatalf("%s: not fused", name)
 				}
