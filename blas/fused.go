@@ -158,11 +158,15 @@ const fisherChunks = 8
 
 // fisherChunkCount is how many chunks the fused kernel cuts n points into
 // (in blocks blocks, rows r), a function of the shape only. Every chunk
-// fills and hands to the reduction an r x d accumulator: they are
-// kept to an eighth of the points' traffic (r per 8r points), but at least
-// two so that two cores share the work.
+// fills and hands to the reduction an r x d accumulator: they are kept
+// to a quarter of the points' traffic (r per 4r points), but at least two
+// so that two cores share the work. The cores take the chunks as they
+// finish them; with few chunks, a core slowed by other load leaves the
+// other waiting for much of one (l2.conv_s2's 4096 points of 128 rows, in
+// 8 chunks rather than 4 at r per 8r points: 0.952-0.997 of the time in
+// alternated steps at heavy load).
 func fisherChunkCount(r, n, blocks int) int {
-	return max(1, min(blocks, fisherChunks, max(2, n/(8*r))))
+	return max(1, min(blocks, fisherChunks, max(2, n/(4*r))))
 }
 
 // fisherWork is the Fisher kernels' task and workspace.
