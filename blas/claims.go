@@ -16,8 +16,8 @@ import (
 // whole product, and a fixed split waits for it.
 //
 // Each part has the share of the strips of every block that the fixed
-// split would give it, and takes strips from the front of its own share,
-// then from the back of the others'. Every part reads each block of B
+// split would give it, and takes runs of strips from the front of its own
+// share, then single strips from the back of the others'. Every part reads each block of B
 // whole, as in the fixed split (its strips share it), and a strip mostly
 // stays with one part from block to block, its rows of C in that core's
 // cache. A strip starts a block only once its previous block is done,
@@ -88,15 +88,22 @@ func (c *stripClaims) reset(strips, blocks, parts int) {
 	}
 }
 
-// claim takes a strip of block b for part: from the front of its own
-// share, else from the back of another's; ok is false when none is left.
-// A part beyond the shares (the split got more parts than planned) takes
-// only from the others'.
-func (c *stripClaims) claim(b, part int) (strip int, own, ok bool) {
+// claimRun is the most strips a part takes from its own share at once.
+// Taking strips, and marking them done, are atomic operations that wait
+// for the stores of the strips before to drain: with one of each a strip,
+// l3.conv's steps took 1-4 % longer than with the fixed split, with runs
+// of four 1-2 % less (alternated steps, under load).
+const claimRun = 4
+
+// claim takes strips s..s+n-1 of block b for part: a run from the front
+// of its own share, else a strip from the back of another's; n is 0 when
+// none is left. A part beyond the shares (the split got more parts than
+// planned) takes only from the others'.
+func (c *stripClaims) claim(b, part int) (s, n int, own bool) {
 	shares := c.shares[b*c.parts : (b+1)*c.parts]
 	if part < c.parts {
-		if s, ok := shares[part].take(true); ok {
-			return s, true, true
+		if s, n := shares[part].take(claimRun, true); n > 0 {
+			return s, n, true
 		}
 	}
 	for i := 1; i <= c.parts; i++ {
@@ -104,27 +111,29 @@ func (c *stripClaims) claim(b, part int) (strip int, own, ok bool) {
 		if q == part {
 			continue
 		}
-		if s, ok := shares[q].take(false); ok {
-			return s, false, true
+		if s, n := shares[q].take(1, false); n > 0 {
+			return s, n, false
 		}
 	}
-	return 0, false, false
+	return 0, 0, false
 }
 
-// take removes the first strip of the share, or its last.
-func (sh *share) take(first bool) (int, bool) {
+// take removes up to most strips from the front of the share, or from
+// its back, and returns the first and how many.
+func (sh *share) take(most int, front bool) (s, n int) {
 	for {
 		v := sh.v.Load()
 		lo, hi := v>>32, v&(1<<32-1)
 		if lo >= hi {
-			return 0, false
+			return 0, 0
 		}
-		next, s := (lo+1)<<32|hi, lo
-		if !first {
-			next, s = lo<<32|(hi-1), hi-1
+		k := min(uint64(most), hi-lo)
+		next, first := (lo+k)<<32|hi, lo
+		if !front {
+			next, first = lo<<32|(hi-k), hi-k
 		}
 		if sh.v.CompareAndSwap(v, next) {
-			return int(s), true
+			return int(first), int(k)
 		}
 	}
 }
@@ -140,19 +149,24 @@ func (c *stripClaims) waitFor(s, blocks int) {
 var claimHook func(part, block, strip int)
 
 // run calls f for every strip of block b that part takes (own: from its
-// own share), each once its previous block is done, and marks it done.
+// own share), each once its previous block is done, and marks them done
+// a run at a time.
 func (c *stripClaims) run(b, part int, f func(strip int, own bool)) {
 	for {
-		s, own, ok := c.claim(b, part)
-		if !ok {
+		s0, n, own := c.claim(b, part)
+		if n == 0 {
 			return
 		}
-		if claimHook != nil {
-			claimHook(part, b, s)
+		for s := s0; s < s0+n; s++ {
+			if claimHook != nil {
+				claimHook(part, b, s)
+			}
+			c.waitFor(s, b)
+			f(s, own)
 		}
-		c.waitFor(s, b)
-		f(s, own)
-		c.progress[s].Store(int32(b + 1))
+		for s := s0; s < s0+n; s++ {
+			c.progress[s].Store(int32(b + 1))
+		}
 	}
 }
 
