@@ -163,7 +163,7 @@ const fisherChunks = 8
 // so that two cores share the work. The cores take the chunks as they
 // finish them; with few chunks, a core slowed by other load leaves the
 // other waiting for much of one (l2.conv_s2's 4096 points of 128 rows, in
-// 8 chunks rather than 4 at r per 8r points: 0.952-0.997 of the time in
+// 8 chunks rather than 4 at r per 8r points: 0.95-1.00 of the time in
 // alternated steps at heavy load).
 func fisherChunkCount(r, n, blocks int) int {
 	return max(1, min(blocks, fisherChunks, max(2, n/(4*r))))
