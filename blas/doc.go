@@ -20,9 +20,9 @@
 // their output (rows or columns of C), never by the inner dimension, and
 // the fused Fisher product sums its chunks of points, whose number follows
 // the shape alone, in a fixed order. The same inputs give the same bits
-// with GOMAXPROCS 1 or 64, from run to run. A product split by rows hands
-// its tile-high strips to whichever core is ready, block by block of B,
-// so that a core slowed by other load does fewer; a strip starts a block
-// only once its previous block is done, so each tile still adds its
-// blocks in order.
+// with GOMAXPROCS 1 or 64, from run to run. A product split by rows that
+// writes C from nothing (and the image products) hands its tile-high
+// strips to whichever core is ready, block by block of B, so that a core
+// slowed by other load does fewer; a strip starts a block only once its
+// previous block is done, so each tile still adds its blocks in order.
 package blas
