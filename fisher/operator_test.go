@@ -2,12 +2,12 @@ package fisher
 
 import (
 	"fmt"
-	"github.com/frogopt/frog/cg"
 	"math"
 	"math/rand/v2"
 	"testing"
 
 	"github.com/frogopt/frog/blas"
+	"github.com/frogopt/frog/cg"
 	"github.com/frogopt/frog/internal/rowdiff"
 	"github.com/google/go-cmp/cmp"
 )
@@ -272,6 +272,7 @@ func (o plainApply) Apply(q, p []float32) { o.op.Apply(q, p) }
 // with the patches packed or not, weighted or uniform. The shapes are too
 // small to gain, so blas.RecurrenceEnv forces it.
 func TestOperatorPoints(t *testing.T) {
+	t.Setenv(blas.RecurrenceEnv, "always")
 	rng := rand.New(rand.NewPCG(14, 15))
 	for _, s := range [][3]int{{5, 40, 12}, {20, 100, 24}, {64, 37, 9}} {
 		r, d, n := s[0], s[1], s[2]
@@ -287,7 +288,6 @@ func TestOperatorPoints(t *testing.T) {
 						op.PackPatches()
 					}
 					name := fmt.Sprintf("%s R=%d D=%d N=%d packed=%v uniform=%v", k.Name(), r, d, n, packed, uniform)
-					t.Setenv(blas.RecurrenceEnv, "always")
 					if _, _, ok := op.PointsSolve(3); !ok {
 						t.Fatalf("%s: PointsSolve declined", name)
 					}
