@@ -90,7 +90,12 @@ type RowsInput struct {
 type RowDiagnostics struct {
 	// Trace is t_j = tr(F_j)/D, before eps is added.
 	Trace []float64
-	// Residual is the norm of the final CG residual of row j.
+	// Residual is the norm of row j's last CG residual b_j - Fhat_j z:
+	// the last iteration only moves z along its direction (it needs
+	// p.Fhat p, one of the two products with the patches, not a new
+	// residual), so a row that runs all Iters iterations reports the
+	// residual of the iterate before the last (|e_j| with one iteration),
+	// and a row that Tolerance stopped earlier the one that stopped it.
 	Residual []float64
 	// Scale is c_j = 1/sqrt(z_j.e_j + eps), the row normalization.
 	Scale []float64

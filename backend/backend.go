@@ -48,8 +48,9 @@ type Job struct {
 
 	// Dir receives c_j z_j, Rows() x RowLen().
 	Dir []float32
-	// Trace, Residual, Scale and Breakdown receive per-row t_j, the final CG
-	// residual norm, c_j, and whether CG broke down; Rows() values each.
+	// Trace, Residual, Scale and Breakdown receive per-row t_j, the last
+	// CG residual norm (frog.RowDiagnostics.Residual: the last iteration
+	// forms none), c_j, and whether CG broke down; Rows() values each.
 	Trace, Residual, Scale []float64
 	Breakdown              []bool
 }

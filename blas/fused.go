@@ -139,6 +139,7 @@ func (f *FisherProduct) transposedWeights() []float32 {
 // fisherFuser is implemented by kernels with their own Fisher product.
 type fisherFuser interface {
 	fuseFisher(f *FisherProduct) bool
+	fisherCurvatures(f *FisherProduct, pq []float64) bool
 }
 
 // FuseFisher computes f's product with k's own Fisher kernel when k has
@@ -210,6 +211,14 @@ type fisherWork struct {
 	pack      packTask
 	transpose transposeTask
 	image     imageTask
+	// curv, when not nil, asks for the curvatures (FisherCurvatures)
+	// instead of the product: sums holds their partial sums, a piece's r
+	// values in float64, and sq its block's sums in float32.
+	curv   []float64
+	sums   []float64
+	sq     []float32
+	pieces curvaturePieces
+	rows   curvatureRows
 }
 
 // sStride is the row stride of the block products S = X_blk P^T (and of
@@ -242,7 +251,16 @@ const tPad = 16
 // same).
 const l2Budget = 896 << 10
 
-func (k avx2) fuseFisher(f *FisherProduct) bool {
+func (k avx2) fuseFisher(f *FisherProduct) bool { return k.fisher(f, nil) }
+
+func (k avx2) fisherCurvatures(f *FisherProduct, pq []float64) bool {
+	return k.fisher(f, pq[:f.Rows])
+}
+
+// fisher computes f's product, or with curv not nil only the curvatures
+// of FisherCurvatures into curv, and reports whether the kernels took the
+// shape.
+func (k avx2) fisher(f *FisherProduct, curv []float64) bool {
 	r, d, n := f.Rows, f.Len, f.Points
 	if r == 0 || d == 0 || n == 0 {
 		return false
@@ -255,6 +273,8 @@ func (k avx2) fuseFisher(f *FisherProduct) bool {
 	if f.Image != nil && !ReadsImage(k, r, d, f.Image) {
 		return false
 	}
+	w.curv = curv
+	defer w.forgetCurvatures()
 	if block == 0 {
 		if f.Image != nil {
 			return w.imageProducts(f)
@@ -272,6 +292,13 @@ func (k avx2) fuseFisher(f *FisherProduct) bool {
 	w.chunks = fisherChunkCount(r, n, blocks)
 	w.next.Store(0)
 	w.reduce = false
+	if curv != nil {
+		w.growSums(w.chunks)
+		Parallel(w, w.chunks)
+		w.addSums(w.chunks)
+		w.f, w.weightsT = nil, nil
+		return true
+	}
 	Parallel(w, w.chunks)
 	w.reduce = true
 	Parallel(w, max(1, r*d>>14))
@@ -304,10 +331,14 @@ func (w *fisherWork) twoProducts(f *FisherProduct) bool {
 			a: f.P, lda: d, c: w.t, ldc: ldt,
 			packedB: xt, panelStride: d * nr,
 		}
-		if f.Weights != nil {
+		if f.Weights != nil && w.curv == nil {
 			first.scaleBy, first.ldScaleBy = f.Weights[:r*n], n
 		}
 		runGemm(&first)
+		if w.curv != nil {
+			w.rowCurvatures(f, ldt)
+			return true
+		}
 		second := gemmTask{
 			m: r, n: d, k: n, alpha: f.Alpha, beta: f.Damping,
 			a: w.t, lda: ldt, c: f.Q, ldc: d, start: f.P,
@@ -332,10 +363,14 @@ func (w *fisherWork) twoProducts(f *FisherProduct) bool {
 		a: f.X, lda: d, c: tt, ldc: ldt, prefetchA: true,
 		packedB: w.packed, panelStride: d * nr,
 	}
-	if weightsT != nil {
+	if weightsT != nil && w.curv == nil {
 		first.scaleBy, first.ldScaleBy = weightsT, r
 	}
 	runGemm(&first)
+	if w.curv != nil {
+		w.pointCurvatures(f, weightsT)
+		return true
+	}
 	// Q = Damping*P + Alpha*(T^T)^T X, X read in place when its rows fill
 	// whole panels (else packed a block at a time).
 	second := gemmTask{
@@ -399,12 +434,16 @@ func (w *fisherWork) RunPart(part, parts int) {
 }
 
 // runChunk sums chunk c's blocks into its accumulator, with part's
-// product buffer.
+// product buffer; with curvatures asked for, their weighted squares into
+// piece c of the partial sums instead.
 func (w *fisherWork) runChunk(ws *workspace, part, c int) {
 	f := w.f
 	r, d, n := f.Rows, f.Len, f.Points
-	acc := buf.Grow(w.acc[c], r*d)
-	w.acc[c] = acc
+	var acc []float32
+	if w.curv == nil {
+		acc = buf.Grow(w.acc[c], r*d)
+		w.acc[c] = acc
+	}
 	// The second product reads S^T in place: rows sStride apart.
 	lds := sStride(r)
 	prod := buf.Grow(w.prod[part], w.block*lds)
@@ -417,7 +456,7 @@ func (w *fisherWork) runChunk(ws *workspace, part, c int) {
 		// to it: no pass clears it.
 		set := b == b0
 		if f.Image != nil {
-			w.imageBlock(ws, part, acc, prod, lds, weightsT, b, set)
+			w.imageBlock(ws, part, c, acc, prod, lds, weightsT, b, set)
 			continue
 		}
 		n0 := b * w.block
@@ -429,6 +468,10 @@ func (w *fisherWork) runChunk(ws *workspace, part, c int) {
 		// the kernels write it without reading it.
 		first := gemmTask{m: nb, n: r, k: d, alpha: 1, a: x, lda: d, c: s, ldc: lds, packedB: w.packed, prefetchA: true, wholeK: true}
 		gemmRange(ws, &first, 0, nb, 0, r, true)
+		if w.curv != nil {
+			w.weighSquares(c, s, lds, weightsT, n0, nb)
+			continue
+		}
 		w.scaleBlock(s, lds, weightsT, n0, nb)
 		// X_blk is in L2 from the first product: the kernels read it
 		// there in place (a packed copy from memory would cost more, and
@@ -460,10 +503,11 @@ func (w *fisherWork) scaleBlock(s []float32, lds int, weightsT []float32, n0, nb
 }
 
 // imageBlock sums block b of an image product (f.Image) into acc (with
-// set, over what acc held), with part's buffers: on the AVX-512 kernel
-// straight from the images, on the others from the block's rows copied
-// out of them.
-func (w *fisherWork) imageBlock(ws *workspace, part int, acc, prod []float32, lds int, weightsT []float32, b int, set bool) {
+// set, over what acc held), or with curvatures asked for its weighted
+// squares into piece c of the partial sums, with part's buffers: on the
+// AVX-512 kernel straight from the images, on the others from the
+// block's rows copied out of them.
+func (w *fisherWork) imageBlock(ws *workspace, part, c int, acc, prod []float32, lds int, weightsT []float32, b int, set bool) {
 	f := w.f
 	n0, nb := w.plan.block(f.Image, b)
 	var xb []float32
@@ -474,6 +518,10 @@ func (w *fisherWork) imageBlock(ws *workspace, part int, acc, prod []float32, ld
 	}
 	s := prod[:nb*lds]
 	w.imageFirst(ws, f, s, lds, n0, nb, xb)
+	if w.curv != nil {
+		w.weighSquares(c, s, lds, weightsT, n0, nb)
+		return
+	}
 	w.scaleBlock(s, lds, weightsT, n0, nb)
 	w.imageSecond(ws, f, acc, s, lds, n0, nb, xb, set)
 }

@@ -225,6 +225,12 @@ func (w *fisherWork) imageProducts(f *FisherProduct) bool {
 	}
 	Parallel(t, maxParts)
 	t.release()
+	if w.curv != nil {
+		w.pointCurvatures(f, weightsT)
+		*t = imageTask{}
+		w.f = nil
+		return true
+	}
 	t.second = true
 	maxParts = (f.Len + 2*nr - 1) / (2 * nr)
 	if parts := min(runtime.GOMAXPROCS(0), maxParts); isa.segmented && parts > 1 && maxParts >= parts*minClaimStrips {
@@ -255,7 +261,9 @@ func (t *imageTask) RunPart(part, parts int) {
 	if !t.second {
 		first := func(p0, p1 int) {
 			w.imageFirst(ws, f, w.t[p0*ldt:], ldt, p0, p1-p0, nil)
-			w.scaleBlock(w.t[p0*ldt:], ldt, t.weightsT, p0, p1-p0)
+			if w.curv == nil {
+				w.scaleBlock(w.t[p0*ldt:], ldt, t.weightsT, p0, p1-p0)
+			}
 		}
 		if c := t.claims; c != nil {
 			// One block: runs of points, in any order.

@@ -62,6 +62,11 @@ func PointsGains(rows, length, points, iters int) bool {
 	// which ran 3-9 % slower there: its products are small.) From the
 	// pixels (PixelWindows) the Gram matrix costs less than this counts:
 	// none of ResNet-18's other shapes would pass even so.
+	// Both counts are those of k whole iterations, as the threshold was
+	// measured on: the last iteration's curvatures now skip the second
+	// product on the patches and the product with G in the points' space
+	// (cg.Curvature); l3.conv's choice stays right (15.2-15.5 ms in the
+	// points' space, 25.7 on the patches, in three alternated runs).
 	follow := n*n*d + 4*r*n*d + k*2*r*n*n
 	return 4*follow <= 3*direct
 }

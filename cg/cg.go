@@ -25,6 +25,18 @@ type Shifted interface {
 	ApplyUnshifted(q, p []float32)
 }
 
+// Curvature is implemented by shifted operators that can give every row's
+// curvature p_j.(B_j p_j), B the unshifted part, for less than the cost
+// of applying B. CG's last iteration needs nothing else of the product:
+// it moves z along p, and the new residual and direction it would form
+// are never used. With B_j = X^T diag(v_j) X the curvature is the
+// weighted sum of squares of X p_j, the first of the two products with X.
+type Curvature interface {
+	Shifted
+	// Curvatures writes pq[j] = p_j.(B_j p_j) for every row j of p.
+	Curvatures(pq []float64, p []float32)
+}
+
 // Solver holds the settings and the reusable workspace of batched CG for
 // blocks of Rows rows of length Len. The zero value of the settings runs
 // no iteration; a Solver is not safe for concurrent use.
@@ -56,7 +68,8 @@ type Solver struct {
 
 	res, p, q  []float32
 	rho, scale []float64
-	shift      float32 // the shift CG adds itself (see Shifted), or 0
+	pq         []float64 // the last iteration's curvatures (see Curvature)
+	shift      float32   // the shift CG adds itself (see Shifted), or 0
 	done       []bool
 	update     rowUpdate
 	// points is solvePoints' (see PointsSpace).
@@ -67,6 +80,7 @@ type Solver struct {
 const (
 	startRows  = iota // scale b into r and p (or coefficients), rho, clear z
 	updateRows        // one iteration's update after the product
+	lastRows          // the last iteration's z update, after the curvatures
 	finishRows        // residual norms, z back to the scale of b
 	// solvePoints' phases, n the number of points:
 	pointsWeigh  // T and S of the rows still running
@@ -103,6 +117,7 @@ func (s *Solver) runPhase(u rowUpdate) {
 var phases = [...]func(u *rowUpdate, part, parts int){
 	startRows:    (*rowUpdate).start,
 	updateRows:   (*rowUpdate).update,
+	lastRows:     (*rowUpdate).last,
 	finishRows:   (*rowUpdate).finish,
 	pointsWeigh:  (*rowUpdate).pointsWeigh,
 	pointsUpdate: (*rowUpdate).pointsUpdate,
@@ -175,24 +190,46 @@ func (u *rowUpdate) expand(part, parts int) {
 	}
 }
 
+// settled marks row j done, and reports true, when its residual is
+// exactly zero: the row has converged, and alpha = 0 would change nothing
+// (p.q may be 0 too, which is no breakdown).
+func (u *rowUpdate) settled(j int) bool {
+	s, n := u.s, u.n
+	if s.rho[j] != 0 {
+		return false
+	}
+	s.done[j] = true
+	if u.it == 0 {
+		clear(u.z[j*n : (j+1)*n])
+	}
+	return true
+}
+
+// alpha returns row j's step rho_j/(pq + eps_j) for its curvature pq =
+// p_j.(A_j p_j). When pq + eps_j is not positive or not finite it marks
+// the row done and broken down, and reports false: z_j keeps its last
+// iterate, or is b_j (scaled) at the first iteration, steepest descent.
+func (u *rowUpdate) alpha(j int, pq float64) (float64, bool) {
+	s, n, rows := u.s, u.n, u.rows
+	den := pq + s.rho[rows+j]
+	if !(den > 0) || math.IsInf(den, 0) {
+		s.done[j], s.done[rows+j] = true, true
+		if u.it == 0 {
+			copy(u.z[j*n:(j+1)*n], s.res[j*n:(j+1)*n])
+		}
+		return 0, false
+	}
+	return s.rho[j] / den, true
+}
+
 func (u *rowUpdate) update(part, parts int) {
 	s, k, n := u.s, u.k, u.n
 	rows := u.rows
-	done, broke := s.done[:rows], s.done[rows:2*rows]
+	done := s.done[:rows]
 	rho, eps, rho0 := s.rho[:rows], s.rho[rows:2*rows], s.rho[2*rows:3*rows]
 	res, p, q, z := s.res, s.p, s.q, u.z
 	for j := rows * part / parts; j < rows*(part+1)/parts; j++ {
-		if done[j] {
-			continue
-		}
-		if rho[j] == 0 {
-			// The residual is exactly zero: the row has converged, and
-			// alpha = 0 would change nothing; p.q may be 0 too, which is
-			// no breakdown.
-			done[j] = true
-			if u.it == 0 {
-				clear(z[j*n : (j+1)*n])
-			}
+		if done[j] || u.settled(j) {
 			continue
 		}
 		pj, qj := p[j*n:(j+1)*n], q[j*n:(j+1)*n]
@@ -205,15 +242,10 @@ func (u *rowUpdate) update(part, parts int) {
 		} else {
 			pq = k.Dot(pj, qj)
 		}
-		den := pq + eps[j]
-		if !(den > 0) || math.IsInf(den, 0) {
-			done[j], broke[j] = true, true
-			if u.it == 0 {
-				copy(zj, rj) // steepest descent: z = b (scaled)
-			}
+		alpha, ok := u.alpha(j, pq)
+		if !ok {
 			continue
 		}
-		alpha := rho[j] / den
 		a, as := float32(-alpha), float32(-alpha*float64(s.shift))
 		var rhoNew float64
 		if s.shift != 0 && u.it > 0 {
@@ -222,13 +254,7 @@ func (u *rowUpdate) update(part, parts int) {
 			// together: the values of the Axpy and AxpyPairDot below.
 			rhoNew = blas.UpdateZR(k, float32(alpha), pj, a, qj, as, zj, rj)
 		} else {
-			if u.it == 0 {
-				// z_j is 0 + alpha p_j: the same values as the axpy (up
-				// to the sign of a zero), without reading z_j.
-				blas.ScaleTo(float32(alpha), pj, zj)
-			} else {
-				k.Axpy(float32(alpha), pj, zj)
-			}
+			u.moveZ(float32(alpha), pj, zj)
 			if s.shift != 0 {
 				rhoNew = blas.AxpyPairDot(k, a, qj, as, pj, rj)
 			} else {
@@ -248,12 +274,50 @@ func (u *rowUpdate) update(part, parts int) {
 	}
 }
 
+// last is the last iteration's update on an operator with curvatures
+// (see Curvature): z_j += alpha p_j, alpha from s.pq. It forms no new
+// residual, so rho_j, and the residual Solve reports, stay those of the
+// previous iteration.
+func (u *rowUpdate) last(part, parts int) {
+	s, k, n := u.s, u.k, u.n
+	for j := u.rows * part / parts; j < u.rows*(part+1)/parts; j++ {
+		if s.done[j] || u.settled(j) {
+			continue
+		}
+		pj, zj := s.p[j*n:(j+1)*n], u.z[j*n:(j+1)*n]
+		pq := s.pq[j]
+		if s.shift != 0 {
+			pq += float64(s.shift) * k.Dot(pj, pj)
+		}
+		alpha, ok := u.alpha(j, pq)
+		if !ok {
+			continue
+		}
+		u.moveZ(float32(alpha), pj, zj)
+	}
+}
+
+// moveZ adds alpha p_j to z_j. At the first iteration z_j is 0 + alpha
+// p_j: the same values as the axpy (up to the sign of a zero), without
+// reading z_j.
+func (u *rowUpdate) moveZ(alpha float32, pj, zj []float32) {
+	if u.it == 0 {
+		blas.ScaleTo(alpha, pj, zj)
+	} else {
+		u.k.Axpy(alpha, pj, zj)
+	}
+}
+
 // Result reports per-row facts of a solve. Its slices are owned by the
 // solver and overwritten by the next solve.
 type Result struct {
 	// Residual is |b_j - A_j z_j| as tracked by the recurrence, in the
-	// scale of b. (In the points' space, PointsSpace, it comes from the
+	// scale of b, for the last iterate of row j whose residual was
+	// formed. (In the points' space, PointsSpace, it comes from the
 	// coefficients: accurate to rounding relative to |b_j|, not |r_j|.)
+	// With a Curvature operator, and in the points' space, the last of
+	// Iters iterations forms no residual: a row that ran them all reports
+	// the residual of the iterate before the last (|b_j| when Iters is 1).
 	Residual []float64
 	// Breakdown marks rows whose iteration stopped because p.q + eps was
 	// not positive or not finite. Such a row keeps the last finite iterate,
@@ -297,7 +361,14 @@ func (s *Solver) Solve(op Operator, b, z []float32, rows, n int) Result {
 	s.p, s.q = buf.Grow(s.p, total), buf.Grow(s.q, total)
 	p, q := s.p, s.q
 	s.runPhase(rowUpdate{s: s, k: k, phase: startRows, n: n, rows: rows, b: b, z: z})
+	cv, _ := op.(Curvature)
 	iterations := s.iterate(rows, func(it int) {
+		if cv != nil && it+1 == s.Iters {
+			s.pq = buf.Grow(s.pq, rows)
+			cv.Curvatures(s.pq, p)
+			s.runPhase(rowUpdate{s: s, k: k, phase: lastRows, it: it, n: n, rows: rows, z: z})
+			return
+		}
 		if s.shift != 0 {
 			sh.ApplyUnshifted(q, p)
 		} else {

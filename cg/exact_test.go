@@ -299,3 +299,109 @@ func TestSolveShifted(t *testing.T) {
 		}
 	}
 }
+
+// shiftedOperator is an Operator that declares its shift.
+type shiftedOperator interface {
+	Operator
+	Shifted
+}
+
+// curved gives a shifted operator curvatures (Curvature) from its
+// ApplyUnshifted, and counts the calls of both.
+type curved struct {
+	shiftedOperator
+	n                     int
+	unshifted, curvatures int
+}
+
+func (o *curved) ApplyUnshifted(q, p []float32) {
+	o.unshifted++
+	o.shiftedOperator.ApplyUnshifted(q, p)
+}
+
+func (o *curved) Curvatures(pq []float64, p []float32) {
+	o.curvatures++
+	q := make([]float32, len(p))
+	o.shiftedOperator.ApplyUnshifted(q, p)
+	for j := range pq {
+		pq[j] = 0
+		for i := j * o.n; i < (j+1)*o.n; i++ {
+			pq[j] += float64(p[i]) * float64(q[i])
+		}
+	}
+}
+
+// An operator with curvatures (Curvature) runs the last iteration on them
+// alone: ApplyUnshifted once an iteration but the last, Curvatures once,
+// and the same iterates, to rounding, as the solve through ApplyUnshifted
+// alone. The residuals it reports are that solve's one iteration earlier,
+// where every row ran all iterations, and the same where a tolerance
+// stopped them all earlier; a row that breaks down at the last iteration
+// keeps its previous iterate, and at the first falls back to b.
+func TestSolveCurvature(t *testing.T) {
+	rng := rand.New(rand.NewPCG(17, 18))
+	const n, rows = 7, 4
+	shiftedOp, b := randomShifted(rng, n, rows, 0.75)
+	clear(b[2*n : 3*n]) // a zero row: settled, z_j = 0
+	for _, c := range []struct {
+		iters int
+		tol   float64
+	}{{1, 0}, {2, 0}, {4, 0}, {n, 0}, {40, 0.1}} {
+		op := &curved{shiftedOperator: shiftedOp, n: n}
+		s := Solver{Iters: c.iters, Eps: 1e-12, Tolerance: c.tol}
+		plain, before := s, s
+		before.Iters--
+		z, zPlain, zBefore := make([]float32, rows*n), make([]float32, rows*n), make([]float32, rows*n)
+		for i := range z {
+			z[i] = float32(math.NaN())
+		}
+		res := s.Solve(op, b, z, rows, n)
+		resPlain := plain.Solve(shiftedOp, b, zPlain, rows, n)
+		resBefore := before.Solve(shiftedOp, b, zBefore, rows, n)
+		last := 0
+		if res.Iterations == c.iters {
+			last = 1
+		}
+		if res.Iterations != resPlain.Iterations || op.unshifted != res.Iterations-last || op.curvatures != last {
+			t.Fatalf("%d iterations (tolerance %v): ran %d, %d without curvatures; ApplyUnshifted %d times, Curvatures %d",
+				c.iters, c.tol, res.Iterations, resPlain.Iterations, op.unshifted, op.curvatures)
+		}
+		if c.tol > 0 && last != 0 {
+			t.Fatalf("tolerance %v: all %d iterations ran", c.tol, c.iters)
+		}
+		if j, d, nz := rowdiff.Far(z, zPlain, n, 1e-5); j >= 0 {
+			t.Fatalf("%d iterations, row %d: z differs from the solve without curvatures by %v (|z| %v)", c.iters, j, d, nz)
+		}
+		want := resPlain.Residual
+		if last != 0 {
+			want = resBefore.Residual
+		}
+		for j := 0; j < rows; j++ {
+			var nb float64
+			for _, v := range b[j*n : (j+1)*n] {
+				nb += float64(v) * float64(v)
+			}
+			if r, rw := res.Residual[j], want[j]; math.Abs(r-rw) > 1e-3*math.Sqrt(nb) || (nb == 0 && r != 0) {
+				t.Fatalf("%d iterations, row %d: residual %v, want %v (|b| %v)", c.iters, j, r, rw, math.Sqrt(nb))
+			}
+		}
+	}
+	// Row 0 indefinite: with one iteration it breaks down at the last,
+	// which is the first, and takes b.
+	neg := &curved{shiftedOperator: &shiftedRows{perRow: perRow{n: n, mats: shiftedOp.mats}, shift: 0}, n: n}
+	neg.shiftedOperator.(*shiftedRows).mats = append([]*mat.SymDense{mat.NewSymDense(n, nil)}, shiftedOp.mats[1:]...)
+	for i := 0; i < n; i++ {
+		neg.shiftedOperator.(*shiftedRows).mats[0].SetSym(i, i, -1)
+	}
+	s := Solver{Iters: 1, Eps: 1e-12}
+	z := make([]float32, rows*n)
+	res := s.Solve(neg, b, z, rows, n)
+	if !res.Breakdown[0] || res.Breakdowns != 1 {
+		t.Fatalf("breakdowns %v (%d), want row 0 alone", res.Breakdown, res.Breakdowns)
+	}
+	for i, v := range z[:n] {
+		if v != b[i] {
+			t.Fatalf("z[%d] = %v for the broken row, want b's %v", i, v, b[i])
+		}
+	}
+}

@@ -15,8 +15,10 @@ import (
 // c_j r0_j + beta_j X, with r0_j the scaled b_j. It needs X p_j, which
 // follows from the Gram matrix G = X X^T (X p_j = c_j U0_j + beta_j G,
 // U0_j = X r0_j), and B_j p_j = s_j X with s_j = v_j .* (X p_j): one
-// product with G (rows x points x points) an iteration, no product with X
-// but the last, which expands z. Where there are far fewer points than
+// product with G (rows x points x points) an iteration but the last,
+// which needs only the curvatures p_j.(B_j p_j) = t_j.s_j (as Solve's
+// last iteration with a Curvature operator, it forms no new residual),
+// and no product with X but the last, which expands z. Where there are far fewer points than
 // columns that is a fraction of the two products with X that applying
 // B_j takes.
 type PointsSpace interface {
@@ -129,6 +131,12 @@ func (u *rowUpdate) pointsUpdate(part, parts int) {
 		a, as := float32(alpha), float32(alpha*shift)
 		ps.cz[j] += alpha * cp
 		k.Axpy(a, bp, bz)
+		if u.it+1 == s.Iters {
+			// The last iteration forms no new residual (see Curvature):
+			// rho_j stays the previous iteration's, and TimesGram did
+			// not write W.
+			continue
+		}
 		ps.cr[j] -= alpha * shift * cp
 		k.Axpy(-a, sj, br)
 		k.Axpy(-a, w, vr)
@@ -199,7 +207,11 @@ func (s *Solver) solvePoints(op PointsSpace, k blas.Kernels, b, z []float32, row
 	op.StartPoints(ps.u0, s.res[:rows*d])
 	iterations := s.iterate(rows, func(it int) {
 		s.runPhase(rowUpdate{s: s, k: k, phase: pointsWeigh, it: it, n: points, rows: rows})
-		op.TimesGram(ps.w, ps.s)
+		if it+1 < s.Iters {
+			// Only the new residual needs W: the last iteration's
+			// curvatures are T.S.
+			op.TimesGram(ps.w, ps.s)
+		}
 		s.runPhase(rowUpdate{s: s, k: k, phase: pointsUpdate, it: it, n: points, rows: rows})
 	})
 	s.runPhase(rowUpdate{s: s, k: k, phase: pointsFinish, n: points, rows: rows})

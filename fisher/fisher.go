@@ -94,16 +94,7 @@ func (o *Operator) Apply(q, p []float32) {
 	if blas.FuseFisher(k, f) {
 		return
 	}
-	x := o.Patches
-	if o.Image != nil {
-		o.fromImage = buf.Grow(o.fromImage, n*d)
-		x = o.fromImage
-		o.Image.Rows(x, d, 0, n)
-	}
-	o.prod = buf.Grow(o.prod, r*n)
-	prod := o.prod
-	// P X^T: (R x D) times (N x D)^T.
-	k.Gemm(false, true, r, n, d, 1, p, d, x, d, 0, prod, n)
+	x, prod := o.firstProduct(k, p)
 	if o.Weights != nil {
 		w := o.Weights[:r*n]
 		for i, v := range w {
@@ -113,6 +104,47 @@ func (o *Operator) Apply(q, p []float32) {
 	// Q = tau*P + alpha*(prod X).
 	copy(q[:r*d], p[:r*d])
 	k.Gemm(false, false, r, d, n, alpha, prod, n, x, d, o.Damping, q, d)
+}
+
+// firstProduct returns the rows of X (Patches, or a copy of Image's) and
+// P X^T, Rows x Points, for kernels without a Fisher kernel of their own.
+func (o *Operator) firstProduct(k blas.Kernels, p []float32) (x, prod []float32) {
+	r, d, n := o.Rows, o.Len, o.Points
+	x = o.Patches
+	if o.Image != nil {
+		o.fromImage = buf.Grow(o.fromImage, n*d)
+		x = o.fromImage
+		o.Image.Rows(x, d, 0, n)
+	}
+	o.prod = buf.Grow(o.prod, r*n)
+	// P X^T: (R x D) times (N x D)^T.
+	k.Gemm(false, true, r, n, d, 1, p, d, x, d, 0, o.prod, n)
+	return x, o.prod
+}
+
+// Curvatures writes pq[j] = p_j.(Fhat_j p_j - Damping*p_j), the weighted
+// squares of row j of P X^T, for every row (cg.Curvature): the first of
+// Apply's two products alone. p holds Rows x Len values.
+func (o *Operator) Curvatures(pq []float64, p []float32) {
+	r, d, n := o.Rows, o.Len, o.Points
+	k := o.kernels()
+	f := o.setProduct()
+	f.P, f.Q = p[:r*d], nil
+	if blas.FisherCurvatures(k, f, pq) {
+		return
+	}
+	_, prod := o.firstProduct(k, p)
+	for j := 0; j < r; j++ {
+		var sum float64
+		for i, v := range prod[j*n : (j+1)*n] {
+			w := float64(f.Alpha)
+			if o.Weights != nil {
+				w = float64(o.Weights[j*n+i])
+			}
+			sum += w * float64(v) * float64(v)
+		}
+		pq[j] = sum
+	}
 }
 
 // Shift returns the damping tau: the operator is (its Fisher part) + tau*I.

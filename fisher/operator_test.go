@@ -346,3 +346,58 @@ func TestPointsChoice(t *testing.T) {
 		t.Errorf("PointsSolve on images: true")
 	}
 }
+
+var _ cg.Curvature = (*Operator)(nil)
+
+// Curvatures gives p_j.(Fhat_j p_j - tau p_j) of ApplyUnshifted for every
+// row, on the portable kernels (their products, then a loop) and the avx2
+// ones (their Fisher kernels, or the same fallback where those do not take
+// the shape: weights they have no transposed copy of), patches packed or
+// not, with weights and uniform, and on rows given as windows of images.
+func TestOperatorCurvatures(t *testing.T) {
+	rng := rand.New(rand.NewPCG(21, 22))
+	m := blas.ImageRows{Width: 8, Height: 5, ImageLen: 7 * 10 * 32, RowStride: 10 * 32, ColStride: 32, Segs: 3, SegLen: 96, SegStride: 10 * 32}
+	m.Data = make([]float32, 2*m.ImageLen)
+	for i := range m.Data {
+		m.Data[i] = rng.Float32() - 0.5
+	}
+	for _, s := range [][3]int{{64, 288, 1500}, {256, 600, 300}, {256, 600, 700}, {10, 33, 77}, {16, 288, 80}} {
+		r, d, n := s[0], s[1], s[2]
+		x, w, p := randomOperands(rng, r, d, n)
+		for _, k := range testKernels(t) {
+			for _, c := range []struct {
+				packed, uniform, image bool
+			}{{false, false, false}, {true, false, false}, {true, true, false}, {false, true, false}, {true, false, true}} {
+				op := Operator{Rows: r, Len: d, Points: n, Patches: x, Weights: w, Damping: 0.1, Kernels: k}
+				if c.uniform {
+					op.Weights, op.Uniform = nil, 0.25
+				}
+				if c.image {
+					if d != 3*m.SegLen || n != 2*m.Width*m.Height {
+						continue
+					}
+					m.Rows(x, d, 0, n)
+					op.Patches, op.Image = nil, &m
+				}
+				if c.packed {
+					op.PackPatches()
+				}
+				name := fmt.Sprintf("%s R=%d D=%d N=%d %+v", k.Name(), r, d, n, c)
+				q := make([]float32, r*d)
+				op.ApplyUnshifted(q, p)
+				pq := make([]float64, r)
+				op.Curvatures(pq, p)
+				for j := 0; j < r; j++ {
+					var want, mag float64
+					for a := j * d; a < (j+1)*d; a++ {
+						want += float64(p[a]) * float64(q[a])
+						mag += math.Abs(float64(p[a]) * float64(q[a]))
+					}
+					if math.Abs(pq[j]-want) > 1e-4*mag {
+						t.Fatalf("%s, row %d: curvature %v, p.(B p) %v", name, j, pq[j], want)
+					}
+				}
+			}
+		}
+	}
+}

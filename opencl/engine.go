@@ -46,7 +46,7 @@ type Engine struct {
 	queue *cl.CommandQueue
 
 	actMax, im2col, trace, weights, pxtReduce *cl.Kernel
-	cgInit, cgUpdate, cgFinish                *cl.Kernel
+	cgInit, cgUpdate, cgLast, cgFinish        *cl.Kernel
 	// the products with each of the device's blockings (Device.variants)
 	pxt, tx []*cl.Kernel
 
@@ -122,7 +122,7 @@ func (d *Device) newEngine(q *cl.CommandQueue, prof *profile) (*Engine, error) {
 	}{
 		{&e.actMax, "act_maxabs"}, {&e.im2col, "im2col"},
 		{&e.trace, "row_trace"}, {&e.weights, "row_weights"}, {&e.pxtReduce, "pxt_reduce"},
-		{&e.cgInit, "cg_init"}, {&e.cgUpdate, "cg_update"}, {&e.cgFinish, "cg_finish"},
+		{&e.cgInit, "cg_init"}, {&e.cgUpdate, "cg_update"}, {&e.cgLast, "cg_last"}, {&e.cgFinish, "cg_finish"},
 	} {
 		if *k.dst, err = d.variants[0].program.CreateKernel(k.name); err != nil {
 			e.Close()
@@ -177,7 +177,7 @@ func (e *Engine) Close() error {
 	}
 	e.identityLen = 0
 	for _, k := range []**cl.Kernel{&e.actMax, &e.im2col, &e.trace, &e.weights, &e.pxtReduce,
-		&e.cgInit, &e.cgUpdate, &e.cgFinish} {
+		&e.cgInit, &e.cgUpdate, &e.cgLast, &e.cgFinish} {
 		if *k != nil {
 			(*k).Release()
 			*k = nil
@@ -699,7 +699,8 @@ func (e *Engine) run(p *problem) error {
 		}
 	}
 
-	// One CG iteration: T = Wt .* (P X^T), Q = T X, then the row update.
+	// One CG iteration: T = Wt .* (P X^T), Q = T X, then the row update;
+	// the last one stops after the first product (cg_last).
 	type launch struct {
 		k             *cl.Kernel
 		name          string
@@ -712,7 +713,7 @@ func (e *Engine) run(p *problem) error {
 		pxtOut = e.partials.mem
 	}
 	pxt := e.pxt[pp.variant]
-	if err := setArgs(pxt, "fisher_pxt", e.p.mem, e.patches.mem, e.lhat.mem, pxtOut, rg, Np, dp, R, pp.parts, pp.chunk); err != nil {
+	if err := setArgs(pxt, "fisher_pxt", e.p.mem, e.patches.mem, e.lhat.mem, pxtOut, rg, Np, dp, R, pp.parts, pp.chunk, 0); err != nil {
 		return err
 	}
 	iteration = append(iteration, launch{pxt, "fisher_pxt",
@@ -720,7 +721,7 @@ func (e *Engine) run(p *problem) error {
 		[]int{pt.TN / pt.WN, pt.TM / pt.WM, 1}})
 	if pp.parts > 1 {
 		n4 := R * Np / 4
-		if err := setArgs(e.pxtReduce, "pxt_reduce", e.partials.mem, e.lhat.mem, e.product.mem, pp.parts, n4); err != nil {
+		if err := setArgs(e.pxtReduce, "pxt_reduce", e.partials.mem, e.lhat.mem, e.product.mem, pp.parts, n4, 0); err != nil {
 			return err
 		}
 		iteration = append(iteration, launch{e.pxtReduce, "pxt_reduce", []int{roundUp(n4, 64)}, []int{64}})
@@ -742,7 +743,11 @@ func (e *Engine) run(p *problem) error {
 		float32(p.damping), p.tolerance, 0, e.rows.mem, e.flags.mem, R); err != nil {
 		return err
 	}
-	for it := 0; it < p.iters; it++ {
+	firstProduct := 1 // the launches of the first product
+	if pp.parts > 1 {
+		firstProduct = 2
+	}
+	for it := 0; it < p.iters-1; it++ {
 		for _, l := range iteration {
 			if err := e.launch(l.k, l.name, l.global, l.local); err != nil {
 				return err
@@ -752,6 +757,28 @@ func (e *Engine) run(p *problem) error {
 			return fmt.Errorf("opencl: kernel cg_update, argument 10: %w", err)
 		}
 		if err := e.launch(e.cgUpdate, "cg_update", []int{R * rl}, []int{rl}); err != nil {
+			return err
+		}
+	}
+	if p.iters > 0 {
+		// The last iteration needs only the rows' curvatures (cg_last):
+		// the first product's weighted squares, no second product.
+		if err := pxt.SetArgInt32(10, 1); err != nil {
+			return fmt.Errorf("opencl: kernel fisher_pxt, argument 10: %w", err)
+		}
+		if err := e.pxtReduce.SetArgInt32(5, 1); err != nil {
+			return fmt.Errorf("opencl: kernel pxt_reduce, argument 5: %w", err)
+		}
+		for _, l := range iteration[:firstProduct] {
+			if err := e.launch(l.k, l.name, l.global, l.local); err != nil {
+				return err
+			}
+		}
+		if err := setArgs(e.cgLast, "cg_last", e.product.mem, Np, e.p.mem, e.res.mem, p.dir.Mem, p.dir.Offset, d, dp,
+			float32(p.damping), p.iters-1, e.rows.mem, e.flags.mem, R); err != nil {
+			return err
+		}
+		if err := e.launch(e.cgLast, "cg_last", []int{R * rl}, []int{rl}); err != nil {
 			return err
 		}
 	}

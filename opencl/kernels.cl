@@ -480,13 +480,19 @@ inline void zero_acc(float acc[WM][WN]) {
 	float acc[WM][WN]; \
 	zero_acc(acc)
 
-// fisher_pxt, the first product: T = Wt .* (P X^T) for every group, or,
-// split over the contraction (S > 1), the partial sums Tp[s] = P X^T over
-// coordinates [s*chunk, (s+1)*chunk) for pxt_reduce (grid: Np/TN*RTN by
-// ceil(rg/TM)*RTM by G*S).
+// weigh is an element of the first product's result: w*v, or with square
+// (CG's last iteration, see cg_last) w*v*v.
+inline float4 weigh(float4 v, float4 w, int square) {
+	return square ? w * (v * v) : w * v;
+}
+
+// fisher_pxt, the first product: T = Wt .* (P X^T) for every group (with
+// square, Wt .* (P X^T)^2), or, split over the contraction (S > 1), the
+// partial sums Tp[s] = P X^T over coordinates [s*chunk, (s+1)*chunk) for
+// pxt_reduce (grid: Np/TN*RTN by ceil(rg/TM)*RTM by G*S).
 __kernel __attribute__((reqd_work_group_size(RTN, RTM, 1)))
 void fisher_pxt(__global const float *P, __global const float *X, __global const float *Wt,
-		__global float *T, int rg, int Np, int dp, int R, int S, int chunk) {
+		__global float *T, int rg, int Np, int dp, int R, int S, int chunk, int square) {
 	PRODUCT_SLABS;
 	P += (long)g * rg * dp;
 	X += (long)g * Np * dp;
@@ -509,7 +515,7 @@ void fisher_pxt(__global const float *P, __global const float *X, __global const
 				long o = (long)gm * Np + n0 + ACC_COL(q, tx);
 				float4 v = (float4)(acc[i][4 * q], acc[i][4 * q + 1], acc[i][4 * q + 2], acc[i][4 * q + 3]);
 				if (S == 1) {
-					v *= *(__global const float4 *)(Wt + o);
+					v = weigh(v, *(__global const float4 *)(Wt + o), square);
 				}
 				*(__global float4 *)(T + o) = v;
 			}
@@ -517,10 +523,10 @@ void fisher_pxt(__global const float *P, __global const float *X, __global const
 	}
 }
 
-// pxt_reduce: T = Wt .* (sum of the S partial sums Tp), in order (grid:
-// n4 = R*Np/4 rounded up, a float4 each).
+// pxt_reduce: T = Wt .* (sum of the S partial sums Tp), in order (with
+// square, Wt .* sum^2; grid: n4 = R*Np/4 rounded up, a float4 each).
 __kernel void pxt_reduce(__global const float4 *Tp, __global const float4 *Wt, __global float4 *T,
-		int S, int n4) {
+		int S, int n4, int square) {
 	int e = get_global_id(0);
 	if (e >= n4) {
 		return;
@@ -529,7 +535,7 @@ __kernel void pxt_reduce(__global const float4 *Tp, __global const float4 *Wt, _
 	for (int s = 1; s < S; s++) {
 		v += Tp[(long)s * n4 + e];
 	}
-	T[e] = v * Wt[e];
+	T[e] = weigh(v, Wt[e], square);
 }
 
 // fisher_tx, the second product split over the contraction: Qp[s] = T X
@@ -671,6 +677,62 @@ void cg_update(__global float *Qp, int S, __global float *P, __global float *Res
 		if (tol > 0.0 && rhoNew <= tol * tol * rows[S_RHO0 * R + j]) {
 			flags[F_DONE * R + j] = 1;
 		}
+	}
+}
+
+// cg_last, one work-group per row: CG's last iteration, which needs of
+// the product only the row's curvature p.q = sum_n T[n] + tau*p.p, T the
+// first product's weighted squares (fisher_pxt with square): z += alpha*p,
+// alpha = rho/(p.q + eps). Like cg.Solver.Solve with a cg.Curvature
+// operator it forms no new residual, so rho stays the previous
+// iteration's, and the residual cg_finish reports with it.
+__kernel __attribute__((reqd_work_group_size(RL, 1, 1)))
+void cg_last(__global const float *T, int Np, __global const float *P, __global const float *Res,
+		__global float *Z, int zOff, int d, int dp, float tau, int it,
+		__global double *rows, __global int *flags, int R) {
+	__local double buf[RL];
+	int j = get_group_id(0);
+	int lid = get_local_id(0);
+	if (flags[F_DONE * R + j]) {
+		return;
+	}
+	long o = (long)j * d;
+	long op = (long)j * dp;
+	double rho = rows[S_RHO * R + j];
+	if (rho == 0.0) {
+		// Converged: z stays (0 at the first iteration, from cg_init).
+		if (lid == 0) {
+			flags[F_DONE * R + j] = 1;
+		}
+		return;
+	}
+	double pq = 0.0;
+	for (int n = lid; n < Np; n += RL) {
+		pq += (double)T[(long)j * Np + n];
+	}
+	double pp = 0.0;
+	for (int k = lid; k < d; k += RL) {
+		float p = P[op + k];
+		pp += (double)p * (double)p;
+	}
+	pq = block_sum(pq, buf);
+	pp = block_sum(pp, buf);
+	double den = pq + (double)tau * pp + rows[S_EPS * R + j];
+	// No return past the barriers of block_sum: PoCL 3.1 (CPU) ran the
+	// first trip of the loop below on every work-item, k >= d included,
+	// when the breakdown branch returned.
+	bool broke = !(den > 0.0) || isinf(den);
+	float alpha = broke ? 0.0f : (float)(rho / den);
+	for (int k = lid; k < d; k += RL) {
+		if (!broke) {
+			Z[zOff + o + k] = fma(alpha, P[op + k], Z[zOff + o + k]);
+		} else if (it == 0) {
+			Z[zOff + o + k] = Res[op + k];
+		}
+	}
+	if (broke && lid == 0) {
+		flags[F_DONE * R + j] = 1;
+		flags[F_BROKE * R + j] = 1;
 	}
 }
 

@@ -604,13 +604,14 @@ func TestProfiledEngine(t *testing.T) {
 	if err := e.prof.collect(); err != nil {
 		t.Fatal(err)
 	}
-	for _, k := range []string{"fisher_pxt", "fisher_tx", "cg_update", "im2col"} {
+	for _, k := range []string{"fisher_pxt", "fisher_tx", "cg_update", "cg_last", "im2col"} {
 		if e.prof.count[k] == 0 || e.prof.total[k] <= 0 {
 			t.Errorf("%s: %d launches, %v recorded", k, e.prof.count[k], e.prof.total[k])
 		}
 	}
-	if n := e.prof.count["fisher_tx"]; n != c.iters {
-		t.Errorf("fisher_tx ran %d times for %d CG iterations", n, c.iters)
+	// The last iteration runs the first product alone (cg_last).
+	if tx, pxt, last := e.prof.count["fisher_tx"], e.prof.count["fisher_pxt"], e.prof.count["cg_last"]; tx != c.iters-1 || pxt != c.iters || last != 1 {
+		t.Errorf("fisher_tx ran %d times, fisher_pxt %d, cg_last %d for %d CG iterations", tx, pxt, last, c.iters)
 	}
 	t.Log(e.prof.String(1))
 }

@@ -52,9 +52,21 @@ func (c Conv) Points(r int) int { return r * c.Layer().Geometry().Locations() }
 // RowLen is D = In*k*k.
 func (c Conv) RowLen() int { return c.Layer().RowLen() }
 
-// Flops is the cost of one preconditioning: iters * 4*N*D*R.
+// Flops is the nominal cost of one preconditioning, iters * 4*N*D*R: two
+// products with the patches at every CG iteration, as the reference runs
+// them.
 func (c Conv) Flops(r, iters int) float64 {
 	return float64(iters) * 4 * float64(c.Points(r)) * float64(c.RowLen()) * float64(c.Out)
+}
+
+// WorkFlops is what the products of a solve on the patches run: 4*N*D*R
+// an iteration but the last, which needs only the first product (2*N*D*R,
+// see cg.Curvature).
+func (c Conv) WorkFlops(r, iters int) float64 {
+	if iters < 1 {
+		return 0
+	}
+	return c.Flops(r, iters) - 2*float64(c.Points(r))*float64(c.RowLen())*float64(c.Out)
 }
 
 // Input builds a deterministic input with r samples and iters CG
