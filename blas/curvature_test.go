@@ -151,13 +151,7 @@ func TestFisherCurvatures(t *testing.T) {
 		{256, 128, 8, 6, 2},  // two products
 		{256, 64, 16, 40, 2}, // two products, the first's points claimed
 	} {
-		wp, hp := tc.width+2, tc.height+2
-		m := ImageRows{
-			Width: tc.width, Height: tc.height, ImageLen: hp * wp * tc.c,
-			RowStride: wp * tc.c, ColStride: tc.c,
-			Segs: 3, SegLen: 3 * tc.c, SegStride: wp * tc.c,
-		}
-		m.Data = randSlice(rng, tc.images*m.ImageLen)
+		m := testImages(rng, tc.c, tc.width, tc.height, tc.images)
 		r, d, n := tc.r, 3*m.SegLen, tc.images*tc.width*tc.height
 		x := make([]float32, n*d)
 		m.Rows(x, d, 0, n)

@@ -28,13 +28,7 @@ func TestImageFisher(t *testing.T) {
 		{256, 64, 16, 40, 2}, // two products, the first's points claimed by three parts
 	}
 	for _, tc := range cases {
-		wp, hp := tc.width+2, tc.height+2
-		m := ImageRows{
-			Width: tc.width, Height: tc.height, ImageLen: hp * wp * tc.c,
-			RowStride: wp * tc.c, ColStride: tc.c,
-			Segs: 3, SegLen: 3 * tc.c, SegStride: wp * tc.c,
-		}
-		m.Data = randSlice(rng, tc.images*m.ImageLen)
+		m := testImages(rng, tc.c, tc.width, tc.height, tc.images)
 		r, d, n := tc.r, 3*m.SegLen, tc.images*tc.width*tc.height
 		name := fmt.Sprintf("R=%d/C=%d/W=%d", tc.r, tc.c, tc.width)
 		if !ReadsImage(avx2{}, r, d, &m) {
@@ -99,6 +93,20 @@ func TestImageFisher(t *testing.T) {
 			}
 		}
 	}
+}
+
+// testImages returns random channel-last images of c channels, padded
+// by one pixel on every side, as the rows of a 3x3 convolution's patches
+// (width x height output locations an image).
+func testImages(rng *rand.Rand, c, width, height, images int) ImageRows {
+	wp, hp := width+2, height+2
+	m := ImageRows{
+		Width: width, Height: height, ImageLen: hp * wp * c,
+		RowStride: wp * c, ColStride: c,
+		Segs: 3, SegLen: 3 * c, SegStride: wp * c,
+	}
+	m.Data = randSlice(rng, images*m.ImageLen)
+	return m
 }
 
 // planImage cuts each image into as few blocks as the bound allows, of

@@ -616,6 +616,20 @@ void cg_init(__global const float *grad, int gradOff, __global float *Z, int zOf
 	}
 }
 
+// CG_ROW_START begins a kernel that runs one CG row j a work-group: its
+// reduction buffer, the work-item's lid, nothing to do for a row that has
+// stopped (flags), and the row's offsets in Z (o, d a row) and in P and
+// Res (op, dp a row).
+#define CG_ROW_START \
+	__local double buf[RL]; \
+	int j = get_group_id(0); \
+	int lid = get_local_id(0); \
+	if (flags[F_DONE * R + j]) { \
+		return; \
+	} \
+	long o = (long)j * d; \
+	long op = (long)j * dp
+
 // cg_update, one work-group per row: q = Q + tau*p, Q = T X the sum of
 // the S partial sums Qp[s] (R*dp apart) added in order, then one iteration
 // of the batched CG of cg.Solver.Solve; q is kept in Qp's slice 0. The
@@ -624,14 +638,7 @@ __kernel __attribute__((reqd_work_group_size(RL, 1, 1)))
 void cg_update(__global float *Qp, int S, __global float *P, __global float *Res,
 		__global float *Z, int zOff, int d, int dp, float tau, double tol, int it,
 		__global double *rows, __global int *flags, int R) {
-	__local double buf[RL];
-	int j = get_group_id(0);
-	int lid = get_local_id(0);
-	if (flags[F_DONE * R + j]) {
-		return;
-	}
-	long o = (long)j * d;
-	long op = (long)j * dp;
+	CG_ROW_START;
 	long stride = (long)R * dp;
 	double pq = 0.0;
 	for (int k = lid; k < d; k += RL) {
@@ -690,14 +697,7 @@ __kernel __attribute__((reqd_work_group_size(RL, 1, 1)))
 void cg_last(__global const float *T, int Np, __global const float *P, __global const float *Res,
 		__global float *Z, int zOff, int d, int dp, float tau, int it,
 		__global double *rows, __global int *flags, int R) {
-	__local double buf[RL];
-	int j = get_group_id(0);
-	int lid = get_local_id(0);
-	if (flags[F_DONE * R + j]) {
-		return;
-	}
-	long o = (long)j * d;
-	long op = (long)j * dp;
+	CG_ROW_START;
 	double rho = rows[S_RHO * R + j];
 	if (rho == 0.0) {
 		// Converged: z stays (0 at the first iteration, from cg_init).
