@@ -259,6 +259,11 @@ func oracleCases() []oracleCase {
 		{"no_momentum_no_subsample", conv3, with(func(o *oracleOpts) { o.mu = 0 }), 4, 0, 2},
 		{"dilation_stride", Layer{InChannels: 2, OutChannels: 3, InH: 9, InW: 8, Kernel: [2]int{3, 2}, Stride: [2]int{2, 1}, Padding: [2]int{2, 1}, Dilation: [2]int{2, 3}}, base, 5, 2, 2},
 		{"tau_iters", conv3, with(func(o *oracleOpts) { o.tau = 1e-3; o.iters = 7 }), 6, 4, 2},
+		// The last iteration runs on the curvatures alone (cg.Curvature):
+		// with one iteration it is the only one, with two it follows a
+		// whole one.
+		{"one_iteration", conv3, with(func(o *oracleOpts) { o.iters = 1 }), 6, 3, 2},
+		{"two_iterations", conv3, with(func(o *oracleOpts) { o.iters = 2 }), 6, 3, 2},
 		{"groups", Layer{InChannels: 4, OutChannels: 6, InH: 5, InW: 5, Kernel: [2]int{3, 3}, Padding: [2]int{1, 1}, Groups: 2}, base, 4, 2, 2},
 		{"depthwise", Layer{InChannels: 3, OutChannels: 3, InH: 5, InW: 4, Kernel: [2]int{3, 3}, Padding: [2]int{1, 1}, Groups: 3}, base, 4, 3, 2},
 		{"joint_bias", Layer{InChannels: 2, OutChannels: 3, InH: 5, InW: 5, Kernel: [2]int{3, 3}, Padding: [2]int{1, 1}, Bias: JointBias}, with(func(o *oracleOpts) { o.wd = 1e-2 }), 4, 2, 2},
