@@ -18,9 +18,9 @@ import (
 // product with G (rows x points x points) an iteration but the last,
 // which needs only the curvatures p_j.(B_j p_j) = t_j.s_j (as Solve's
 // last iteration with a Curvature operator, it forms no new residual),
-// and no product with X but the last, which expands z. Where there are far fewer points than
-// columns that is a fraction of the two products with X that applying
-// B_j takes.
+// and no product with X but the last, which expands z. Where there are
+// far fewer points than columns that is a fraction of the two products
+// with X that applying B_j takes.
 type PointsSpace interface {
 	Shifted
 	// PointsSolve reports whether a solve of iters iterations gains by
