@@ -53,9 +53,6 @@ func (w *fisherWork) addSums(pieces int) {
 	}
 }
 
-// forgetCurvatures drops what a call asked about curvatures.
-func (w *fisherWork) forgetCurvatures() { w.curv = nil }
-
 // weighSquares adds to piece c's partial sums, for every row j, the
 // weighted squares of the nb points from n0 of a first product S (points
 // x rows, row stride lds): sum_i Weights[j][n0+i] * S[i][j]^2, from the
@@ -105,11 +102,11 @@ func (t *curvaturePieces) RunPart(part, parts int) {
 	}
 }
 
-// pointCurvatures writes the curvatures from the first product T^T of the
-// two products (in w.t, unscaled), weightsT the weights transposed or nil
-// (no weights).
-func (w *fisherWork) pointCurvatures(f *FisherProduct, weightsT []float32) {
-	w.f = f
+// pointCurvatures writes the curvatures of w.f from the first product T^T
+// of the two products (in w.t, unscaled), weightsT the weights transposed
+// or nil (no weights).
+func (w *fisherWork) pointCurvatures(weightsT []float32) {
+	f := w.f
 	pieces := (f.Points + curvaturePiece - 1) / curvaturePiece
 	w.growSums(pieces)
 	t := &w.pieces
@@ -117,7 +114,6 @@ func (w *fisherWork) pointCurvatures(f *FisherProduct, weightsT []float32) {
 	Parallel(t, min(pieces, max(1, f.Points*f.Rows>>15)))
 	*t = curvaturePieces{}
 	w.addSums(pieces)
-	w.f = nil
 }
 
 // curvatureRows writes the curvatures of a part's rows from the first
@@ -143,14 +139,12 @@ func (t *curvatureRows) RunPart(part, parts int) {
 	}
 }
 
-// rowCurvatures writes the curvatures from the first product T (Rows x
-// Points, row stride ld, unscaled) of the two products that read P in
-// place.
-func (w *fisherWork) rowCurvatures(f *FisherProduct, ld int) {
-	w.f = f
+// rowCurvatures writes the curvatures of w.f from the first product T
+// (Rows x Points, row stride ld, unscaled) of the two products that read
+// P in place.
+func (w *fisherWork) rowCurvatures(ld int) {
 	t := &w.rows
 	*t = curvatureRows{w: w, ld: ld}
-	Parallel(t, max(1, f.Points*f.Rows>>15))
+	Parallel(t, max(1, w.f.Points*w.f.Rows>>15))
 	*t = curvatureRows{}
-	w.f = nil
 }

@@ -273,8 +273,8 @@ func (k avx2) fisher(f *FisherProduct, curv []float64) bool {
 	if f.Image != nil && !ReadsImage(k, r, d, f.Image) {
 		return false
 	}
-	w.curv = curv
-	defer w.forgetCurvatures()
+	w.f, w.curv = f, curv
+	defer w.release()
 	if block == 0 {
 		if f.Image != nil {
 			return w.imageProducts(f)
@@ -286,7 +286,7 @@ func (k avx2) fisher(f *FisherProduct, curv []float64) bool {
 		w.plan = planImage(f, block)
 		block, blocks = w.plan.blockRows*f.Image.Width, w.plan.blocks()
 	}
-	w.f, w.block, w.blocks = f, block, blocks
+	w.block, w.blocks = block, blocks
 	w.weightsT = f.transposedWeights()
 	w.packRows(f)
 	w.chunks = fisherChunkCount(r, n, blocks)
@@ -296,15 +296,17 @@ func (k avx2) fisher(f *FisherProduct, curv []float64) bool {
 		w.growSums(w.chunks)
 		Parallel(w, w.chunks)
 		w.addSums(w.chunks)
-		w.f, w.weightsT = nil, nil
 		return true
 	}
 	Parallel(w, w.chunks)
 	w.reduce = true
 	Parallel(w, max(1, r*d>>14))
-	w.f, w.weightsT = nil, nil
 	return true
 }
+
+// release drops what a call of fisher held: the product, its transposed
+// weights and the curvatures asked for.
+func (w *fisherWork) release() { w.f, w.weightsT, w.curv = nil, nil, nil }
 
 // packRows copies P^T into nr-wide panels, the last zero padded, split
 // across the cores by panels.
@@ -336,7 +338,7 @@ func (w *fisherWork) twoProducts(f *FisherProduct) bool {
 		}
 		runGemm(&first)
 		if w.curv != nil {
-			w.rowCurvatures(f, ldt)
+			w.rowCurvatures(ldt)
 			return true
 		}
 		second := gemmTask{
@@ -368,7 +370,7 @@ func (w *fisherWork) twoProducts(f *FisherProduct) bool {
 	}
 	runGemm(&first)
 	if w.curv != nil {
-		w.pointCurvatures(f, weightsT)
+		w.pointCurvatures(weightsT)
 		return true
 	}
 	// Q = Damping*P + Alpha*(T^T)^T X, X read in place when its rows fill

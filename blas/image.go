@@ -213,7 +213,6 @@ func (w *fisherWork) imageProducts(f *FisherProduct) bool {
 	}
 	r, n := f.Rows, f.Points
 	w.plan = planImage(f, kcBlock)
-	w.f = f
 	w.packRows(f)
 	w.t = buf.Grow(w.t, n*sStride(r))
 	t := &w.image
@@ -226,20 +225,17 @@ func (w *fisherWork) imageProducts(f *FisherProduct) bool {
 	Parallel(t, maxParts)
 	t.release()
 	if w.curv != nil {
-		w.pointCurvatures(f, weightsT)
-		*t = imageTask{}
-		w.f = nil
-		return true
+		w.pointCurvatures(weightsT)
+	} else {
+		t.second = true
+		maxParts = (f.Len + 2*nr - 1) / (2 * nr)
+		if parts := min(runtime.GOMAXPROCS(0), maxParts); isa.segmented && parts > 1 && maxParts >= parts*minClaimStrips {
+			t.claims = claimsFor(maxParts, w.plan.blocks(), parts)
+		}
+		Parallel(t, maxParts)
+		t.release()
 	}
-	t.second = true
-	maxParts = (f.Len + 2*nr - 1) / (2 * nr)
-	if parts := min(runtime.GOMAXPROCS(0), maxParts); isa.segmented && parts > 1 && maxParts >= parts*minClaimStrips {
-		t.claims = claimsFor(maxParts, w.plan.blocks(), parts)
-	}
-	Parallel(t, maxParts)
-	t.release()
 	*t = imageTask{}
-	w.f = nil
 	return true
 }
 

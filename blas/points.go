@@ -14,11 +14,12 @@ import (
 // the rows of X, and cg.PointsSpace runs it on coefficients over them:
 // X p_j follows from the points' Gram matrix G = X X^T (Points x Points,
 // once a step), so an iteration is one product S G (Rows x Points x
-// Points), and only z is expanded, by one product with X, at the end.
-// Where there are far fewer points than coordinates (ResNet-18's l3.conv,
-// 1024 points of 2304 coordinates, and its last stage, 256 of 2304 or
-// 4608) that costs a fraction of the two products with X (Rows x Points x
-// Len each) that applying the operator takes at every iteration. The iterates are the same in exact
+// Points; the last iteration none), and only z is expanded, by one
+// product with X, at the end. Where there are far fewer points than
+// coordinates (ResNet-18's l3.conv, 1024 points of 2304 coordinates, and
+// its last stage, 256 of 2304 or 4608) that costs a fraction of the two
+// products with X (Rows x Points x Len each) that applying the operator
+// takes at every iteration. The iterates are the same in exact
 // arithmetic; in float32 they differ by rounding.
 
 // RecurrenceEnv is the environment variable that overrides the choice of

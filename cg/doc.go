@@ -10,7 +10,9 @@
 // second time. One whose matrices are X^T diag(v_j) X (+ shift*I) for a
 // shared X of fewer rows than columns (PointsSpace) is solved wholly on
 // coefficients over b_j and the rows of X: one product with X X^T an
-// iteration, and one with X at the end.
+// iteration but the last, and one with X at the end. One that can give
+// the curvatures p_j.(B_j p_j) alone (Curvature) runs the last iteration
+// on them: it needs no more of the product, and forms no new residual.
 //
 // It runs a fixed number of iterations from z = 0 (the reference
 // behaviour) or stops a row once its residual falls below a relative

@@ -386,13 +386,14 @@ func TestSolveCurvature(t *testing.T) {
 			}
 		}
 	}
-	// Row 0 indefinite: with one iteration it breaks down at the last,
-	// which is the first, and takes b.
-	neg := &curved{shiftedOperator: &shiftedRows{perRow: perRow{n: n, mats: shiftedOp.mats}, shift: 0}, n: n}
-	neg.shiftedOperator.(*shiftedRows).mats = append([]*mat.SymDense{mat.NewSymDense(n, nil)}, shiftedOp.mats[1:]...)
+	// Row 0 indefinite (-I): with one iteration it breaks down at the
+	// last, which is the first, and takes b.
+	minusI := mat.NewSymDense(n, nil)
 	for i := 0; i < n; i++ {
-		neg.shiftedOperator.(*shiftedRows).mats[0].SetSym(i, i, -1)
+		minusI.SetSym(i, i, -1)
 	}
+	mats := append([]*mat.SymDense{minusI}, shiftedOp.mats[1:]...)
+	neg := &curved{shiftedOperator: &shiftedRows{perRow: perRow{n: n, mats: mats}}, n: n}
 	s := Solver{Iters: 1, Eps: 1e-12}
 	z := make([]float32, rows*n)
 	res := s.Solve(neg, b, z, rows, n)

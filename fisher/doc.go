@@ -13,5 +13,7 @@
 // patches than coordinates it lets the solver run wholly on coefficients
 // over the patches (cg.PointsSpace; see blas.PointsGains), so that an
 // iteration costs one product with the patches' Gram matrix and only the
-// solution is expanded over X.
+// solution is expanded over X. Its Curvatures give CG's last iteration
+// the one thing it needs, p_j.(F_j p_j), from the first product P X^T
+// alone (cg.Curvature).
 package fisher

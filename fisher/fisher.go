@@ -135,13 +135,17 @@ func (o *Operator) Curvatures(pq []float64, p []float32) {
 	}
 	_, prod := o.firstProduct(k, p)
 	for j := 0; j < r; j++ {
+		row := prod[j*n : (j+1)*n]
 		var sum float64
-		for i, v := range prod[j*n : (j+1)*n] {
-			w := float64(f.Alpha)
-			if o.Weights != nil {
-				w = float64(o.Weights[j*n+i])
+		if o.Weights == nil {
+			for _, v := range row {
+				sum += float64(v) * float64(v)
 			}
-			sum += w * float64(v) * float64(v)
+			pq[j] = float64(f.Alpha) * sum
+			continue
+		}
+		for i, w := range o.Weights[j*n : (j+1)*n] {
+			sum += float64(w) * float64(row[i]) * float64(row[i])
 		}
 		pq[j] = sum
 	}
